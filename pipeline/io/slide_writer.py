@@ -1,0 +1,82 @@
+"""Write RGB images as tiled JPEG pyramid TIFFs that openslide reads (Aperio or generic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tifffile
+
+from pipeline.io.files import atomic_write
+
+
+def _halve(rgb: np.ndarray) -> np.ndarray:
+    """2× area downsample (odd edge dropped): uint8 [H//2, W//2, 3]."""
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    blocks = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).astype(np.uint16)
+    return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+
+
+def pyramid(rgb: np.ndarray, min_level_size: int) -> list[np.ndarray]:
+    """Level 0 and successive 2× reductions until the smaller side is below ``min_level_size``."""
+    levels = [rgb]
+    while min(levels[-1].shape[:2]) // 2 >= min_level_size:
+        levels.append(_halve(levels[-1]))
+    return levels
+
+
+def write_pyramid_tiff(
+    path: Path,
+    rgb: np.ndarray,
+    *,
+    mpp: float | None,
+    app_mag: float | None = None,
+    vendor: Literal["aperio", "generic"] = "aperio",
+    tile_size: int = 256,
+    jpeg_quality: int = 90,
+    min_level_size: int = 256,
+) -> None:
+    """Write uint8 [H, W, 3] as a tiled JPEG pyramid TIFF, levels as separate pages.
+
+    ``aperio``: page 0's ImageDescription starts with "Aperio Image Library" and carries
+    ``|MPP = …|AppMag = …`` (each omitted when None), so openslide reports vendor ``aperio``
+    with ``openslide.mpp-x`` and ``openslide.objective-power``. ``generic``: MPP in the TIFF
+    resolution tags (pixels per centimetre; none when ``mpp`` is None), vendor
+    ``generic-tiff``. Written to a temporary file and renamed.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    levels = pyramid(rgb, min_level_size)
+    height, width = rgb.shape[:2]
+
+    def write(tmp: Path) -> None:
+        with tifffile.TiffWriter(tmp, bigtiff=False) as tif:
+            for i, level in enumerate(levels):
+                kwargs: dict = {
+                    "photometric": "rgb",
+                    "compression": "jpeg",
+                    "compressionargs": {"level": jpeg_quality},
+                    "metadata": None,
+                    "subfiletype": 0 if i == 0 else 1,
+                }
+                if min(level.shape[:2]) >= tile_size:
+                    kwargs["tile"] = (tile_size, tile_size)
+                else:
+                    kwargs["rowsperstrip"] = level.shape[0]
+                if vendor == "aperio":
+                    desc = f"Aperio Image Library v12.0.0\r\n{width}x{height} -> {level.shape[1]}x{level.shape[0]}"
+                    if i == 0:
+                        desc = f"Aperio Image Library v12.0.0\r\n{width}x{height} ({tile_size}x{tile_size}) JPEG/RGB Q={jpeg_quality}"
+                        if app_mag is not None:
+                            desc += f"|AppMag = {app_mag:g}"
+                        if mpp is not None:
+                            desc += f"|MPP = {mpp:.6g}"
+                    kwargs["description"] = desc
+                elif mpp is not None:
+                    ppcm = 1e4 / (mpp * width / level.shape[1])
+                    kwargs["resolution"] = (ppcm, ppcm)
+                    kwargs["resolutionunit"] = "CENTIMETER"
+                tif.write(level, **kwargs)
+
+    atomic_write(Path(path), write)

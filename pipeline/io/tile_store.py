@@ -1,0 +1,148 @@
+"""The tiles folder of a workdir — the only code that knows its layout.
+
+```
+workdir/tiles/
+  tiles.zarr/<slide_id>     uint8 [N, H, W, 3] per slide (zarr v3, chunked by tile, sharded)
+  parts/<slide_id>.parquet  the slide's tile rows        (written after its array)
+  parts/<slide_id>.json     the slide's record + fingerprint (written last: the commit mark)
+  tiles.parquet             all tiles of the cohort, with the cohort's metadata
+  slides.parquet            one row per cohort slide: status, error, n_tiles, mpp, …
+  .staging/                 arrays being written (moved into tiles.zarr when complete)
+```
+A slide's tiles appear in ``tiles.zarr`` only complete (one rename), and count as done only
+once its record exists, so a killed run leaves nothing half-visible.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import ZstdCodec
+
+from pipeline.config import StorageConfig
+from pipeline.io.files import atomic_write_json, replace_dir
+from pipeline.io.parquet import read_parquet, write_parquet
+
+
+class TileStore:
+    """Read and write the tile arrays, per-slide parts and cohort manifests under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.zarr_path = self.root / "tiles.zarr"
+        self.parts_dir = self.root / "parts"
+        self.staging_dir = self.root / ".staging"
+        self.tiles_manifest = self.root / "tiles.parquet"
+        self.slides_manifest = self.root / "slides.parquet"
+
+    # -- setup -------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the folders and the zarr group if missing."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.zarr_path / "zarr.json").exists():
+            zarr.open_group(str(self.zarr_path), mode="a", zarr_format=3)
+
+    def clear_staging(self) -> None:
+        """Drop arrays left by a killed run (call only when no other run uses this workdir)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- per-slide records ---------------------------------------------------------------------
+    def _record_path(self, slide_id: str) -> Path:
+        return self.parts_dir / f"{slide_id}.json"
+
+    def _rows_path(self, slide_id: str) -> Path:
+        return self.parts_dir / f"{slide_id}.parquet"
+
+    def record(self, slide_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._record_path(slide_id).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def rows(self, slide_id: str) -> pd.DataFrame:
+        return read_parquet(self._rows_path(slide_id))
+
+    # -- writing a slide -----------------------------------------------------------------------
+    def create_staging(self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig) -> str:
+        """Create an empty staging array for a slide; returns its path."""
+        path = self.staging_dir / f"{slide_id}-{uuid.uuid4().hex[:12]}"
+        chunk = storage.tiles_per_chunk
+        shard = storage.tiles_per_shard
+        zarr.create_array(
+            str(path),
+            shape=(n_tiles, size, size, 3),
+            chunks=(chunk, size, size, 3),
+            shards=(shard, size, size, 3),
+            dtype="uint8",
+            compressors=ZstdCodec(level=storage.zstd_level),
+            dimension_names=("tile", "y", "x", "channel"),
+            zarr_format=3,
+        )
+        return str(path)
+
+    @staticmethod
+    def write_tiles(staging: str, start: int, tiles: np.ndarray) -> None:
+        """Write tiles at ``start``; callers keep writes shard-aligned (safe across processes)."""
+        arr = zarr.open_array(staging, mode="r+")
+        arr[start : start + len(tiles)] = tiles
+
+    def commit_ok(
+        self, slide_id: str, staging: str, rows: pd.DataFrame, record: dict[str, Any]
+    ) -> None:
+        """Publish a slide: array into the group, then rows, then the record (commit mark)."""
+        self._record_path(slide_id).unlink(missing_ok=True)
+        replace_dir(Path(staging), self.zarr_path / slide_id)
+        write_parquet(rows, self._rows_path(slide_id))
+        atomic_write_json(self._record_path(slide_id), record)
+
+    def commit_failed(self, slide_id: str, record: dict[str, Any], staging: str | None) -> None:
+        """Record a failed slide and remove any tiles it had from an earlier run."""
+        self._record_path(slide_id).unlink(missing_ok=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(self.zarr_path / slide_id, ignore_errors=True)
+        self._rows_path(slide_id).unlink(missing_ok=True)
+        atomic_write_json(self._record_path(slide_id), record)
+
+    # -- manifests -----------------------------------------------------------------------------
+    def write_manifests(self, tiles: pd.DataFrame, slides: pd.DataFrame) -> bool:
+        """Write ``tiles.parquet`` and ``slides.parquet`` unless unchanged; True if written."""
+        changed = False
+        for df, path in ((tiles, self.tiles_manifest), (slides, self.slides_manifest)):
+            if path.exists():
+                old = read_parquet(path)
+                if old.shape == df.shape and old.reset_index(drop=True).equals(
+                    df.reset_index(drop=True)
+                ):
+                    continue
+            write_parquet(df, path)
+            changed = True
+        return changed
+
+    def read_manifest(self) -> pd.DataFrame:
+        return read_parquet(self.tiles_manifest)
+
+    def read_slides(self) -> pd.DataFrame:
+        return read_parquet(self.slides_manifest)
+
+    # -- reading tiles -------------------------------------------------------------------------
+    def array(self, slide_id: str) -> zarr.Array:
+        return zarr.open_array(str(self.zarr_path / slide_id), mode="r")
+
+    def read_tiles(self, slide_id: str, indices: np.ndarray | slice | None = None) -> np.ndarray:
+        """Tiles of one slide (all, a slice, or an index array): uint8 [n, H, W, 3]."""
+        arr = self.array(slide_id)
+        if indices is None:
+            return arr[:]
+        if isinstance(indices, slice):
+            return arr[indices]
+        return arr.get_orthogonal_selection((np.asarray(indices, dtype=np.int64),))

@@ -1,0 +1,1 @@
+"""Thin Ray wrappers around ``pipeline``: build Ray objects from config, call pipeline, write."""

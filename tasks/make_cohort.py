@@ -1,0 +1,76 @@
+"""``stylepath make-cohort``: render the synthetic H&E demo cohort with one Ray task per slide."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from pipeline.config import RayConfig
+from pipeline.io.files import atomic_write, atomic_write_json
+from pipeline.io.parquet import read_table
+from pipeline.io.slide_writer import write_pyramid_tiff
+from pipeline.synthetic import plan_cohort, render_slide
+from tasks.runtime import ensure_ray
+
+# Bump when rendering changes pixels, so cached demo cohorts are rebuilt.
+GENERATOR_VERSION = 1
+
+
+@ray.remote
+def _write_slide(spec: dict[str, Any], path: str) -> str:
+    mpp = float(spec["mpp"])
+    write_pyramid_tiff(Path(path), render_slide(spec), mpp=mpp, app_mag=round(10.0 / mpp, 2))
+    return path
+
+
+def make_cohort(
+    out: str | Path,
+    *,
+    n_slides: int = 16,
+    seed: int = 0,
+    size_um: float = 2048.0,
+    mpp: float = 0.5,
+    tumor_fraction: float = 0.5,
+    confound: float = 0.75,
+    ray_cfg: RayConfig | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Write slides + ``cohort.csv`` into ``out``; a no-op when the same cohort is already there."""
+    out = Path(out).absolute()
+    params = {
+        "n_slides": n_slides, "seed": seed, "size_um": size_um, "mpp": mpp,
+        "tumor_fraction": tumor_fraction, "confound": confound, "version": GENERATOR_VERSION,
+    }  # fmt: skip
+    table = out / "cohort.csv"
+    stamp = out / "cohort.json"
+    plan = plan_cohort(
+        n_slides, seed, size_um=size_um, mpp=mpp, tumor_fraction=tumor_fraction, confound=confound
+    )
+    plan["path"] = [f"slides/{sid}.tif" for sid in plan["slide_id"]]
+    if stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params:
+        existing = read_table(table)
+        if all((out / p).is_file() for p in existing["path"]):
+            return table
+    stamp.unlink(missing_ok=True)
+    (out / "slides").mkdir(parents=True, exist_ok=True)
+    ensure_ray(ray_cfg or RayConfig())
+    specs = plan.to_dict(orient="records")
+    refs = [_write_slide.remote(spec, str(out / spec["path"])) for spec in specs]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with tqdm(total=len(refs), unit="slide", desc="demo cohort", disable=not progress) as bar:
+        pending = refs
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+            bar.update(len(done))
+    # The slides carry their MPP; an `mpp` column would be read as a per-slide override.
+    cohort = plan.drop(columns=["mpp"])
+    atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
+    atomic_write_json(stamp, params)
+    return table

@@ -1,0 +1,37 @@
+"""Connect to Ray quietly: embedded local Ray on a laptop, an existing cluster elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import ray
+
+from pipeline.config import RayConfig
+
+log = logging.getLogger("stylepath")
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    """Start (or join) Ray once per process; banners and worker logs stay quiet."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    warnings.filterwarnings("ignore", module="ray")
+    kwargs: dict = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
+    if cfg.address in (None, "", "local"):
+        kwargs["num_cpus"] = cfg.num_cpus
+        if cfg.temp_dir:
+            kwargs["_temp_dir"] = cfg.temp_dir
+    else:
+        kwargs["address"] = cfg.address
+    ray.init(**kwargs)
+    log.debug("ray resources: %s", ray.cluster_resources())

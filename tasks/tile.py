@@ -1,0 +1,211 @@
+"""The tiling stage on Ray: one planning task per slide, then read tasks over shard-aligned
+parts of its tile array; the driver commits each slide when all its parts are written."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import ray
+from tqdm import tqdm
+
+from pipeline.cohort import read_cohort
+from pipeline.config import Config, StorageConfig, TilingConfig
+from pipeline.io.files import atomic_write_yaml, workdir_lock
+from pipeline.io.tile_store import TileStore
+from pipeline.slides import SlideError, open_slide
+from pipeline.tiling import (
+    SlidePlan,
+    is_done,
+    plan_slide,
+    read_tiles,
+    slide_fingerprint,
+    slide_record,
+    slides_table,
+    tile_rows,
+    tiles_table,
+)
+from tasks.runtime import ensure_ray
+
+log = logging.getLogger("stylepath")
+
+
+@dataclass
+class TilingSummary:
+    n_slides: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_skipped: int = 0
+    n_tiles: int = 0
+    n_tiles_read: int = 0
+    seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@ray.remote
+def _plan_task(
+    slide_id: str, path: str, cohort_mpp: float | None, tiling: TilingConfig,
+    storage: StorageConfig, store_root: str,
+) -> dict[str, Any]:  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        plan = plan_slide(open_slide(path), slide_id, path, cohort_mpp, tiling)
+    except SlideError as exc:
+        return {"error": str(exc), "seconds": time.perf_counter() - t0}
+    staging = TileStore(store_root).create_staging(slide_id, plan.n_tiles, tiling.size, storage)
+    return {"plan": plan, "staging": staging, "seconds": time.perf_counter() - t0}
+
+
+@ray.remote
+def _read_task(plan: SlidePlan, staging: str, start: int, stop: int, shard: int) -> dict:
+    t0 = time.perf_counter()
+    try:
+        slide = open_slide(plan.path)
+        for a in range(start, stop, shard):  # one shard in memory at a time
+            b = min(a + shard, stop)
+            TileStore.write_tiles(staging, a, read_tiles(slide, plan, a, b))
+    except SlideError as exc:
+        return {"error": str(exc), "seconds": time.perf_counter() - t0}
+    return {"n": stop - start, "seconds": time.perf_counter() - t0}
+
+
+def split_parts(n_tiles: int, tiles_per_task: int, shard: int) -> list[tuple[int, int]]:
+    """Shard-aligned ``[start, stop)`` ranges of about ``tiles_per_task`` tiles."""
+    step = max(shard, (tiles_per_task + shard - 1) // shard * shard)
+    return [(a, min(a + step, n_tiles)) for a in range(0, n_tiles, step)]
+
+
+@dataclass
+class _SlideJob:
+    slide_id: str
+    path: str
+    fingerprint: str
+    seconds: float = 0.0
+    plan: SlidePlan | None = None
+    staging: str | None = None
+    parts_left: int = 0
+    failed: bool = False
+
+
+def _tile_pending(
+    cfg: Config, store: TileStore, jobs: dict[str, _SlideJob], cohort_mpp: dict[str, Any],
+    summary: TilingSummary, records: dict[str, dict], progress: bool,
+) -> None:  # fmt: skip
+    rc = cfg.ray
+    opts = {"num_cpus": rc.tile_task_cpus, "max_retries": rc.max_retries}
+    plan_fn = _plan_task.options(**opts)
+    read_fn = _read_task.options(**opts)
+    shard = cfg.storage.tiles_per_shard
+    inflight: dict[ray.ObjectRef, tuple[str, str]] = {}
+    for sid, job in jobs.items():
+        ref = plan_fn.remote(
+            sid, job.path, cohort_mpp.get(sid), cfg.tiling, cfg.storage, str(store.root)
+        )
+        inflight[ref] = ("plan", sid)
+
+    bar = tqdm(total=0, unit="tile", desc="tiling", disable=not progress, file=sys.stderr)
+
+    def fail(job: _SlideJob, error: str, cacheable: bool) -> None:
+        job.failed = True
+        rec = slide_record(
+            job.slide_id, job.path, job.fingerprint, plan=job.plan, error=error,
+            cacheable=cacheable, seconds=job.seconds,
+        )  # fmt: skip
+        store.commit_failed(job.slide_id, rec, job.staging)
+        records[job.slide_id] = rec
+        summary.n_failed += 1
+        summary.failed[job.slide_id] = error
+
+    def commit(job: _SlideJob) -> None:
+        assert job.plan is not None and job.staging is not None
+        rec = slide_record(job.slide_id, job.path, job.fingerprint, plan=job.plan,
+                           seconds=job.seconds)  # fmt: skip
+        store.commit_ok(job.slide_id, job.staging, tile_rows(job.plan), rec)
+        records[job.slide_id] = rec
+        summary.n_ok += 1
+
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        kind, sid = inflight.pop(ready[0])
+        job = jobs[sid]
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001 - lost worker after retries, or a bug
+            if not job.failed:
+                fail(job, f"{job.path}: {kind} task failed: {type(exc).__name__}: {exc}", False)
+            continue
+        job.seconds += result["seconds"]
+        if job.failed:
+            continue
+        if "error" in result:
+            fail(job, result["error"], cacheable=True)
+        elif kind == "plan":
+            job.plan, job.staging = result["plan"], result["staging"]
+            parts = split_parts(job.plan.n_tiles, rc.tiles_per_task, shard)
+            bar.total += job.plan.n_tiles
+            bar.refresh()
+            if not parts:
+                commit(job)
+                continue
+            plan_ref = ray.put(job.plan)
+            job.parts_left = len(parts)
+            for a, b in parts:
+                inflight[read_fn.remote(plan_ref, job.staging, a, b, shard)] = ("read", sid)
+        else:
+            bar.update(result["n"])
+            summary.n_tiles_read += result["n"]
+            job.parts_left -= 1
+            if job.parts_left == 0:
+                commit(job)
+        bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, refresh=False)
+    bar.close()
+
+
+def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
+    """Tile every pending slide of the cohort and write the manifests (see ``TileStore``)."""
+    t0 = time.perf_counter()
+    if progress is None:
+        progress = sys.stderr.isatty()
+    cohort = read_cohort(cfg.cohort)
+    store = TileStore(cfg.workdir / "tiles")
+    summary = TilingSummary(n_slides=len(cohort))
+    with workdir_lock(store.root):
+        store.ensure()
+        atomic_write_yaml(cfg.workdir / "config.yaml", cfg.dump())
+        atomic_write_yaml(store.root / "config.yaml", cfg.dump())
+        config_hash = cfg.section_hash("tiling", "storage")
+        has_mpp = "mpp" in cohort.columns
+        cohort_mpp = {
+            r.slide_id: (None if not has_mpp or pd.isna(r.mpp) else float(r.mpp))
+            for r in cohort.itertuples()
+        }
+        records: dict[str, dict] = {}
+        jobs: dict[str, _SlideJob] = {}
+        for row in cohort.itertuples():
+            fp = slide_fingerprint(row.path, cohort_mpp[row.slide_id], config_hash)
+            rec = store.record(row.slide_id)
+            if is_done(rec, fp):
+                records[row.slide_id] = rec
+                summary.n_skipped += 1
+                if rec["status"] != "ok":
+                    summary.n_failed += 1
+                    summary.failed[row.slide_id] = rec["error"]
+            else:
+                jobs[row.slide_id] = _SlideJob(row.slide_id, row.path, fp)
+        if jobs:
+            store.clear_staging()
+            ensure_ray(cfg.ray)
+            _tile_pending(cfg, store, jobs, cohort_mpp, summary, records, progress)
+        ordered = [records[s] for s in cohort["slide_id"]]
+        slides = slides_table(ordered)
+        ok_ids = [r["slide_id"] for r in ordered if r["status"] == "ok"]
+        tiles = tiles_table(cohort, [store.rows(s) for s in ok_ids])
+        store.write_manifests(tiles, slides)
+    summary.n_ok = len(ok_ids)
+    summary.n_tiles = len(tiles)
+    summary.seconds = time.perf_counter() - t0
+    return summary
