@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,7 +64,10 @@ class StorageConfig(_Section):
 
     tiles_per_chunk: int = Field(1, ge=1, description="tiles in one zarr chunk")
     tiles_per_shard: int = Field(64, ge=1, description="tiles in one shard (multiple of chunk)")
-    zstd_level: int = Field(3, ge=1, le=22)
+    codec: Literal["lz4", "zstd", "none"] = Field(
+        "lz4", description="lz4 (Blosc): fastest writes; zstd: ~20 % smaller, ~2x slower"
+    )
+    clevel: int = Field(5, ge=1, le=22, description="compression level of the codec")
 
     @model_validator(mode="after")
     def _divisible(self) -> StorageConfig:

@@ -26,6 +26,27 @@ def pyramid(rgb: np.ndarray, min_level_size: int) -> list[np.ndarray]:
     return levels
 
 
+def _aperio_description(
+    index: int,
+    full: tuple[int, int],
+    size: tuple[int, int],
+    tile: int,
+    quality: int,
+    mpp: float | None,
+    app_mag: float | None,
+) -> str:
+    """ImageDescription as Aperio writes it; openslide parses the ``key = value`` fields."""
+    head = f"Aperio Image Library v12.0.0\r\n{full[0]}x{full[1]}"
+    if index > 0:
+        return f"{head} -> {size[0]}x{size[1]}"
+    desc = f"{head} ({tile}x{tile}) JPEG/RGB Q={quality}"
+    if app_mag is not None:
+        desc += f"|AppMag = {app_mag:g}"
+    if mpp is not None:
+        desc += f"|MPP = {mpp:.6g}"
+    return desc
+
+
 def write_pyramid_tiff(
     path: Path,
     rgb: np.ndarray,
@@ -57,24 +78,17 @@ def write_pyramid_tiff(
                     "photometric": "rgb",
                     "compression": "jpeg",
                     "compressionargs": {"level": jpeg_quality},
+                    "tile": (tile_size, tile_size),  # openslide needs every level tiled
                     "metadata": None,
                     "subfiletype": 0 if i == 0 else 1,
                 }
-                if min(level.shape[:2]) >= tile_size:
-                    kwargs["tile"] = (tile_size, tile_size)
-                else:
-                    kwargs["rowsperstrip"] = level.shape[0]
                 if vendor == "aperio":
-                    desc = f"Aperio Image Library v12.0.0\r\n{width}x{height} -> {level.shape[1]}x{level.shape[0]}"
-                    if i == 0:
-                        desc = f"Aperio Image Library v12.0.0\r\n{width}x{height} ({tile_size}x{tile_size}) JPEG/RGB Q={jpeg_quality}"
-                        if app_mag is not None:
-                            desc += f"|AppMag = {app_mag:g}"
-                        if mpp is not None:
-                            desc += f"|MPP = {mpp:.6g}"
-                    kwargs["description"] = desc
+                    kwargs["description"] = _aperio_description(
+                        i, (width, height), level.shape[1::-1], tile_size, jpeg_quality, mpp,
+                        app_mag,
+                    )  # fmt: skip
                 elif mpp is not None:
-                    ppcm = 1e4 / (mpp * width / level.shape[1])
+                    ppcm = 1e4 / (mpp * width / level.shape[1])  # pixels per cm at this level
                     kwargs["resolution"] = (ppcm, ppcm)
                     kwargs["resolutionunit"] = "CENTIMETER"
                 tif.write(level, **kwargs)

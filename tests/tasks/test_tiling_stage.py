@@ -18,7 +18,7 @@ from pipeline.tiling import plan_slide
 from tasks.cli import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, main
 from tasks.tile import run_tiling, split_parts
 
-from conftest import SHARED_DATA, SVS, TILES_DIR
+from conftest import PYRAMID_TIF, SHARED_DATA, SVS, TILES_DIR
 
 
 def make_config(tmp_path: Path, cohort: Path, **tiling) -> Config:
@@ -97,6 +97,12 @@ def test_tile_cohort_then_rerun_does_nothing(tmp_path: Path, make_slide, ray_loc
         store.read_tiles("fine", [int(row["index"])])[0],
         read_tile(slide, plan.grid, int(row["x"]), int(row["y"])),
     )
+    order = [5, 0, 5, 3, 4]  # any order, repeats allowed
+    picked = store.read_tiles("fine", order)
+    every = store.read_tiles("fine")
+    np.testing.assert_array_equal(picked, every[order])
+    with pytest.raises(IndexError, match="out of range"):
+        store.read_tiles("fine", [plan.n_tiles])
     assert (cfg.workdir / "config.yaml").is_file()
     assert not list(store.staging_dir.iterdir())
 
@@ -224,3 +230,19 @@ def test_killed_run_resumes_without_duplicates(tmp_path: Path, make_slide, ray_l
     pd.testing.assert_frame_equal(store.read_manifest(), clean.read_manifest())
     for sid in ("s0", "s5"):
         np.testing.assert_array_equal(store.read_tiles(sid), clean.read_tiles(sid))
+
+
+def test_shared_images_and_generic_pyramid_tiff(tmp_path: Path, ray_local) -> None:
+    rows = [{"slide_id": p.stem, "path": str(p), "mpp": 0.5} for p in sorted(TILES_DIR.iterdir())]
+    rows.append({"slide_id": "pyramid", "path": str(PYRAMID_TIF), "mpp": None})
+    rows.append({"slide_id": "xray", "path": str(SHARED_DATA / "radiology" /
+                 "cxr_nih_00000001_000.png"), "mpp": 0.5})  # fmt: skip
+    cohort = write_cohort(tmp_path / "cohort.csv", rows)
+    cfg = make_config(tmp_path, cohort, mpp=0.5)
+    summary = run_tiling(cfg)
+    assert summary.n_ok == len(rows) and summary.n_failed == 0
+    slides = TileStore(cfg.workdir / "tiles").read_slides().set_index("slide_id")
+    assert (slides.drop(index="xray")["n_tiles"] > 0).all()
+    assert slides.loc["xray", "note"] == "no tissue"  # greyscale: no stain saturation
+    assert slides.loc["pyramid", "vendor"] == "generic-tiff"
+    assert slides.loc["pyramid", "mpp_source"] == "file"
