@@ -1,0 +1,175 @@
+"""StyleGAN2 networks (Karras et al. 2020): mapping z→w, skip-architecture synthesis,
+residual discriminator with minibatch standard deviation. Modules only; losses and the
+training step live elsewhere."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.gan.layers import (
+    EqualConv2d,
+    EqualLinear,
+    StyledConv,
+    ToRGB,
+    normalize_2nd_moment,
+    upsample2d,
+)
+from pipeline.gan.presets import NetworkSpec
+
+
+class MappingNetwork(nn.Module):
+    """z → w through an MLP; tracks the running mean of w for the truncation trick."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_layers: int,
+        lr_mult: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ) -> None:
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.Sequential(
+            *[
+                EqualLinear(a, b, lr_mult=lr_mult, activation=True)
+                for a, b in zip(dims, dims[1:], strict=False)
+            ]
+        )
+        self.w_avg_beta = w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        w = self.layers(normalize_2nd_moment(z))  # [N, w_dim]
+        if self.training:
+            with torch.no_grad():
+                self.w_avg.copy_(w.mean(0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation_psi != 1.0:
+            w = self.w_avg.lerp(w, truncation_psi)
+        return w
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N, num_ws, w_dim] → image [N, C, R, R] in about [-1, 1] (skip generator)."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        ch = spec.channels
+        self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
+        self.convs = nn.ModuleList()
+        self.torgbs = nn.ModuleList()
+        self.convs.append(StyledConv(ch[4], ch[4], spec.w_dim, 4, up=False))
+        self.torgbs.append(ToRGB(ch[4], spec.img_channels, spec.w_dim))
+        for res in spec.resolutions[1:]:
+            self.convs.append(StyledConv(ch[res // 2], ch[res], spec.w_dim, res, up=True))
+            self.convs.append(StyledConv(ch[res], ch[res], spec.w_dim, res, up=False))
+            self.torgbs.append(ToRGB(ch[res], spec.img_channels, spec.w_dim))
+        self.num_ws = spec.num_ws
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # [N, C, 4, 4]
+        x = self.convs[0](x, ws[:, 0], noise_mode)
+        img = self.torgbs[0](x, ws[:, 1])
+        for i, torgb in enumerate(self.torgbs[1:]):
+            k = 1 + 2 * i  # conv0 uses ws[k], conv1 ws[k+1], toRGB ws[k+2]
+            x = self.convs[k](x, ws[:, k], noise_mode)
+            x = self.convs[k + 1](x, ws[:, k + 1], noise_mode)
+            img = upsample2d(img) + torgb(x, ws[:, k + 2])
+        return img
+
+
+class Generator(nn.Module):
+    """G(z) = synthesis(mapping(z)), with truncation and style mixing."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.mapping = MappingNetwork(
+            spec.z_dim, spec.w_dim, spec.mapping_layers, lr_mult=spec.mapping_lr_mult
+        )
+        self.synthesis = SynthesisNetwork(spec)
+        self.num_ws = spec.num_ws
+        self.z_dim = spec.z_dim
+
+    def ws_from_z(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, style_mixing_prob: float = 0.0
+    ) -> torch.Tensor:
+        """[N, z_dim] → [N, num_ws, w_dim]; with probability ``style_mixing_prob`` a second
+        latent takes over from a random layer on (regularises layer independence)."""
+        w = self.mapping(z, truncation_psi)
+        ws = w[:, None].repeat(1, self.num_ws, 1)
+        if style_mixing_prob > 0:
+            z2 = torch.randn_like(z)
+            w2 = self.mapping(z2, truncation_psi)
+            ws = mix_styles(ws, w2, style_mixing_prob)
+        return ws
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        style_mixing_prob: float = 0.0,
+        noise_mode: str = "random",
+    ) -> torch.Tensor:
+        return self.synthesis(self.ws_from_z(z, truncation_psi, style_mixing_prob), noise_mode)
+
+
+def mix_styles(ws: torch.Tensor, w2: torch.Tensor, prob: float) -> torch.Tensor:
+    """Replace ws[i, c:] by w2[i] for a random cutoff c, in a ``prob`` fraction of samples."""
+    n, num_ws, _ = ws.shape
+    cutoff = torch.randint(1, num_ws, (n,), device=ws.device)
+    cutoff = torch.where(torch.rand(n, device=ws.device) < prob, cutoff, num_ws)
+    layer = torch.arange(num_ws, device=ws.device)[None, :]  # [1, num_ws]
+    use2 = (layer >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
+    return torch.where(use2, w2[:, None, :].expand_as(ws), ws)
+
+
+def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Append the mean over features of the per-group standard deviation as one channel."""
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    while n % g:
+        g -= 1
+    y = x.reshape(g, -1, c, h, w)  # [G, M, C, H, W]
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # [M, C, H, W]
+    y = y.mean(dim=(1, 2, 3))  # [M]
+    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # [N, 1, H, W]
+    return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convs, the second downsampling, plus a 1x1 downsampling skip (residual)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * (0.5**0.5)
+
+
+class Discriminator(nn.Module):
+    """Residual discriminator: image [N, C, R, R] → logits [N]."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        ch = spec.channels
+        res = spec.resolution
+        self.from_rgb = EqualConv2d(spec.img_channels, ch[res], 1)
+        self.blocks = nn.Sequential(
+            *[DiscriminatorBlock(ch[r], ch[r // 2]) for r in reversed(spec.resolutions[1:])]
+        )
+        self.mbstd_group = spec.mbstd_group
+        self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
+        self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
+        self.out = EqualLinear(ch[4], 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.from_rgb(img))  # [N, C4, 4, 4]
+        x = self.conv(minibatch_stddev(x, self.mbstd_group))
+        return self.out(self.fc(x.flatten(1))).squeeze(1)  # [N]
