@@ -87,6 +87,40 @@ class RayConfig(_Section):
     max_retries: int = Field(3, ge=0, description="retries of a task after a system failure")
 
 
+class GanTrainConfig(_Section):
+    """StyleGAN2 training (``stylepath train-gan``)."""
+
+    preset: Literal["tiny32", "tiny64", "paper256"] = "tiny64"
+    resize_tiles: bool = Field(False, description="resize stored tiles to the preset resolution")
+    total_kimg: float = Field(200.0, gt=0, description="train until this many thousand images")
+    batch_size: int = Field(32, ge=2, description="total batch over all workers")
+    lr_g: float = Field(0.002, gt=0)
+    lr_d: float = Field(0.002, gt=0)
+    r1_gamma: float = Field(0.2, ge=0)
+    r1_interval: int = Field(16, ge=1)
+    pl_weight: float = Field(0.0, ge=0, description="path-length regularisation (0: off)")
+    style_mixing: float = Field(0.9, ge=0, le=1)
+    ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
+    ada: bool = Field(True, description="adaptive augmentation (for cohorts of few tiles)")
+    ada_target: float = Field(0.6, gt=0, lt=1)
+    ada_kimg: float = Field(100.0, gt=0)
+    dihedral: bool = Field(True, description="random flips and 90° rotations of the tiles")
+    seed: int = 0
+    tick_kimg: float = Field(4.0, gt=0, description="metrics, checkpoint and guard interval")
+    sample_ticks: int = Field(1, ge=1, description="write a sample grid every N ticks")
+    metric_ticks: int = Field(5, ge=1, description="compute SWD every N ticks")
+    metric_images: int = Field(256, ge=16, description="images per side for SWD")
+    guard_d_loss: float = Field(20.0, gt=0, description="roll back when D loss exceeds this")
+    guard_diversity: float = Field(
+        0.2, ge=0, description="roll back when sample spread < this × the real tiles' spread"
+    )
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
+    max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
+    storage_path: str | None = Field(None, description="Ray Train storage (default workdir/gan)")
+
+
 class Config(_Section):
     """The whole stylepath configuration."""
 
@@ -95,6 +129,7 @@ class Config(_Section):
     tiling: TilingConfig = TilingConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
+    gan: GanTrainConfig = GanTrainConfig()
 
     def dump(self) -> dict[str, Any]:
         """JSON-safe dict of the resolved config."""

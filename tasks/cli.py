@@ -82,6 +82,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from tasks.train_gan import run_train_gan
+
+    cfg = load_config(args.config, args.overrides)
+    meta = run_train_gan(cfg)
+    out = cfg.workdir / "gan"
+    print(f"generator: {out / 'generator.safetensors'} ({meta['preset']}, {meta['kimg']:.1f} kimg)")
+    print(f"metrics: {out / 'metrics.parquet'}; samples: {out / 'samples'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -90,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tile", help="tile the cohort's slides into zarr + tiles.parquet")
     _add_config_args(p)
     p.set_defaults(func=cmd_tile)
+
+    p = sub.add_parser("train-gan", help="train (or resume) the StyleGAN2 on the tiles")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train_gan)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")
@@ -118,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConfigError, CohortError, WorkdirBusyError, FileNotFoundError) as exc:
+    except (ConfigError, CohortError, ValueError, WorkdirBusyError, FileNotFoundError) as exc:
+        # ValueError covers every input error of a stage (no tiles, bad checkpoint, …).
         print(f"stylepath: error: {exc}", file=sys.stderr)
         return EXIT_FATAL
 

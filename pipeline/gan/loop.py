@@ -1,0 +1,129 @@
+"""The training loop: steps in ticks; at each tick metrics, the divergence / collapse guard
+and a callback (checkpoint, report). No Ray and no files here; ``tasks/train_gan.py`` wires
+it to Ray Train and storage."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.gan.metrics import swd
+from pipeline.gan.step import StepConfig, Sync, TrainState, _no_sync, train_step
+
+log = logging.getLogger("stylepath")
+
+
+class TrainingDiverged(RuntimeError):
+    """Training kept diverging after rolling back to the last good state."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    total_nimg: int
+    tick_nimg: int
+    metric_ticks: int = 5
+    metric_images: int = 256
+    guard_d_loss: float = 20.0
+    guard_diversity: float = 0.2
+    max_rollbacks: int = 5
+    seed: int = 0
+
+
+def tick_seed(seed: int, rank: int, nimg: int) -> int:
+    """RNG seed at a tick boundary: a resumed run replays exactly what the first run drew."""
+    return int(np.random.SeedSequence([seed, rank, nimg]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0) -> np.ndarray:
+    """n images from fixed latents: uint8 [n, H, W, C]."""
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
+    out = []
+    for i in range(0, n, batch):
+        img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode="const")
+        out.append(((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def spread(images: np.ndarray) -> float:
+    """Mean per-pixel standard deviation across a set of images (0 for a collapsed set)."""
+    return float(images.astype(np.float32).std(axis=0).mean())
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values())
+
+
+def train(
+    state: TrainState,
+    batches: Iterator[torch.Tensor],
+    step_cfg: StepConfig,
+    cfg: LoopConfig,
+    on_tick: Callable[[TrainState, dict[str, float]], None],
+    *,
+    reals_for_metrics: np.ndarray | None = None,
+    sync: Sync = _no_sync,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainState:
+    """Train until ``cfg.total_nimg``; call ``on_tick`` at every tick boundary.
+
+    Guard: a non-finite loss or a D loss above ``guard_d_loss`` (divergence), or G_ema samples
+    whose spread falls below ``guard_diversity`` × the reals' (mode collapse), rolls the state
+    back to the last good tick, with a warning, instead of training on garbage.
+    """
+    real_spread = spread(reals_for_metrics) if reals_for_metrics is not None else None
+    good = copy.deepcopy(state.state_dict())
+    rollbacks = 0
+    tick = 0
+    while state.cur_nimg < cfg.total_nimg:
+        tick_start, t0 = state.cur_nimg, time.perf_counter()
+        torch.manual_seed(tick_seed(cfg.seed, rank, state.cur_nimg))
+        end = min(cfg.total_nimg, (state.cur_nimg // cfg.tick_nimg + 1) * cfg.tick_nimg)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        bad = ""
+        while state.cur_nimg < end:
+            m = train_step(state, next(batches), step_cfg, sync, world_size)
+            flag = torch.tensor([0.0 if _finite(m) and m["d_loss"] < cfg.guard_d_loss else 1.0])
+            if float(sync(flag)) > 0:  # any worker diverged: all roll back together
+                bad = f"diverged at {state.cur_nimg} images (d_loss {m.get('d_loss')})"
+                break
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+        metrics = {k: sums[k] / counts[k] for k in sums}
+        kimg_done = (state.cur_nimg - tick_start) / 1000
+        if not bad and real_spread is not None and rank == 0:
+            fakes = generate(state.G_ema, cfg.metric_images, seed=cfg.seed + 1)
+            metrics["spread_ratio"] = spread(fakes) / max(real_spread, 1e-6)
+            if metrics["spread_ratio"] < cfg.guard_diversity:
+                ratio = metrics["spread_ratio"]
+                bad = f"mode collapse at {state.cur_nimg} images (spread ratio {ratio:.2f})"
+            elif tick % cfg.metric_ticks == 0 or state.cur_nimg >= cfg.total_nimg:
+                metrics["swd"] = swd(reals_for_metrics, fakes, seed=cfg.seed)["mean"]
+        bad_flag = sync(torch.tensor([1.0 if bad else 0.0]))
+        if float(bad_flag) > 0:
+            rollbacks += 1
+            log.warning(
+                "training guard: %s; rolling back to %d images (%d/%d)",
+                bad or "another worker", good["cur_nimg"], rollbacks, cfg.max_rollbacks,
+            )  # fmt: skip
+            if rollbacks > cfg.max_rollbacks:
+                raise TrainingDiverged(f"gave up after {cfg.max_rollbacks} rollbacks: {bad}")
+            state.load_state_dict(copy.deepcopy(good))
+            continue
+        metrics["kimg"] = state.cur_nimg / 1000
+        metrics["sec_per_kimg"] = (time.perf_counter() - t0) / max(kimg_done, 1e-9)
+        metrics["rollbacks"] = float(rollbacks)
+        on_tick(state, metrics)
+        good = copy.deepcopy(state.state_dict())
+        tick += 1
+    return state

@@ -1,0 +1,204 @@
+"""``stylepath train-gan``: StyleGAN2 on the tile store with Ray Train (DDP over gloo or NCCL).
+
+Checkpoints every tick through Ray Train into ``gan.storage_path`` (default ``workdir/gan``);
+re-running the same command resumes from the last checkpoint and stops at the same total
+number of images. Outputs under ``workdir/gan/``: ``generator.safetensors`` +
+``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from pipeline.config import Config, GanTrainConfig, config_from_dict
+from pipeline.gan.data import DataCursor, TileBatches
+from pipeline.gan.loop import LoopConfig, generate, train
+from pipeline.gan.presets import PRESETS
+from pipeline.gan.step import StepConfig, TrainState
+from pipeline.io.checkpoints import CheckpointError, load_state, save_generator, save_state
+from pipeline.io.files import atomic_write_yaml
+from pipeline.io.images import image_grid, save_png
+from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.tile_store import TileStore
+from tasks.runtime import ensure_ray
+
+log = logging.getLogger("stylepath")
+SAMPLE_SEED = 1234  # fixed latents of the sample grids
+METRICS_FILE = "metrics.parquet"
+
+
+class GanInputError(ValueError):
+    """The workdir has no usable tiles for this preset."""
+
+
+def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
+    return StepConfig(
+        batch_size=g.batch_size // world_size, lr_g=g.lr_g, lr_d=g.lr_d, r1_gamma=g.r1_gamma,
+        r1_interval=g.r1_interval, pl_weight=g.pl_weight, style_mixing=g.style_mixing,
+        ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
+    )  # fmt: skip
+
+
+def check_inputs(cfg: Config) -> pd.DataFrame:
+    """The tile manifest, after checking it can feed this preset (raises ``GanInputError``)."""
+    store = TileStore(cfg.workdir / "tiles")
+    if not store.tiles_manifest.is_file():
+        raise GanInputError(f"{store.tiles_manifest}: no tiles; run `stylepath tile` first")
+    manifest = store.read_manifest()
+    g = cfg.gan
+    if len(manifest) < g.batch_size:
+        raise GanInputError(f"{store.tiles_manifest}: {len(manifest)} tiles < one batch")
+    size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
+    res = PRESETS[g.preset].resolution
+    if size != res and not g.resize_tiles:
+        raise GanInputError(
+            f"tiles are {size} px but preset {g.preset} is {res} px; tile at size {res} "
+            "or set gan.resize_tiles=true"
+        )
+    if g.batch_size % g.num_workers:
+        raise GanInputError(f"gan.batch_size {g.batch_size} is not divisible by num_workers")
+    return manifest
+
+
+def _resize(x: torch.Tensor, res: int) -> torch.Tensor:
+    if x.shape[-1] == res:
+        return x
+    return torch.nn.functional.interpolate(x, size=(res, res), mode="area" if x.shape[-1] > res
+                                           else "bilinear")  # fmt: skip
+
+
+def _allreduce_mean(world_size: int):
+    def sync(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t / world_size
+
+    return sync if world_size > 1 else (lambda t: t)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    cfg = config_from_dict(config["cfg"])
+    g = cfg.gan
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(g.cpus_per_worker)
+    spec = PRESETS[g.preset]
+    scfg = step_config(g, world)
+    state = TrainState.create(spec, scfg, seed=g.seed)  # identical init on every worker
+    out_dir = Path(config["out_dir"])
+    rows: list[dict[str, float]] = []
+    cursor = DataCursor()
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            saved = load_state(Path(d))
+            state.load_state_dict(saved["train"])
+            cursor = DataCursor(**saved["cursor"])
+            rows = read_parquet(Path(d) / METRICS_FILE).to_dict(orient="records")
+    store = TileStore(cfg.workdir / "tiles")
+    manifest = store.read_manifest()
+    batches = TileBatches(store, manifest, scfg.batch_size, seed=g.seed, rank=rank,
+                          world_size=world, dihedral_aug=g.dihedral, cursor=cursor)  # fmt: skip
+    res = spec.resolution
+
+    def resized():
+        for x in batches:
+            yield _resize(x, res)
+
+    reals = None
+    if rank == 0:
+        pick = np.random.default_rng(g.seed).choice(len(manifest), g.metric_images, replace=False)
+        sub = manifest.iloc[np.sort(pick)]
+        imgs = np.concatenate([store.read_tiles(str(s), grp["index"].to_numpy())
+                               for s, grp in sub.groupby("slide_id", sort=False)])  # fmt: skip
+        reals = _resize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), res)
+        reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        if not (out_dir / "reals.png").exists():
+            save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
+    loop_cfg = LoopConfig(
+        total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
+        metric_ticks=g.metric_ticks, metric_images=g.metric_images,
+        guard_d_loss=g.guard_d_loss, guard_diversity=g.guard_diversity, seed=g.seed,
+    )  # fmt: skip
+    tick = {"n": len(rows)}
+
+    def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
+        rows.append(metrics)
+        checkpoint = None
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                if tick["n"] % g.sample_ticks == 0 or st.cur_nimg >= loop_cfg.total_nimg:
+                    grid = image_grid(generate(st.G_ema, 64, SAMPLE_SEED), 8)
+                    save_png(out_dir / "samples" / f"img{st.cur_nimg:09d}.png", grid)
+                cursor_now = {"epoch": batches.cursor.epoch, "position": batches.cursor.position}
+                save_state(Path(d), {"train": st.state_dict(), "cursor": cursor_now})
+                write_parquet(pd.DataFrame(rows), Path(d) / METRICS_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({k: float(v) for k, v in metrics.items()}, checkpoint=checkpoint)
+        tick["n"] += 1
+
+    train(state, resized(), scfg, loop_cfg, on_tick, reals_for_metrics=reals,
+          sync=_allreduce_mean(world), rank=rank, world_size=world)  # fmt: skip
+
+
+def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config) -> dict[str, Any]:
+    """G_ema weights + architecture + metrics from a checkpoint into ``out_dir``."""
+    saved = load_state(checkpoint_dir)
+    train_sd = saved["train"]
+    spec = PRESETS[cfg.gan.preset]
+    meta = {
+        "spec": spec.to_dict(),
+        "preset": cfg.gan.preset,
+        "kimg": train_sd["cur_nimg"] / 1000,
+        "seed": cfg.gan.seed,
+        "augment_p": train_sd["augment_p"],
+        "tile_mpp": cfg.tiling.mpp,
+        "config": cfg.dump()["gan"],
+    }
+    save_generator(out_dir, train_sd["G_ema"], meta)
+    write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out_dir / METRICS_FILE)
+    return meta
+
+
+def run_train_gan(cfg: Config) -> dict[str, Any]:
+    """Train (or resume) and export; returns the exported generator's metadata."""
+    check_inputs(cfg)
+    g = cfg.gan
+    out_dir = cfg.workdir / "gan"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_yaml(out_dir / "config.yaml", cfg.dump())
+    storage = g.storage_path or str(out_dir / "ray")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    ensure_ray(cfg.ray)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.dump(), "out_dir": str(out_dir)},
+        scaling_config=ScalingConfig(
+            num_workers=g.num_workers, use_gpu=g.use_gpu,
+            resources_per_worker={"CPU": g.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name="train", storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=g.max_failures),
+        ),
+    )  # fmt: skip
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise CheckpointError(f"{storage}: training produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return export_generator(Path(d), out_dir, cfg)
