@@ -106,7 +106,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             saved = load_state(Path(d))
-            state.load_state_dict(saved["train"])
+            try:
+                state.load_state_dict(saved["train"])
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{d}: checkpoint does not match preset {g.preset} ({exc}); use a new "
+                    "workdir or gan.storage_path to start over"
+                ) from None
             cursor = DataCursor(**saved["cursor"])
             rows = read_parquet(Path(d) / METRICS_FILE).to_dict(orient="records")
     store = TileStore(cfg.workdir / "tiles")

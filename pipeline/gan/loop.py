@@ -116,9 +116,9 @@ def train(
                 "training guard: %s; rolling back to %d images (%d/%d)",
                 bad or "another worker", good["cur_nimg"], rollbacks, cfg.max_rollbacks,
             )  # fmt: skip
+            state.load_state_dict(copy.deepcopy(good))
             if rollbacks > cfg.max_rollbacks:
                 raise TrainingDiverged(f"gave up after {cfg.max_rollbacks} rollbacks: {bad}")
-            state.load_state_dict(copy.deepcopy(good))
             continue
         metrics["kimg"] = state.cur_nimg / 1000
         metrics["sec_per_kimg"] = (time.perf_counter() - t0) / max(kimg_done, 1e-9)
