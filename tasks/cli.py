@@ -93,6 +93,21 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gan_quality(args: argparse.Namespace) -> int:
+    from tasks.gan_quality import run_gan_quality
+
+    cfg = load_config(args.config, args.overrides)
+    report = run_gan_quality(cfg, n=args.n)
+    for name, c in report["checks"].items():
+        print(f"{name:24s} real {c['real_mean']:9.2f} ± {c['real_sd']:8.2f}   "
+              f"samples {c['fake_mean']:9.2f} ± {c['fake_sd']:8.2f}   "
+              f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+    print(f"SWD x1e3 (mean over levels): {report['swd']['mean']:.1f}")
+    print(f"quality bar {'passed' if report['passed'] else 'NOT passed'} at {report['kimg']} kimg"
+          f" -> {cfg.workdir / 'gan' / 'quality.json'}")  # fmt: skip
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -105,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-gan", help="train (or resume) the StyleGAN2 on the tiles")
     _add_config_args(p)
     p.set_defaults(func=cmd_train_gan)
+
+    p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")
+    _add_config_args(p)
+    p.add_argument("--n", type=int, default=512, help="tiles and samples compared")
+    p.set_defaults(func=cmd_gan_quality)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")

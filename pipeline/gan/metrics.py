@@ -85,6 +85,8 @@ def swd(
     comparable values. Deterministic for a seed.
     """
     r, f = to_float_images(real), to_float_images(fake)
+    n = min(len(r), len(f))  # equal-size sets (the 1-D distances compare sorted samples)
+    r, f = r[:n], f[:n]
     if r.shape[1:] != f.shape[1:]:
         raise ValueError(f"real {tuple(r.shape)} and fake {tuple(f.shape)} images differ in shape")
     res = r.shape[-1]

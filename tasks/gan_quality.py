@@ -1,0 +1,36 @@
+"""``stylepath gan-quality``: the measured quality bar of the trained generator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.gan.generator import load_generator
+from pipeline.gan.loop import generate
+from pipeline.gan.quality import quality_report
+from pipeline.io.files import atomic_write_json
+from pipeline.io.images import image_grid, save_png
+from pipeline.io.tile_store import TileStore
+
+
+def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7) -> dict[str, Any]:
+    """Compare ``n`` real tiles with ``n`` G_ema samples; writes ``gan/quality.json``."""
+    out = cfg.workdir / "gan"
+    gen = load_generator(out)
+    store = TileStore(cfg.workdir / "tiles")
+    manifest = store.read_manifest()
+    pick = np.sort(np.random.default_rng(seed).choice(len(manifest), n, replace=False))
+    sub = manifest.iloc[pick]
+    reals = np.concatenate([store.read_tiles(str(s), g["index"].to_numpy())
+                            for s, g in sub.groupby("slide_id", sort=False)])  # fmt: skip
+    torch.set_num_threads(2)
+    fakes = generate(gen.G, n, seed=seed + 1)
+    report = quality_report(reals, fakes, mpp=cfg.tiling.mpp, seed=seed)
+    report["kimg"] = gen.meta.get("kimg")
+    atomic_write_json(out / "quality.json", report)
+    pair = np.concatenate([image_grid(reals[:32], 8), image_grid(fakes[:32], 8)], axis=1)
+    save_png(out / "quality_reals_vs_samples.png", pair)
+    return report
