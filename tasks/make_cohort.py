@@ -18,7 +18,7 @@ from pipeline.synthetic import plan_cohort, render_slide
 from tasks.runtime import ensure_ray
 
 # Bump when rendering changes pixels, so cached demo cohorts are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @ray.remote

@@ -1,5 +1,6 @@
 """StyleGAN2 building blocks: equalised learning rate layers, modulated convolution with
-weight demodulation, noise injection, resampling. The math is in small pure functions."""
+weight demodulation, noise injection, resampling. The math is in small pure functions; the
+modules only hold parameters (their names are part of the checkpoint format: keep them)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,30 @@ LRELU_GAIN = math.sqrt(2.0)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
-    """Leaky ReLU (0.2) with the gain that keeps unit variance."""
+    """Leaky ReLU (slope 0.2) times √2, which keeps the second moment of its input."""
     return F.leaky_relu(x, 0.2) * LRELU_GAIN
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale each vector to unit mean square along ``dim`` (pixel norm of z)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
 def upsample2d(x: torch.Tensor) -> torch.Tensor:
-    """2x upsampling; bilinear equals zero insertion + the [1, 3, 3, 1] filter of the paper."""
+    """2x upsampling: [N, C, H, W] → [N, C, 2H, 2W].
+
+    Bilinear with ``align_corners=False`` is exactly zero insertion followed by the separable
+    [1, 3, 3, 1] filter of the paper (edge-replicated at the border).
+    """
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 def downsample2d(x: torch.Tensor) -> torch.Tensor:
     """2x downsampling with the [1, 3, 3, 1] low-pass filter (separable, reflect padded)."""
     k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device)
-    k = (k[:, None] * k[None, :]) / 64.0
+    k = (k[:, None] * k[None, :]) / 64.0  # [4, 4], sums to 1
     c = x.shape[1]
-    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")  # [N, C, H+2, W+2]
     return F.conv2d(x, k.expand(c, 1, 4, 4), stride=2, groups=c)  # [N, C, H/2, W/2]
 
 
@@ -40,15 +46,30 @@ def modulated_conv2d(
     weight: torch.Tensor,  # [O, I, k, k]
     styles: torch.Tensor,  # [N, I]
     demodulate: bool = True,
+    *,
+    padding: int | None = None,
+    fused: bool = False,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """Modulated convolution (Karras et al. 2020, eq. 1–3), non-fused form.
+    """Modulated convolution (Karras et al. 2020, eq. 1–3): [N, O, H', W'].
 
-    Scaling the input by the styles equals scaling the weight's input channels; demodulation
-    rescales each output channel so that unit-variance input gives unit-variance output.
+    Modulation scales the weight's input channels per sample by ``styles``; demodulation then
+    divides each output channel by the norm of its modulated weights, so that unit-variance
+    input gives unit-variance output. ``fused=False`` scales the activations instead of the
+    weights and runs one ordinary convolution (faster on CPU); ``fused=True`` builds the
+    per-sample weights and runs one grouped convolution (usual on GPU). Same math either way.
     """
-    pad = weight.shape[-1] // 2
-    y = F.conv2d(x * styles[:, :, None, None], weight, padding=pad)  # [N, O, H, W]
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    pad = kh // 2 if padding is None else padding
+    if fused:
+        wts = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
+        if demodulate:
+            wts = wts * (wts.square().sum(dim=(2, 3, 4), keepdim=True) + eps).rsqrt()
+        y = F.conv2d(x.reshape(1, n * i, h, w), wts.reshape(n * o, i, kh, kw), padding=pad,
+                     groups=n)  # fmt: skip
+        return y.reshape(n, o, y.shape[2], y.shape[3])  # [N, O, H', W']
+    y = F.conv2d(x * styles[:, :, None, None], weight, padding=pad)  # [N, O, H', W']
     if demodulate:
         w2 = weight.square().sum(dim=(2, 3))  # [O, I]
         dcoefs = (styles.square() @ w2.t() + eps).rsqrt()  # [N, O]
@@ -56,8 +77,21 @@ def modulated_conv2d(
     return y
 
 
+def inject_noise(
+    x: torch.Tensor,  # [N, C, H, W]
+    strength: torch.Tensor,  # [] learned, per layer
+    noise: torch.Tensor | None = None,  # broadcastable to [N, 1, H, W]; None: fresh N(0, 1)
+) -> torch.Tensor:
+    """Add single-channel per-pixel Gaussian noise, scaled by a learned strength."""
+    if noise is None:
+        n, _, h, w = x.shape
+        noise = torch.randn(n, 1, h, w, dtype=x.dtype, device=x.device)
+    return x + noise * strength
+
+
 class EqualLinear(nn.Module):
-    """Linear layer with equalised learning rate (weights scaled at run time)."""
+    """Linear layer with equalised learning rate: weights ~ N(0, 1/lr_mult²), scaled by
+    lr_mult/√fan_in at run time (so Adam's step is the same for every layer)."""
 
     def __init__(
         self,
@@ -76,7 +110,7 @@ class EqualLinear(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        y = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)  # [N, out]
         return lrelu(y) if self.activation else y
 
 
@@ -104,14 +138,27 @@ class EqualConv2d(nn.Module):
         if self.down:
             x = downsample2d(x)
         pad = self.weight.shape[-1] // 2
-        y = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=pad)
+        y = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=pad)  # [N, O, H, W]
         return lrelu(y) if self.activation else y
 
 
 class StyledConv(nn.Module):
-    """Modulated 3x3 conv + per-pixel noise + bias + lrelu; optional 2x upsampling first."""
+    """Modulated 3x3 conv + per-pixel noise + bias + lrelu; optional 2x upsampling first.
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool) -> None:
+    ``noise_mode``: "random" (fresh noise), "const" (a fixed buffer, for reproducible
+    samples) or "none".
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        w_dim: int,
+        resolution: int,
+        up: bool,
+        *,
+        fused: bool = False,
+    ) -> None:
         super().__init__()
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, 3, 3))
@@ -121,18 +168,20 @@ class StyledConv(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.up = up
         self.resolution = resolution
+        self.fused = fused
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         if self.up:
-            x = upsample2d(x)
+            x = upsample2d(x)  # [N, I, R, R]
         styles = self.affine(w)  # [N, I]
-        y = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True)
+        y = modulated_conv2d(x, self.weight * self.weight_gain, styles, fused=self.fused)
         if noise_mode == "random":
-            n = torch.randn(y.shape[0], 1, self.resolution, self.resolution, device=y.device)
-            y = y + n * self.noise_strength
+            y = inject_noise(y, self.noise_strength)
         elif noise_mode == "const":
-            y = y + self.noise_const * self.noise_strength
-        return lrelu(y + self.bias[None, :, None, None])
+            y = inject_noise(y, self.noise_strength, self.noise_const)
+        elif noise_mode != "none":
+            raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
+        return lrelu(y + self.bias[None, :, None, None])  # [N, O, R, R]
 
 
 class ToRGB(nn.Module):
@@ -146,6 +195,6 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(img_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
-        y = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        styles = self.affine(w) * self.weight_gain  # [N, I]
+        y = modulated_conv2d(x, self.weight, styles, demodulate=False)  # [N, C, R, R]
         return y + self.bias[None, :, None, None]

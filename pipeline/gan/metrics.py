@@ -1,5 +1,9 @@
 """Sample quality without downloaded weights: sliced Wasserstein distance between
-Laplacian-pyramid patch descriptors of real and generated images (Karras et al. 2018)."""
+Laplacian-pyramid patch descriptors of real and generated images (Karras et al. 2018).
+
+One deliberate difference from ProGAN: descriptors of both sets are normalised together
+(per level and channel), not each set on its own, so a global colour shift between the sets
+still shows (in the coarsest level) instead of being normalised away."""
 
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
+    """5×5 binomial low-pass, reflect padded: [N, C, H, W] → same shape."""
     c = x.shape[1]
-    k = (_BINOMIAL[:, None] * _BINOMIAL[None, :]).to(x)
+    k = (_BINOMIAL[:, None] * _BINOMIAL[None, :]).to(x)  # [5, 5]
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k.expand(c, 1, 5, 5), groups=c)
 
 
 def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """Band-pass levels (finest first) plus the final low-pass: ``levels`` tensors."""
+    """``levels`` tensors, finest first: band-pass [N, C, H/2^k, W/2^k] for k < levels−1,
+    then the final low-pass. Upsampling every level back and summing gives the images."""
     out = []
-    x = images
+    x = images  # [N, C, H, W]
     for _ in range(levels - 1):
-        low = _blur(x)[:, :, ::2, ::2]
+        low = _blur(x)[:, :, ::2, ::2]  # [N, C, H/2, W/2]
         up = F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
         out.append(x - up)
         x = low
@@ -29,22 +35,32 @@ def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return out
 
 
-def patch_descriptors(
-    level: torch.Tensor, per_image: int, patch: int, rng: np.random.Generator
+def sample_patch_descriptors(
+    level: torch.Tensor,  # [N, C, H, W]
+    n_descriptors: int,
+    patch: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Random ``patch``×``patch`` neighbourhoods: [N·per_image, C·patch²]."""
+    """``n_descriptors`` random ``patch``×``patch`` neighbourhoods (random image and position
+    each, drawn from ``rng``), flattened: float32 [n_descriptors, C·patch²]."""
     n, c, h, w = level.shape
-    ys = rng.integers(0, h - patch + 1, size=(n, per_image))
-    xs = rng.integers(0, w - patch + 1, size=(n, per_image))
+    patch = min(patch, h, w)
+    idx = rng.integers(0, n, size=n_descriptors)
+    ys = rng.integers(0, h - patch + 1, size=n_descriptors)
+    xs = rng.integers(0, w - patch + 1, size=n_descriptors)
     arr = level.detach().cpu().numpy()
-    out = np.empty((n, per_image, c, patch, patch), dtype=np.float32)
-    for i in range(n):
-        for j in range(per_image):
-            out[i, j] = arr[i, :, ys[i, j] : ys[i, j] + patch, xs[i, j] : xs[i, j] + patch]
-    return out.reshape(n * per_image, -1)
+    d = np.arange(patch)
+    out = arr[
+        idx[:, None, None, None],
+        np.arange(c)[None, :, None, None],
+        (ys[:, None] + d)[:, None, :, None],
+        (xs[:, None] + d)[:, None, None, :],
+    ]  # [D, C, patch, patch]
+    return out.reshape(n_descriptors, -1).astype(np.float32)
 
 
 def _normalise(desc: np.ndarray, channels: int) -> np.ndarray:
+    """Zero mean and unit SD per colour channel over all descriptors: [D, C·p²]."""
     d = desc.reshape(len(desc), channels, -1)
     mean = d.mean(axis=(0, 2), keepdims=True)
     std = d.std(axis=(0, 2), keepdims=True) + 1e-8
@@ -52,12 +68,16 @@ def _normalise(desc: np.ndarray, channels: int) -> np.ndarray:
 
 
 def sliced_wasserstein(
-    a: np.ndarray, b: np.ndarray, n_projections: int, rng: np.random.Generator
+    a: np.ndarray,  # [D, F]
+    b: np.ndarray,  # [D, F]
+    n_projections: int,
+    rng: np.random.Generator,
 ) -> float:
-    """Mean over random unit directions of the 1-D Wasserstein distance of the projections."""
-    dirs = rng.standard_normal((a.shape[1], n_projections)).astype(np.float32)
+    """Mean over random unit directions of the 1-D Wasserstein-1 distance between the
+    projections of two equal-sized sets (sorted samples compared pairwise)."""
+    dirs = rng.standard_normal((a.shape[1], n_projections)).astype(np.float32)  # [F, P]
     dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-    pa = np.sort(a @ dirs, axis=0)
+    pa = np.sort(a @ dirs, axis=0)  # [D, P]
     pb = np.sort(b @ dirs, axis=0)
     return float(np.abs(pa - pb).mean())
 
@@ -70,37 +90,39 @@ def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def swd(
-    real: np.ndarray | torch.Tensor,
-    fake: np.ndarray | torch.Tensor,
+    real_images: np.ndarray | torch.Tensor,
+    fake_images: np.ndarray | torch.Tensor,
     *,
-    per_image: int = 64,
-    patch: int = 7,
+    n_descriptors: int | None = None,
     n_projections: int = 512,
+    patch: int = 7,
     min_res: int = 16,
     seed: int = 0,
 ) -> dict[str, float]:
-    """SWD ×10³ per pyramid level (keyed by resolution) and their mean (``"mean"``).
+    """SWD ×10³ per pyramid level (keyed by its resolution, "32", "16", …) and their mean
+    (key ``"mean"``). Lower is better; 0 for identical sets.
 
-    Both sets are normalised together per level and channel, as in ProGAN; equal sizes give
-    comparable values. Deterministic for a seed.
+    Images: uint8 [N, H, W, C] or float [N, C, H, W] in [-1, 1]; the sets are cut to the same
+    size. ``n_descriptors`` per set and level defaults to 64 per image. Both sets use the same
+    random images/positions (common random numbers: less noise, and SWD(x, x) = 0).
+    Deterministic for a seed.
     """
-    r, f = to_float_images(real), to_float_images(fake)
+    r, f = to_float_images(real_images), to_float_images(fake_images)
     n = min(len(r), len(f))  # equal-size sets (the 1-D distances compare sorted samples)
     r, f = r[:n], f[:n]
     if r.shape[1:] != f.shape[1:]:
         raise ValueError(f"real {tuple(r.shape)} and fake {tuple(f.shape)} images differ in shape")
-    res = r.shape[-1]
-    levels = max(1, int(np.log2(res // min_res)) + 1)
+    n_desc = n_descriptors or 64 * n
+    levels = max(1, int(np.log2(r.shape[-1] // min_res)) + 1)
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     for lr, lf in zip(laplacian_pyramid(r, levels), laplacian_pyramid(f, levels), strict=True):
-        # Same patch positions in both sets (common random numbers): less noise, SWD(x, x) = 0.
         pos_seed = int(rng.integers(2**31))
-        dr = patch_descriptors(lr, per_image, patch, np.random.default_rng(pos_seed))
-        df = patch_descriptors(lf, per_image, patch, np.random.default_rng(pos_seed))
+        dr = sample_patch_descriptors(lr, n_desc, patch, np.random.default_rng(pos_seed))
+        df = sample_patch_descriptors(lf, n_desc, patch, np.random.default_rng(pos_seed))
         both = _normalise(np.concatenate([dr, df]), lr.shape[1])
         out[str(lr.shape[-1])] = 1e3 * sliced_wasserstein(
-            both[: len(dr)], both[len(dr) :], n_projections, rng
+            both[:n_desc], both[n_desc:], n_projections, rng
         )
     out["mean"] = float(np.mean(list(out.values())))
     return out

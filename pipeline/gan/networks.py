@@ -1,6 +1,6 @@
 """StyleGAN2 networks (Karras et al. 2020): mapping z→w, skip-architecture synthesis,
 residual discriminator with minibatch standard deviation. Modules only; losses and the
-training step live elsewhere."""
+training step live elsewhere. Module and parameter names are the checkpoint format."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pipeline.gan.presets import NetworkSpec
 
 
 class MappingNetwork(nn.Module):
-    """z → w through an MLP; tracks the running mean of w for the truncation trick."""
+    """z → w through an MLP (equalised lr, lr multiplier 0.01); in training mode it tracks the
+    running mean ``w_avg`` of w (decay ``w_avg_beta`` per call) for the truncation trick."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """z [N, z_dim] → w [N, w_dim]; w ← w_avg + ψ·(w − w_avg) (ψ = 0: w_avg itself)."""
         w = self.layers(normalize_2nd_moment(z))  # [N, w_dim]
         if self.training:
             with torch.no_grad():
@@ -51,54 +53,63 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws [N, num_ws, w_dim] → image [N, C, R, R] in about [-1, 1] (skip generator)."""
+    """ws [N, num_ws, w_dim] → images [N, C, R, R] (skip architecture).
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    A learned 4×4 constant, then per resolution two modulated 3×3 convs (the first one
+    upsampling) with per-pixel noise, and a toRGB whose output is added to the upsampled sum
+    of the coarser ones. Images target [-1, 1] but are not squashed (as in the paper): clamp
+    for display, never inside training.
+    """
+
+    def __init__(self, spec: NetworkSpec, *, fused_modconv: bool = False) -> None:
         super().__init__()
         self.spec = spec
-        ch = spec.channels
+        ch, w_dim = spec.channels, spec.w_dim
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
         self.convs = nn.ModuleList()
         self.torgbs = nn.ModuleList()
-        self.convs.append(StyledConv(ch[4], ch[4], spec.w_dim, 4, up=False))
-        self.torgbs.append(ToRGB(ch[4], spec.img_channels, spec.w_dim))
+        self.convs.append(StyledConv(ch[4], ch[4], w_dim, 4, up=False, fused=fused_modconv))
+        self.torgbs.append(ToRGB(ch[4], spec.img_channels, w_dim))
         for res in spec.resolutions[1:]:
-            self.convs.append(StyledConv(ch[res // 2], ch[res], spec.w_dim, res, up=True))
-            self.convs.append(StyledConv(ch[res], ch[res], spec.w_dim, res, up=False))
-            self.torgbs.append(ToRGB(ch[res], spec.img_channels, spec.w_dim))
+            for in_ch, up in ((ch[res // 2], True), (ch[res], False)):
+                self.convs.append(StyledConv(in_ch, ch[res], w_dim, res, up, fused=fused_modconv))
+            self.torgbs.append(ToRGB(ch[res], spec.img_channels, w_dim))
         self.num_ws = spec.num_ws
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
+            raise ValueError(f"ws must be [N, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # [N, C, 4, 4]
         x = self.convs[0](x, ws[:, 0], noise_mode)
-        img = self.torgbs[0](x, ws[:, 1])
+        img = self.torgbs[0](x, ws[:, 1])  # [N, img_channels, 4, 4]
         for i, torgb in enumerate(self.torgbs[1:]):
             k = 1 + 2 * i  # conv0 uses ws[k], conv1 ws[k+1], toRGB ws[k+2]
             x = self.convs[k](x, ws[:, k], noise_mode)
             x = self.convs[k + 1](x, ws[:, k + 1], noise_mode)
-            img = upsample2d(img) + torgb(x, ws[:, k + 2])
+            img = upsample2d(img) + torgb(x, ws[:, k + 2])  # [N, img_channels, R, R]
         return img
 
 
 class Generator(nn.Module):
     """G(z) = synthesis(mapping(z)), with truncation and style mixing."""
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    def __init__(self, spec: NetworkSpec, *, fused_modconv: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.mapping = MappingNetwork(
             spec.z_dim, spec.w_dim, spec.mapping_layers, lr_mult=spec.mapping_lr_mult
         )
-        self.synthesis = SynthesisNetwork(spec)
+        self.synthesis = SynthesisNetwork(spec, fused_modconv=fused_modconv)
         self.num_ws = spec.num_ws
         self.z_dim = spec.z_dim
+        self.w_dim = spec.w_dim
 
     def ws_from_z(
         self, z: torch.Tensor, truncation_psi: float = 1.0, style_mixing_prob: float = 0.0
     ) -> torch.Tensor:
         """[N, z_dim] → [N, num_ws, w_dim]; with probability ``style_mixing_prob`` a second
         latent takes over from a random layer on (regularises layer independence)."""
-        w = self.mapping(z, truncation_psi)
+        w = self.mapping(z, truncation_psi)  # [N, w_dim]
         ws = w[:, None].repeat(1, self.num_ws, 1)
         if style_mixing_prob > 0:
             z2 = torch.randn_like(z)
@@ -113,11 +124,13 @@ class Generator(nn.Module):
         style_mixing_prob: float = 0.0,
         noise_mode: str = "random",
     ) -> torch.Tensor:
+        """z [N, z_dim] → images [N, C, R, R] (see ``SynthesisNetwork``)."""
         return self.synthesis(self.ws_from_z(z, truncation_psi, style_mixing_prob), noise_mode)
 
 
 def mix_styles(ws: torch.Tensor, w2: torch.Tensor, prob: float) -> torch.Tensor:
-    """Replace ws[i, c:] by w2[i] for a random cutoff c, in a ``prob`` fraction of samples."""
+    """Replace ws[i, c:] by w2[i] for a random cutoff c ∈ [1, num_ws), in a ``prob`` fraction
+    of the samples (each sample draws its own cutoff): [N, num_ws, w_dim]."""
     n, num_ws, _ = ws.shape
     cutoff = torch.randint(1, num_ws, (n,), device=ws.device)
     cutoff = torch.where(torch.rand(n, device=ws.device) < prob, cutoff, num_ws)
@@ -127,7 +140,9 @@ def mix_styles(ws: torch.Tensor, w2: torch.Tensor, prob: float) -> torch.Tensor:
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Append the mean over features of the per-group standard deviation as one channel."""
+    """Append the mean over features of the per-group standard deviation as one channel:
+    [N, C, H, W] → [N, C+1, H, W]. Sample n is grouped with n ± M, n ± 2M, … (M = N / G); the
+    group shrinks until it divides N."""
     n, c, h, w = x.shape
     g = min(group_size, n)
     while n % g:

@@ -12,16 +12,23 @@ from pipeline.io.files import atomic_write
 
 
 def _halve(rgb: np.ndarray) -> np.ndarray:
-    """2× area downsample (odd edge dropped): uint8 [H//2, W//2, 3]."""
-    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    blocks = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).astype(np.uint16)
-    return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+    """2× area downsample (mean of 2×2 blocks, rounded; an odd last row/column is repeated):
+    uint8 [ceil(H/2), ceil(W/2), 3]."""
+    if rgb.shape[0] % 2 or rgb.shape[1] % 2:
+        rgb = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
+    acc = rgb[0::2, 0::2].astype(np.uint16)
+    acc += rgb[1::2, 0::2]
+    acc += rgb[0::2, 1::2]
+    acc += rgb[1::2, 1::2]
+    acc += 2
+    acc >>= 2
+    return acc.astype(np.uint8)
 
 
 def pyramid(rgb: np.ndarray, min_level_size: int) -> list[np.ndarray]:
-    """Level 0 and successive 2× reductions until the smaller side is below ``min_level_size``."""
+    """Level 0, then 2× reductions while the reduced smaller side is ≥ ``min_level_size``."""
     levels = [rgb]
-    while min(levels[-1].shape[:2]) // 2 >= min_level_size:
+    while min(-(-s // 2) for s in levels[-1].shape[:2]) >= min_level_size:
         levels.append(_halve(levels[-1]))
     return levels
 
@@ -72,7 +79,7 @@ def write_pyramid_tiff(
     height, width = rgb.shape[:2]
 
     def write(tmp: Path) -> None:
-        with tifffile.TiffWriter(tmp, bigtiff=False) as tif:
+        with tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
             for i, level in enumerate(levels):
                 kwargs: dict = {
                     "photometric": "rgb",
@@ -80,6 +87,7 @@ def write_pyramid_tiff(
                     "compressionargs": {"level": jpeg_quality},
                     "tile": (tile_size, tile_size),  # openslide needs every level tiled
                     "metadata": None,
+                    "maxworkers": 1,  # one core per slide: callers parallelise over slides
                     "subfiletype": 0 if i == 0 else 1,
                 }
                 if vendor == "aperio":

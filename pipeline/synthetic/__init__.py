@@ -1,13 +1,37 @@
-"""The synthetic H&E demo cohort: planted factors with a known answer."""
+"""The synthetic H&E demo cohort: planted factors with a known answer (docs/demo_cohort.md)."""
 
-from pipeline.synthetic.he import STAINS, render_slide
-from pipeline.synthetic.plan import CENTERS, NUCLEAR_RADIUS_UM, NUCLEI_PER_MM2, plan_cohort
+from pipeline.synthetic.he import (
+    CENTER_STAINS,
+    OD_BACKGROUND,
+    RUIFROK_E,
+    RUIFROK_H,
+    STAINS,
+    Stain,
+    center_stain,
+    render_slide,
+    stain_concentrations,
+)
+from pipeline.synthetic.plan import (
+    CENTERS,
+    NUCLEAR_RADIUS_UM,
+    NUCLEI_PER_MM2,
+    SLIDE_JITTER,
+    plan_cohort,
+)
 
 __all__ = [
     "CENTERS",
+    "CENTER_STAINS",
     "NUCLEAR_RADIUS_UM",
     "NUCLEI_PER_MM2",
+    "OD_BACKGROUND",
+    "RUIFROK_E",
+    "RUIFROK_H",
+    "SLIDE_JITTER",
     "STAINS",
+    "Stain",
+    "center_stain",
     "plan_cohort",
     "render_slide",
+    "stain_concentrations",
 ]

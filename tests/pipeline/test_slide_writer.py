@@ -43,3 +43,35 @@ def test_openslide_reads_what_was_written(
 def test_rejects_non_rgb(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="uint8"):
         write_pyramid_tiff(tmp_path / "x.tif", np.zeros((10, 10), np.uint8), mpp=0.5)
+
+
+def test_odd_sizes_keep_every_pixel(tmp_path: Path) -> None:
+    rgb = tissue_pattern(601, 803, seed=2)
+    path = tmp_path / "odd.tif"
+    write_pyramid_tiff(path, rgb, mpp=1.0, vendor="generic", tile_size=128, min_level_size=100)
+    slide = openslide.OpenSlide(path)
+    assert slide.level_dimensions == ((803, 601), (402, 301), (201, 151))
+    np.testing.assert_allclose(slide.level_downsamples, (1.0, 2.0, 4.0), rtol=5e-3)
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):  # tifffile: tiles must be multiples of 16
+        write_pyramid_tiff(tmp_path / "bad.tif", tissue_pattern(64, 64), mpp=0.5, tile_size=100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_slide_round_trip(tmp_path: Path) -> None:
+    from pipeline.synthetic import plan_cohort, render_slide
+
+    spec = plan_cohort(2, 0, size_um=512.0, mpp=0.5).iloc[0].to_dict()
+    rgb = render_slide(spec)
+    path = tmp_path / f"{spec['slide_id']}.tif"
+    write_pyramid_tiff(path, rgb, mpp=0.5, app_mag=20.0)
+    slide = openslide.OpenSlide(path)
+    assert slide.properties["openslide.vendor"] == "aperio"
+    assert float(slide.properties["openslide.objective-power"]) == 20.0
+    assert slide.level_count == 3  # 1024, 512, 256
+    back = np.asarray(slide.read_region((256, 256), 0, (512, 512)))[..., :3].astype(float)
+    assert np.abs(back - rgb[256:768, 256:768]).mean() < 5.0  # JPEG on per-pixel noise
+    blocks = (back - rgb[256:768, 256:768]).reshape(64, 8, 64, 8, 3).mean(axis=(1, 3))
+    assert np.abs(blocks).mean() < 1.0  # colours are kept
