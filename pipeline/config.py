@@ -119,6 +119,9 @@ class GanTrainConfig(_Section):
     cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
     max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
     storage_path: str | None = Field(None, description="Ray Train storage (default workdir/gan)")
+    init_from: str | None = Field(
+        None, description="warm start G (and D) from an exported generator folder, e.g. models/"
+    )
 
 
 class Config(_Section):

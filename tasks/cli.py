@@ -93,6 +93,16 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_gan(args: argparse.Namespace) -> int:
+    from tasks.train_gan import export_generator, latest_checkpoint
+
+    cfg = load_config(args.config, args.overrides)
+    ckpt = latest_checkpoint(cfg)
+    meta = export_generator(ckpt, args.out, cfg, half=args.half, with_discriminator=True)
+    print(f"exported {ckpt.name} ({meta['kimg']:.1f} kimg) -> {args.out}")
+    return EXIT_OK
+
+
 def cmd_gan_quality(args: argparse.Namespace) -> int:
     from tasks.gan_quality import run_gan_quality
 
@@ -120,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-gan", help="train (or resume) the StyleGAN2 on the tiles")
     _add_config_args(p)
     p.set_defaults(func=cmd_train_gan)
+
+    p = sub.add_parser("export-gan", help="export G_ema (+ D) from the latest checkpoint")
+    _add_config_args(p)
+    p.add_argument("out", type=Path, help="output folder, e.g. models/demo_tiny64")
+    p.add_argument("--half", action="store_true", help="float16 weights (half the bytes)")
+    p.set_defaults(func=cmd_export_gan)
 
     p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")
     _add_config_args(p)

@@ -28,7 +28,16 @@ from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS
 from pipeline.gan.step import StepConfig, TrainState
-from pipeline.io.checkpoints import CheckpointError, load_state, save_generator, save_state
+from pipeline.io.checkpoints import (
+    STATE_FILE,
+    CheckpointError,
+    load_generator_files,
+    load_state,
+    load_weights,
+    save_generator,
+    save_state,
+    save_weights,
+)
 from pipeline.io.files import atomic_write_yaml
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
@@ -89,6 +98,18 @@ def _allreduce_mean(world_size: int):
     return sync if world_size > 1 else (lambda t: t)
 
 
+def warm_start(state: TrainState, folder: Path, preset: str) -> None:
+    """G and G_ema (and D when saved) from an exported generator; optimizers start fresh."""
+    weights, meta = load_generator_files(folder)
+    if meta.get("spec") != PRESETS[preset].to_dict():
+        raise CheckpointError(f"{folder}: exported generator is not preset {preset}")
+    state.G.load_state_dict(weights)
+    state.G_ema.load_state_dict(weights)
+    d_path = folder / "discriminator.safetensors"
+    if d_path.is_file():
+        state.D.load_state_dict(load_weights(d_path))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     cfg = config_from_dict(config["cfg"])
@@ -103,6 +124,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rows: list[dict[str, float]] = []
     cursor = DataCursor()
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None and g.init_from:
+        warm_start(state, Path(g.init_from), g.preset)
     if ckpt is not None:
         with ckpt.as_directory() as d:
             saved = load_state(Path(d))
@@ -161,8 +184,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
           sync=_allreduce_mean(world), rank=rank, world_size=world)  # fmt: skip
 
 
-def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config) -> dict[str, Any]:
-    """G_ema weights + architecture + metrics from a checkpoint into ``out_dir``."""
+def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config, *, half: bool = False,
+                     with_discriminator: bool = False) -> dict[str, Any]:  # fmt: skip
+    """G_ema weights + architecture + metrics from a checkpoint into ``out_dir`` (and D, for
+    warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
     train_sd = saved["train"]
     spec = PRESETS[cfg.gan.preset]
@@ -175,9 +200,20 @@ def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config) -> dict[s
         "tile_mpp": cfg.tiling.mpp,
         "config": cfg.dump()["gan"],
     }
-    save_generator(out_dir, train_sd["G_ema"], meta)
+    save_generator(out_dir, train_sd["G_ema"], meta, half=half)
+    if with_discriminator:
+        save_weights(out_dir / "discriminator.safetensors", train_sd["D"], half=half)
     write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out_dir / METRICS_FILE)
     return meta
+
+
+def latest_checkpoint(cfg: Config) -> Path:
+    """The newest checkpoint folder of this workdir's training run."""
+    root = Path(cfg.gan.storage_path or cfg.workdir / "gan" / "ray") / "train"
+    found = sorted(p for p in root.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    if not found:
+        raise CheckpointError(f"{root}: no checkpoint yet")
+    return found[-1]
 
 
 def run_train_gan(cfg: Config) -> dict[str, Any]:

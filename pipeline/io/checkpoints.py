@@ -37,12 +37,29 @@ def load_state(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
 
 
-def save_generator(folder: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_weights(path: Path, weights: dict[str, torch.Tensor], half: bool = False) -> None:
+    """A state dict as safetensors (float16 with ``half``: half the bytes, for models/)."""
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in weights.items()
+    }
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict, floating tensors as float32."""
+    try:
+        raw = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
+
+
+def save_generator(folder: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any],
+                   half: bool = False) -> None:  # fmt: skip
     """Write ``generator.safetensors`` + ``generator.json`` atomically (json last)."""
-    folder = Path(folder)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    atomic_write(folder / "generator.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write_json(folder / "generator.json", meta)
+    save_weights(Path(folder) / "generator.safetensors", weights, half)
+    atomic_write_json(Path(folder) / "generator.json", meta)
 
 
 def load_generator_files(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -51,6 +68,7 @@ def load_generator_files(folder: Path) -> tuple[dict[str, torch.Tensor], dict[st
     if not meta_path.is_file() or not weights_path.is_file():
         raise CheckpointError(f"{folder}: no exported generator (generator.json/.safetensors)")
     try:
-        return load_file(str(weights_path)), json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{folder}: cannot read the exported generator ({exc})") from None
+        raise CheckpointError(f"{meta_path}: cannot read the exported generator ({exc})") from None
+    return load_weights(weights_path), meta

@@ -12,6 +12,7 @@ import torch
 from pipeline.config import Config, config_from_dict
 from pipeline.gan.generator import load_generator
 from pipeline.io.checkpoints import CheckpointError
+from tasks.cli import main
 from tasks.make_cohort import make_cohort
 from tasks.tile import run_tiling
 from tasks.train_gan import GanInputError, run_train_gan
@@ -74,6 +75,19 @@ def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
     assert img.min() >= 0 and img.max() <= 1
     torch.testing.assert_close(a.synthesis(w[:, None].expand(-1, a.num_ws, -1)), img)
     assert a.w_mean.shape == (a.w_dim,) and (a.w_std > 0).all()
+
+    # Export for models/ (float16) and warm-start a new run from it.
+    models = tmp_path / "models"
+    cfg_file = tmp_path / "export.yaml"
+    cfg_file.write_text(f"cohort: x\nworkdir: {full_cfg.workdir}\ngan:\n  preset: tiny32\n")
+    assert main(["export-gan", str(cfg_file), str(models), "--half"]) == 0
+    small = load_generator(models)
+    torch.testing.assert_close(small.synthesis(w), img, atol=0.02, rtol=0)
+    assert (models / "discriminator.safetensors").stat().st_size < (
+        out / "generator.safetensors"
+    ).stat().st_size
+    warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models))
+    assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
 
 
 def test_bad_inputs(tiles_32: Path, tmp_path: Path) -> None:
