@@ -20,6 +20,9 @@ def ensure_ray(cfg: RayConfig) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Workers inherit this: OpenMP threads that spin while waiting made a 2-thread torch step
+    # ~10x slower whenever another process shared the cores (measured on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     warnings.filterwarnings("ignore", module="ray")
     kwargs: dict = {
         "include_dashboard": False,

@@ -1,0 +1,153 @@
+"""G and D built from presets: shapes, speed, truncation, style mixing, wiring, specs."""
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from pipeline.gan import PRESETS, Discriminator, Generator, NetworkSpec
+from pipeline.gan.networks import minibatch_stddev
+
+TINY8 = NetworkSpec(resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channels={4: 8, 8: 4})
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small models: one thread is faster and immune to a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_tiny32_shapes_and_fast_forward_backward() -> None:
+    torch.manual_seed(0)
+    spec = PRESETS["tiny32"]
+    G, D = Generator(spec), Discriminator(spec)
+    z = torch.randn(4, spec.z_dim)
+    img = G(z)
+    logits = D(img)
+    assert img.shape == (4, 3, 32, 32) and logits.shape == (4,)
+    assert G.num_ws == spec.num_ws == 8
+    times = []
+    for _ in range(3):  # best of 3: robust to a busy shared machine
+        t0 = time.perf_counter()
+        D(G(z)).sum().backward()
+        times.append(time.perf_counter() - t0)
+    assert min(times) < 1.0, times
+    assert all(p.grad is not None for p in [*G.parameters(), *D.parameters()])
+
+
+def test_preset_parameter_counts() -> None:
+    counts = {}
+    with torch.device("meta"):  # no memory, no init cost
+        for name, spec in PRESETS.items():
+            counts[name] = (n_params(Generator(spec)), n_params(Discriminator(spec)))
+    assert counts["tiny32"][0] == pytest.approx(0.78e6, rel=0.05)
+    assert counts["tiny64"][0] == pytest.approx(1.4e6, rel=0.05)
+    assert counts["tiny64"][1] == pytest.approx(0.88e6, rel=0.05)
+    assert counts["paper256"][0] == pytest.approx(30.0e6, rel=0.05)
+
+
+def test_truncation_psi_zero_gives_the_w_avg_image() -> None:
+    torch.manual_seed(1)
+    G = Generator(TINY8).eval()
+    G.mapping.w_avg.normal_()
+    imgs = G(torch.randn(3, TINY8.z_dim), truncation_psi=0.0, noise_mode="const")
+    ws_avg = G.mapping.w_avg.expand(3, G.num_ws, -1)  # [3, num_ws, w_dim]
+    torch.testing.assert_close(imgs, G.synthesis(ws_avg, noise_mode="const"))
+    half = G(torch.randn(3, TINY8.z_dim), truncation_psi=0.5, noise_mode="const")
+    assert not torch.allclose(half[0], half[1])
+
+
+def test_w_avg_is_tracked_in_training_mode_only() -> None:
+    G = Generator(TINY8)
+    G.mapping(torch.randn(8, TINY8.z_dim))
+    assert G.mapping.w_avg.abs().sum() > 0
+    before = G.mapping.w_avg.clone()
+    G.eval()
+    G.mapping(torch.randn(8, TINY8.z_dim))
+    assert torch.equal(G.mapping.w_avg, before)
+
+
+def test_style_mixing_gives_ws_that_differ_across_layers() -> None:
+    torch.manual_seed(2)
+    G = Generator(TINY8)
+    z = torch.randn(16, TINY8.z_dim)
+    plain = G.ws_from_z(z)  # [N, num_ws, w_dim]
+    assert torch.equal(plain, plain[:, :1].expand_as(plain))
+    mixed = G.ws_from_z(z, style_mixing_prob=1.0)
+    assert mixed.shape == (16, G.num_ws, TINY8.w_dim)
+    torch.testing.assert_close(mixed[:, 0], plain[:, 0])  # layer 0 always keeps the first w
+    assert not torch.allclose(mixed[:, -1], plain[:, -1])  # the last always the second
+    assert G(z, style_mixing_prob=0.9).shape == (16, 3, 8, 8)
+
+
+def test_every_w_reaches_the_image() -> None:
+    torch.manual_seed(3)
+    G = Generator(TINY8)
+    ws = torch.randn(2, G.num_ws, TINY8.w_dim, requires_grad=True)
+    G.synthesis(ws, noise_mode="none").sum().backward()
+    assert (ws.grad.abs().sum(dim=(0, 2)) > 0).all()  # one w per conv/toRGB, none unused
+    with pytest.raises(ValueError, match="ws must be"):
+        G.synthesis(ws[:, :-1])
+
+
+def test_noise_modes() -> None:
+    torch.manual_seed(4)
+    G = Generator(TINY8).eval()
+    for conv in G.synthesis.convs:
+        conv.noise_strength.data.fill_(1.0)
+    ws = G.ws_from_z(torch.randn(2, TINY8.z_dim))
+    assert torch.equal(G.synthesis(ws, "const"), G.synthesis(ws, "const"))
+    assert not torch.equal(G.synthesis(ws, "random"), G.synthesis(ws, "random"))
+    assert not torch.equal(G.synthesis(ws, "none"), G.synthesis(ws, "const"))
+
+
+def test_fused_modulation_generator_matches() -> None:
+    torch.manual_seed(5)
+    G = Generator(TINY8).eval()
+    Gf = Generator(TINY8, fused_modconv=True).eval()
+    Gf.load_state_dict(G.state_dict())
+    z = torch.randn(2, TINY8.z_dim)
+    torch.testing.assert_close(Gf(z, noise_mode="const"), G(z, noise_mode="const"))
+
+
+def test_minibatch_stddev_groups_samples_n_and_n_plus_m() -> None:
+    torch.manual_seed(6)
+    x = torch.randn(4, 5, 4, 4)
+    y = minibatch_stddev(x, 2)  # groups {0, 2} and {1, 3}
+    assert y.shape == (4, 6, 4, 4)
+    x2 = x.clone()
+    x2[1] += torch.randn(5, 4, 4)
+    y2 = minibatch_stddev(x2, 2)
+    assert torch.equal(y2[[0, 2], -1], y[[0, 2], -1])  # other group untouched
+    assert not torch.equal(y2[3, -1], y[3, -1])  # same group sees it
+    assert minibatch_stddev(torch.ones(4, 5, 4, 4), 4)[:, -1].max() < 1e-3
+
+
+def test_discriminator_output_and_group_size() -> None:
+    torch.manual_seed(7)
+    D = Discriminator(TINY8)
+    assert D(torch.randn(6, 3, 8, 8)).shape == (6,)  # 6 is not a multiple of 4: group shrinks
+
+
+def test_spec_json_roundtrip_and_validation() -> None:
+    for spec in PRESETS.values():
+        back = NetworkSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+        assert back == spec and hash(back) == hash(spec)
+    assert PRESETS["tiny64"].channels == {4: 128, 8: 128, 16: 64, 32: 32, 64: 16}
+    assert PRESETS["paper256"].channels[128] == 256 and PRESETS["paper256"].channels[256] == 128
+    with pytest.raises(ValueError, match="power of two"):
+        NetworkSpec(resolution=48, z_dim=8, w_dim=8, mapping_layers=1, channels={})
+    with pytest.raises(ValueError, match="missing"):
+        NetworkSpec(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channels={4: 8, 8: 8})
+    G = Generator(TINY8)
+    G2 = Generator(NetworkSpec.from_dict(TINY8.to_dict()))
+    G2.load_state_dict(G.state_dict())  # same architecture from the saved spec
