@@ -70,3 +70,14 @@ def ray_local():
     ensure_ray(RayConfig(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models: one torch thread is faster and immune to a busy shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

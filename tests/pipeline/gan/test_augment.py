@@ -1,20 +1,12 @@
 """ADA augmentation: identity at p = 0, every op active at p = 1, differentiable, gated per
 sample; the p heuristic."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from pipeline.gan import AugmentPipe, adjust_p
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(

@@ -1,7 +1,5 @@
 """Layers: modulated conv + demodulation, equalised lr, noise, resampling."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,14 +13,7 @@ from pipeline.gan.layers import (
     upsample2d,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops: one thread is faster and immune to a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demodulation_gives_unit_output_variance_for_random_styles() -> None:

@@ -1,7 +1,6 @@
 """Losses, regularisers, style mixing and the EMA of G."""
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,13 +18,7 @@ from pipeline.gan import (
 )
 from pipeline.gan.networks import MappingNetwork
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_d(mbstd_group: int) -> Discriminator:

@@ -1,7 +1,5 @@
 """Sliced Wasserstein distance on Laplacian-pyramid patches."""
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -9,13 +7,7 @@ import torch.nn.functional as F
 
 from pipeline.gan.metrics import laplacian_pyramid, sample_patch_descriptors, swd
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiles(seed: int, n: int = 32, size: int = 32) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,16 +9,9 @@ import torch
 from pipeline.gan import PRESETS, Discriminator, Generator, NetworkSpec
 from pipeline.gan.networks import minibatch_stddev
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY8 = NetworkSpec(resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channels={4: 8, 8: 4})
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models: one thread is faster and immune to a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def n_params(m: torch.nn.Module) -> int:
