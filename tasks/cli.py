@@ -107,14 +107,14 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     from tasks.gan_quality import run_gan_quality
 
     cfg = load_config(args.config, args.overrides)
-    report = run_gan_quality(cfg, n=args.n)
+    report = run_gan_quality(cfg, n=args.n, generator=args.generator)
     for name, c in report["checks"].items():
         print(f"{name:24s} real {c['real_mean']:9.2f} ± {c['real_sd']:8.2f}   "
               f"samples {c['fake_mean']:9.2f} ± {c['fake_sd']:8.2f}   "
               f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
     print(f"SWD x1e3 (mean over levels): {report['swd']['mean']:.1f}")
     print(f"quality bar {'passed' if report['passed'] else 'NOT passed'} at {report['kimg']} kimg"
-          f" -> {cfg.workdir / 'gan' / 'quality.json'}")  # fmt: skip
+          f" -> {(args.generator or cfg.workdir / 'gan') / 'quality.json'}")  # fmt: skip
     return EXIT_OK
 
 
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")
     _add_config_args(p)
     p.add_argument("--n", type=int, default=512, help="tiles and samples compared")
+    p.add_argument("--generator", type=Path, default=None, help="folder (default workdir/gan)")
     p.set_defaults(func=cmd_gan_quality)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")

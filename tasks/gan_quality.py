@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,11 @@ from pipeline.io.images import image_grid, save_png
 from pipeline.io.tile_store import TileStore
 
 
-def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7) -> dict[str, Any]:
-    """Compare ``n`` real tiles with ``n`` G_ema samples; writes ``gan/quality.json``."""
-    out = cfg.workdir / "gan"
+def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | None = None
+                    ) -> dict[str, Any]:  # fmt: skip
+    """Compare ``n`` real tiles with ``n`` samples of the generator in ``generator`` (default
+    ``workdir/gan``); writes ``quality.json`` and a reals-vs-samples image beside it."""
+    out = Path(generator) if generator is not None else cfg.workdir / "gan"
     gen = load_generator(out)
     store = TileStore(cfg.workdir / "tiles")
     manifest = store.read_manifest()
