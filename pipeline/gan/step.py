@@ -178,7 +178,6 @@ def train_step(
     if cfg.pl_weight > 0 and state.step % cfg.pl_interval == 0:
         m = max(1, n // 2)
         ws = G.ws_from_z(torch.randn(m, G.z_dim), style_mixing_prob=cfg.style_mixing)
-        ws.retain_grad() if ws.requires_grad else None
         pl, state.mean_path_length, _ = g_path_length_penalty(
             G.synthesis(ws), ws, state.mean_path_length
         )
