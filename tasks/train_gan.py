@@ -27,7 +27,7 @@ from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS
-from pipeline.gan.step import StepConfig, TrainState
+from pipeline.gan.step import StepConfig, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
     CheckpointError,
@@ -95,7 +95,7 @@ def _allreduce_mean(world_size: int):
         dist.all_reduce(t)
         return t / world_size
 
-    return sync if world_size > 1 else (lambda t: t)
+    return sync if world_size > 1 else no_sync  # single worker: average_grads skips work
 
 
 def warm_start(state: TrainState, folder: Path, preset: str) -> None:

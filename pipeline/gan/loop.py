@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.gan.metrics import swd
-from pipeline.gan.step import StepConfig, Sync, TrainState, _no_sync, train_step
+from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync, train_step
 
 log = logging.getLogger("stylepath")
 
@@ -69,7 +69,7 @@ def train(
     on_tick: Callable[[TrainState, dict[str, float]], None],
     *,
     reals_for_metrics: np.ndarray | None = None,
-    sync: Sync = _no_sync,
+    sync: Sync = no_sync,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainState:

@@ -49,13 +49,13 @@ class StepConfig:
 Sync = Callable[[torch.Tensor], torch.Tensor]  # all-reduce (mean) across workers
 
 
-def _no_sync(t: torch.Tensor) -> torch.Tensor:
+def no_sync(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
 def average_grads(module: nn.Module, sync: Sync) -> None:
     """Average gradients across workers (explicit DDP; works with R1's double backward)."""
-    if sync is _no_sync:
+    if sync is no_sync:
         return
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
@@ -137,7 +137,7 @@ class TrainState:
 
 
 def train_step(
-    state: TrainState, real: torch.Tensor, cfg: StepConfig, sync: Sync = _no_sync,
+    state: TrainState, real: torch.Tensor, cfg: StepConfig, sync: Sync = no_sync,
     world_size: int = 1,
 ) -> dict[str, float]:  # fmt: skip
     """One D step and one G step on a batch of reals in [-1, 1]: [N, C, H, W]."""
