@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import config_from_dict
-from pipeline.gan.data import TileBatches
+from pipeline.gan.data import TileBatches, to_tensor
 from pipeline.gan.presets import PRESETS
 from pipeline.gan.step import StepConfig, TrainState, train_step
 from pipeline.io.tile_store import TileStore
@@ -34,10 +34,10 @@ def plain_loop(store: TileStore, preset: str, batch: int, steps: int, threads: i
     cfg = StepConfig(batch_size=batch)
     state = TrainState.create(PRESETS[preset], cfg)
     batches = TileBatches(store, store.read_manifest(), batch, seed=0)
-    train_step(state, next(batches), cfg)  # warm-up
+    train_step(state, to_tensor(next(batches)), cfg)  # warm-up
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(state, next(batches), cfg)
+        train_step(state, to_tensor(next(batches)), cfg)
     return steps * batch / (time.perf_counter() - t0)
 
 

@@ -86,7 +86,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     from tasks.train_gan import run_train_gan
 
     cfg = load_config(args.config, args.overrides)
-    meta = run_train_gan(cfg)
+    meta = run_train_gan(cfg, local=args.local)
     out = cfg.workdir / "gan"
     print(f"generator: {out / 'generator.safetensors'} ({meta['preset']}, {meta['kimg']:.1f} kimg)")
     print(f"metrics: {out / 'metrics.parquet'}; samples: {out / 'samples'}")
@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-gan", help="train (or resume) the StyleGAN2 on the tiles")
     _add_config_args(p)
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="train in this process without Ray (one GPU with gan.use_gpu, or CPU)",
+    )
     p.set_defaults(func=cmd_train_gan)
 
     p = sub.add_parser("export-gan", help="export G_ema (+ D) from the latest checkpoint")

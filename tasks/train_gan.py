@@ -1,4 +1,5 @@
-"""``stylepath train-gan``: StyleGAN2 on the tile store with Ray Train (DDP over gloo or NCCL).
+"""``stylepath train-gan``: StyleGAN2 on the tile store with Ray Train (DDP over gloo or NCCL),
+or with ``--local`` in this process without Ray (one GPU or CPU; Ray is then not imported).
 
 Checkpoints every tick through Ray Train into ``gan.storage_path`` (default ``workdir/gan``);
 re-running the same command resumes from the last checkpoint and stops at the same total
@@ -10,24 +11,24 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import ray
-import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
 from pipeline.config import Config, GanTrainConfig, config_from_dict
-from pipeline.gan.data import DataCursor, TileBatches
+from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS
-from pipeline.gan.step import StepConfig, TrainState, no_sync
+from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
     CheckpointError,
@@ -42,7 +43,6 @@ from pipeline.io.files import atomic_write_yaml
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.tile_store import TileStore
-from tasks.runtime import ensure_ray
 
 log = logging.getLogger("stylepath")
 SAMPLE_SEED = 1234  # fixed latents of the sample grids
@@ -89,9 +89,9 @@ def _resize(x: torch.Tensor, res: int) -> torch.Tensor:
                                            else "bilinear")  # fmt: skip
 
 
-def _allreduce_mean(world_size: int):
+def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
     def sync(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
+        t = t.to(device, copy=True)  # NCCL reduces CUDA tensors only
         dist.all_reduce(t)
         return t / world_size
 
@@ -110,43 +110,67 @@ def warm_start(state: TrainState, folder: Path, preset: str) -> None:
         state.D.load_state_dict(load_weights(d_path))
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
-    cfg = config_from_dict(config["cfg"])
+def read_checkpoint(folder: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """A training checkpoint: the saved state and the metrics rows up to it."""
+    saved = load_state(folder)
+    rows = read_parquet(folder / METRICS_FILE).to_dict(orient="records")
+    return saved, rows
+
+
+@dataclass
+class Worker:
+    """Where one training process runs: its rank, device and links to the other workers.
+
+    ``report(metrics, folder)`` is called every tick; rank 0 passes the folder holding the
+    new checkpoint (valid only during the call), the other ranks ``None``.
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    sync: Sync
+    report: Callable[[dict[str, float], Path | None], None]
+    resume: tuple[dict[str, Any], list[dict[str, float]]] | None = None
+
+
+def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
+    """The training run of one worker, Ray or not: build or resume the state, stream the
+    tiles, train in ticks, sample grids and checkpoint at every tick."""
     g = cfg.gan
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(g.cpus_per_worker)
+    rank, world = wk.rank, wk.world_size
+    if wk.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(g.cpus_per_worker)
     spec = PRESETS[g.preset]
     scfg = step_config(g, world)
-    state = TrainState.create(spec, scfg, seed=g.seed)  # identical init on every worker
-    out_dir = Path(config["out_dir"])
+    state = TrainState.create(spec, scfg, seed=g.seed, device=wk.device)  # same on every rank
     rows: list[dict[str, float]] = []
     cursor = DataCursor()
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None and g.init_from:
+    if wk.resume is None and g.init_from:
         warm_start(state, Path(g.init_from), g.preset)
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            saved = load_state(Path(d))
-            try:
-                state.load_state_dict(saved["train"])
-            except (KeyError, RuntimeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{d}: checkpoint does not match preset {g.preset} ({exc}); use a new "
-                    "workdir or gan.storage_path to start over"
-                ) from None
-            cursor = DataCursor(**saved["cursor"])
-            rows = read_parquet(Path(d) / METRICS_FILE).to_dict(orient="records")
+    if wk.resume is not None:
+        saved, rows = wk.resume
+        try:
+            state.load_state_dict(saved["train"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint does not match preset {g.preset} ({exc}); use a new "
+                "workdir or gan.storage_path to start over"
+            ) from None
+        cursor = DataCursor(**saved["cursor"])
+        rows = list(rows)
     store = TileStore(cfg.workdir / "tiles")
     manifest = store.read_manifest()
     batches = TileBatches(store, manifest, scfg.batch_size, seed=g.seed, rank=rank,
                           world_size=world, dihedral_aug=g.dihedral, cursor=cursor)  # fmt: skip
     res = spec.resolution
 
-    def resized():
+    def on_device():
         for x in batches:
-            yield _resize(x, res)
+            yield _resize(to_tensor(x.to(wk.device)), res)
 
     reals = None
     if rank == 0:
@@ -167,8 +191,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
         rows.append(metrics)
-        checkpoint = None
         with tempfile.TemporaryDirectory() as d:
+            folder = None
             if rank == 0:
                 if tick["n"] % g.sample_ticks == 0 or st.cur_nimg >= loop_cfg.total_nimg:
                     grid = image_grid(generate(st.G_ema, 64, SAMPLE_SEED), 8)
@@ -176,12 +200,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 cursor_now = {"epoch": batches.cursor.epoch, "position": batches.cursor.position}
                 save_state(Path(d), {"train": st.state_dict(), "cursor": cursor_now})
                 write_parquet(pd.DataFrame(rows), Path(d) / METRICS_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({k: float(v) for k, v in metrics.items()}, checkpoint=checkpoint)
+                folder = Path(d)
+            wk.report({k: float(v) for k, v in metrics.items()}, folder)
         tick["n"] += 1
 
-    train(state, resized(), scfg, loop_cfg, on_tick, reals_for_metrics=reals,
-          sync=_allreduce_mean(world), rank=rank, world_size=world)  # fmt: skip
+    train(state, on_device(), scfg, loop_cfg, on_tick, reals_for_metrics=reals,
+          sync=wk.sync, rank=rank, world_size=world)  # fmt: skip
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: DDP over the process group Ray Train set up."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = config_from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+    device = ray.train.torch.get_device() if cfg.gan.use_gpu else torch.device("cpu")
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = read_checkpoint(Path(d))
+
+    def report(metrics: dict[str, float], folder: Path | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    wk = Worker(rank=ctx.get_world_rank(), world_size=world, device=device,
+                sync=_allreduce_mean(world, device), report=report, resume=resume)  # fmt: skip
+    train_worker(cfg, Path(config["out_dir"]), wk)
 
 
 def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config, *, half: bool = False,
@@ -207,23 +255,68 @@ def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config, *, half: 
     return meta
 
 
+def _storage(cfg: Config) -> Path:
+    return Path(cfg.gan.storage_path or cfg.workdir / "gan" / "ray")
+
+
+def _checkpoints(cfg: Config) -> list[Path]:
+    """Checkpoint folders of this workdir's run (Ray Train's and ``--local``'s), oldest first."""
+    root = _storage(cfg)
+    found = [p for sub in ("train", "local") for p in (root / sub).glob("checkpoint_*")
+             if (p / STATE_FILE).is_file()]  # fmt: skip
+    return sorted(found, key=lambda p: (p / STATE_FILE).stat().st_mtime_ns)
+
+
 def latest_checkpoint(cfg: Config) -> Path:
-    """The newest checkpoint folder of this workdir's training run."""
-    root = Path(cfg.gan.storage_path or cfg.workdir / "gan" / "ray") / "train"
-    found = sorted(p for p in root.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    """The newest checkpoint of this workdir's training run."""
+    found = _checkpoints(cfg)
     if not found:
-        raise CheckpointError(f"{root}: no checkpoint yet")
+        raise CheckpointError(f"{_storage(cfg)}: no checkpoint yet")
     return found[-1]
 
 
-def run_train_gan(cfg: Config) -> dict[str, Any]:
-    """Train (or resume) and export; returns the exported generator's metadata."""
-    check_inputs(cfg)
+def _keep_local_checkpoint(folder: Path, root: Path, nimg: int, keep: int = 2) -> None:
+    """Copy a tick's checkpoint into ``root`` atomically; keep the newest ``keep``."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint_{nimg:012d}"
+    tmp = root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("checkpoint_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _train_local(cfg: Config, out_dir: Path) -> Path:
+    """The same worker in this process, without Ray: one CPU, or CUDA with gan.use_gpu."""
+    if cfg.gan.use_gpu and not torch.cuda.is_available():
+        raise GanInputError("gan.use_gpu is set but this machine has no CUDA device")
+    device = torch.device("cuda" if cfg.gan.use_gpu else "cpu")
+    root = _storage(cfg) / "local"
+    found = _checkpoints(cfg)
+    resume = read_checkpoint(found[-1]) if found else None  # a corrupt one raises
+
+    def report(metrics: dict[str, float], folder: Path | None) -> None:
+        if folder is not None:
+            _keep_local_checkpoint(folder, root, int(round(metrics["kimg"] * 1000)))
+        shown = ("d_loss", "g_loss", "augment_p", "spread_ratio", "swd", "sec_per_kimg")
+        print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown
+              if k in metrics), file=sys.stderr, flush=True)  # fmt: skip
+
+    wk = Worker(rank=0, world_size=1, device=device, sync=no_sync, report=report, resume=resume)
+    train_worker(cfg, out_dir, wk)
+    return latest_checkpoint(cfg)
+
+
+def _train_ray(cfg: Config, out_dir: Path) -> dict[str, Any]:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tasks.runtime import ensure_ray
+
     g = cfg.gan
-    out_dir = cfg.workdir / "gan"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_yaml(out_dir / "config.yaml", cfg.dump())
-    storage = g.storage_path or str(out_dir / "ray")
+    storage = str(_storage(cfg))
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ensure_ray(cfg.ray)
     trainer = TorchTrainer(
@@ -242,5 +335,20 @@ def run_train_gan(cfg: Config) -> dict[str, Any]:
     result = trainer.fit()
     if result.checkpoint is None:
         raise CheckpointError(f"{storage}: training produced no checkpoint")
-    with result.checkpoint.as_directory() as d:
+    with result.checkpoint.as_directory() as d:  # also when storage is object storage
         return export_generator(Path(d), out_dir, cfg)
+
+
+def run_train_gan(cfg: Config, local: bool = False) -> dict[str, Any]:
+    """Train (or resume) and export; returns the exported generator's metadata.
+
+    ``local``: train in this process without Ray (a workstation's one GPU, or a CPU), with
+    the same checkpoints; it resumes from the newest checkpoint of either mode.
+    """
+    check_inputs(cfg)
+    out_dir = cfg.workdir / "gan"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_yaml(out_dir / "config.yaml", cfg.dump())
+    if local:
+        return export_generator(_train_local(cfg, out_dir), out_dir, cfg)
+    return _train_ray(cfg, out_dir)

@@ -45,10 +45,12 @@ def tick_seed(seed: int, rank: int, nimg: int) -> int:
 def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0) -> np.ndarray:
     """n images from fixed latents: uint8 [n, H, W, C]."""
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
+    z = z.to(next(G.parameters()).device)
     out = []
     for i in range(0, n, batch):
         img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode="const")
-        out.append(((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+        img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+        out.append(img.cpu().numpy())
     return np.concatenate(out)
 
 

@@ -92,9 +92,11 @@ class TrainState:
     ada_count: int = 0
 
     @classmethod
-    def create(cls, spec: NetworkSpec, cfg: StepConfig, seed: int = 0) -> TrainState:
+    def create(cls, spec: NetworkSpec, cfg: StepConfig, seed: int = 0,
+               device: str | torch.device = "cpu") -> TrainState:  # fmt: skip
+        """Fresh networks (identical for a given seed on any device) and optimizers."""
         torch.manual_seed(seed)
-        G, D = Generator(spec), Discriminator(spec)
+        G, D = Generator(spec).to(device), Discriminator(spec).to(device)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         return cls(
             G=G,
@@ -104,8 +106,13 @@ class TrainState:
                 G.parameters(), cfg.lr_g, cfg.beta2, cfg.pl_interval if cfg.pl_weight else 0
             ),
             opt_D=_lazy_adam(D.parameters(), cfg.lr_d, cfg.beta2, cfg.r1_interval),
-            augment=AugmentPipe(0.0),
+            augment=AugmentPipe(0.0).to(device),
+            mean_path_length=torch.zeros((), device=device),
         )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.G.parameters()).device
 
     def state_dict(self) -> dict:
         return {
@@ -131,7 +138,7 @@ class TrainState:
         self.augment.p.fill_(sd["augment_p"])
         self.cur_nimg = int(sd["cur_nimg"])
         self.step = int(sd["step"])
-        self.mean_path_length = torch.as_tensor(sd["mean_path_length"])
+        self.mean_path_length = torch.as_tensor(sd["mean_path_length"]).to(self.device)
         self.ada_sum = float(sd["ada_sum"])
         self.ada_count = int(sd["ada_count"])
 
@@ -142,14 +149,14 @@ def train_step(
 ) -> dict[str, float]:  # fmt: skip
     """One D step and one G step on a batch of reals in [-1, 1]: [N, C, H, W]."""
     G, D, aug = state.G, state.D, state.augment
-    n = real.shape[0]
+    n, dev = real.shape[0], real.device
     metrics: dict[str, float] = {}
 
     # --- D: logistic loss on augmented reals and fakes, plus lazy R1 -------------------
     G.requires_grad_(False)
     D.requires_grad_(True)
     with torch.no_grad():
-        fake = G(torch.randn(n, G.z_dim), style_mixing_prob=cfg.style_mixing)
+        fake = G(torch.randn(n, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
     real_logits = D(aug(real))
     fake_logits = D(aug(fake))
     d_loss = d_logistic_loss(real_logits, fake_logits)
@@ -160,8 +167,10 @@ def train_step(
     state.ada_sum += real_logits.detach().sign().sum().item()
     state.ada_count += n
     if cfg.r1_gamma > 0 and cfg.r1_interval > 0 and state.step % cfg.r1_interval == 0:
-        real_r1 = real.detach().requires_grad_(True)
-        r1 = d_r1_penalty(real_r1, D(aug(real_r1)))
+        # Gradient w.r.t. the augmented reals D sees (no double backward through the
+        # augmentation's grid sampling, which CUDA does not implement).
+        real_r1 = aug(real).detach().requires_grad_(True)
+        r1 = d_r1_penalty(real_r1, D(real_r1))
         (r1 * (cfg.r1_gamma / 2) * cfg.r1_interval).backward()
         metrics["r1"] = r1.item()
     average_grads(D, sync)
@@ -170,14 +179,14 @@ def train_step(
     # --- G: non-saturating loss, optional lazy path-length regularisation -------------
     G.requires_grad_(True)
     D.requires_grad_(False)
-    fake = G(torch.randn(n, G.z_dim), style_mixing_prob=cfg.style_mixing)
+    fake = G(torch.randn(n, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
     g_loss = g_nonsaturating_loss(D(aug(fake)))
     state.opt_G.zero_grad(set_to_none=True)
     g_loss.backward()
     metrics["g_loss"] = g_loss.item()
     if cfg.pl_weight > 0 and state.step % cfg.pl_interval == 0:
         m = max(1, n // 2)
-        ws = G.ws_from_z(torch.randn(m, G.z_dim), style_mixing_prob=cfg.style_mixing)
+        ws = G.ws_from_z(torch.randn(m, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
         pl, state.mean_path_length, _ = g_path_length_penalty(
             G.synthesis(ws), ws, state.mean_path_length
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,10 @@ import pytest
 import torch
 
 from pipeline.config import Config, config_from_dict
+from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
 from pipeline.io.checkpoints import CheckpointError
+from pipeline.io.tile_store import TileStore
 from tasks.cli import main
 from tasks.make_cohort import make_cohort
 from tasks.tile import run_tiling
@@ -90,6 +94,22 @@ def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
 
 
+def test_tile_batches_read_the_planned_tiles_and_resume(tiles_32: Path) -> None:
+    store = TileStore(tiles_32)
+    manifest = store.read_manifest()
+    kw = {"seed": 1, "dihedral_aug": False, "block_tiles": 8, "window_blocks": 2}
+    stream = TileBatches(store, manifest, 8, **kw)
+    got = [next(stream) for _ in range(5)]
+    plan = stream._epoch(0)
+    for i, batch in enumerate(got):
+        rows = manifest.iloc[plan.rows[i * 8 : (i + 1) * 8]]
+        direct = np.stack([store.read_tiles(str(r.slide_id), np.array([r.index]))[0]
+                           for r in rows.itertuples()])  # fmt: skip
+        np.testing.assert_array_equal(batch.numpy(), direct)
+    resumed = TileBatches(store, manifest, 8, cursor=DataCursor(0, 3), **kw)
+    np.testing.assert_array_equal(next(resumed).numpy(), got[3].numpy())
+
+
 def test_bad_inputs(tiles_32: Path, tmp_path: Path) -> None:
     with pytest.raises(GanInputError, match="no tiles"):
         run_train_gan(config_from_dict({"cohort": "x", "workdir": str(tmp_path / "empty")}))
@@ -103,3 +123,33 @@ def test_bad_inputs(tiles_32: Path, tmp_path: Path) -> None:
         load_generator(broken)
     with pytest.raises(CheckpointError, match="no exported generator"):
         load_generator(tmp_path)
+
+
+def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
+    """``train-gan --local``: same loop in this process; a stopped run resumes exactly."""
+    full = gan_config(tiles_32, tmp_path / "lfull", num_workers=1, cpus_per_worker=1)
+    assert run_train_gan(full, local=True)["kimg"] == pytest.approx(0.032)
+    ckpts = sorted((full.workdir / "gan" / "ray" / "local").glob("checkpoint_*"))
+    assert [p.name for p in ckpts] == ["checkpoint_000000000016", "checkpoint_000000000032"]
+
+    part = gan_config(tiles_32, tmp_path / "lpart", num_workers=1, cpus_per_worker=1)
+    cfg_file = tmp_path / "part.yaml"
+    cfg_file.write_text(f"cohort: x\nworkdir: {part.workdir}\n")
+    sets = ["--set", "gan.preset=tiny32", "--set", "gan.batch_size=8", "--set",
+            "gan.tick_kimg=0.016", "--set", "gan.metric_images=32", "--set",
+            "gan.cpus_per_worker=1"]  # fmt: skip
+    args = ["train-gan", str(cfg_file), "--local", *sets]
+    assert main([*args, "--set", "gan.total_kimg=0.016"]) == 0
+    assert main([*args, "--set", "gan.total_kimg=0.032"]) == 0
+    metrics = pd.read_parquet(part.workdir / "gan" / "metrics.parquet")
+    assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
+    a, b = load_generator(full.workdir / "gan"), load_generator(part.workdir / "gan")
+    for (name, pa), (_, pb) in zip(a.G.state_dict().items(), b.G.state_dict().items(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=f"{name} differs after a local resume")
+
+
+def test_cli_imports_without_ray() -> None:
+    """``--local`` training (e.g. on a GPU box without Ray) must not need Ray importable."""
+    code = ("import sys; sys.modules['ray'] = None; import tasks.cli, tasks.train_gan; "
+            "tasks.cli.build_parser()")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
