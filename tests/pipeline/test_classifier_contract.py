@@ -148,3 +148,22 @@ def test_entry_point_with_safetensors(tmp_path: Path) -> None:
         bad(weights=tmp_path / "none.safetensors")
     with pytest.raises(ClassifierError, match="no built-in classifier"):
         resolve_spec(ClassifierConfig(), tmp_path, 32)
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    from pipeline.config import ConfigError, config_from_dict
+
+    def cfg(**c) -> None:
+        config_from_dict({"cohort": "c", "workdir": str(tmp_path), "classifier": c})
+
+    cases = [
+        ({"model": "a.pt", "entry_point": "m:f", "weights": "w"}, "not both"),
+        ({"entry_point": "m:f"}, "needs weights"),
+        ({"entry_point": "mf", "weights": "w"}, "module:callable"),
+        ({"mean": [0.5] * 3}, "both mean"),
+        ({"mean": [0.5] * 2, "std": [1] * 2}, "3 values"),
+        ({"predict": {"heatmaps": "lime"}}, r"classifier\.predict\.heatmaps"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            cfg(**kw)
