@@ -124,6 +124,89 @@ class GanTrainConfig(_Section):
     )
 
 
+class ClassifierTrainConfig(_Section):
+    """The built-in tile classifier (``stylepath train-classifier``)."""
+
+    label_column: str = Field("label", description="tile manifest column with the class")
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(64, ge=2, description="total batch over all workers")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate (cosine decay to 5 %)")
+    weight_decay: float = Field(1e-4, ge=0)
+    channels: list[int] = Field([16, 32, 64, 64], min_length=1, description="conv widths")
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="share of slides/patients held out")
+    group_by: Literal["auto", "slide_id", "patient"] = Field(
+        "auto", description="split unit; auto: patient when the column exists, else slide"
+    )
+    dihedral: bool = Field(True, description="random flips and 90° rotations")
+    seed: int = 0
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
+    max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
+    storage_path: str | None = Field(
+        None, description="Ray Train storage (default workdir/classifier/ray)"
+    )
+
+
+class PredictConfig(_Section):
+    """Scoring every tile (``stylepath predict``) with a Ray actor pool."""
+
+    batch_size: int = Field(256, ge=1, description="tiles per forward pass")
+    concurrency: int = Field(2, ge=1, description="actors (each loads the model once)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
+    tiles_per_task: int = Field(1024, ge=1, description="tiles of one slide per actor call")
+    heatmaps: Literal["auto", "gradcam", "occlusion", "both", "none"] = Field(
+        "auto", description="auto: GradCAM for nn.Module models, occlusion for TorchScript"
+    )
+    heatmap_grid: int = Field(8, ge=1, le=256, description="stored heatmap side (float16)")
+    gradcam_layer: str | None = Field(
+        None, description="module name of the GradCAM layer (default: the last Conv2d)"
+    )
+    occlusion_patch: int = Field(16, ge=1, description="occluded square, px at model input")
+    occlusion_stride: int = Field(16, ge=1, description="occlusion step, px at model input")
+
+
+class ClassifierConfig(_Section):
+    """The classifier to explain: a TorchScript file or a ``module:callable`` + safetensors.
+
+    With neither set, the built-in classifier exported by ``train-classifier`` is used.
+    Unset ``input_size``/``mean``/``std``/``class_names``/``explain`` come from the model's
+    JSON card (``model.pt`` → ``model.json``) when it has one.
+    """
+
+    model: str | None = Field(None, description="TorchScript file (torch.jit.save)")
+    entry_point: str | None = Field(None, description="module:callable returning an nn.Module")
+    weights: str | None = Field(None, description="safetensors state dict for entry_point")
+    entry_kwargs: dict[str, Any] = Field({}, description="keyword arguments of entry_point")
+    input_size: int | None = Field(None, ge=1, le=4096, description="tiles are resized to it")
+    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] RGB")
+    std: list[float] | None = Field(None, description="per-channel std on [0, 1] RGB")
+    normalize: bool = Field(True, description="false: feed [0, 1] RGB even if the card has mean")
+    class_names: list[str] | None = Field(None, description="names of the outputs")
+    explain: str | int | None = Field(None, description="class name or output index to explain")
+    train: ClassifierTrainConfig = ClassifierTrainConfig()
+    predict: PredictConfig = PredictConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClassifierConfig:
+        if self.model and self.entry_point:
+            raise ValueError("set model (TorchScript) or entry_point, not both")
+        if self.entry_point and ":" not in self.entry_point:
+            raise ValueError("entry_point must look like package.module:callable")
+        if self.entry_point and not self.weights:
+            raise ValueError("entry_point needs weights (a safetensors file)")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set both mean and std, or neither")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 3:
+                raise ValueError(f"{name} must have 3 values (R, G, B)")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError("std must be > 0")
+        return self
+
+
 class Config(_Section):
     """The whole stylepath configuration."""
 
@@ -133,6 +216,7 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     gan: GanTrainConfig = GanTrainConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
 
     def dump(self) -> dict[str, Any]:
         """JSON-safe dict of the resolved config."""

@@ -118,6 +118,43 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from tasks.train_classifier import run_train_classifier
+
+    cfg = load_config(args.config, args.overrides)
+    res = run_train_classifier(cfg)
+    last = res["metrics"].iloc[-1]
+    out = cfg.workdir / "classifier"
+    print(
+        f"classifier: {out / 'model.pt'} (TorchScript) + model.json; classes "
+        f"{res['card']['class_names']}, explains {res['card']['explain']!r}"
+    )
+    print(
+        f"epoch {int(last['epoch'])}: validation AUC {last['val_auc_tile']:.4f} per tile, "
+        f"{last['val_auc_slide']:.4f} per slide; accuracy {last['val_acc_tile']:.4f} per tile, "
+        f"{last['val_acc_slide']:.4f} per slide; fit {res['fit_seconds']:.0f} s"
+    )
+    print(f"metrics: {out / 'metrics.parquet'}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tasks.predict import run_predict
+
+    cfg = load_config(args.config, args.overrides)
+    s = run_predict(cfg)
+    if s.skipped:
+        print(f"predictions unchanged ({s.n_tiles} tiles): {cfg.workdir / 'predictions.parquet'}")
+        return EXIT_OK
+    print(
+        f"scored {s.n_tiles} tiles with {s.model} (explained class {s.explained_class!r}) in "
+        f"{s.seconds:.1f} s ({s.tiles_per_s:.0f} tiles/s); "
+        f"heatmaps: {', '.join(s.methods) or 'none'}"
+    )
+    print(f"-> {cfg.workdir / 'predictions.parquet'}, {cfg.workdir / 'heatmaps'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -147,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=512, help="tiles and samples compared")
     p.add_argument("--generator", type=Path, default=None, help="folder (default workdir/gan)")
     p.set_defaults(func=cmd_gan_quality)
+
+    p = sub.add_parser("train-classifier", help="train the built-in tile classifier (Ray Train)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("predict", help="score every tile with the classifier, with heatmaps")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")

@@ -1,0 +1,271 @@
+"""``stylepath predict``: every tile scored by a Ray actor pool, with baseline heatmaps.
+
+Each actor loads the classifier once and scores shard-sized runs of one slide's tiles in
+batches. The driver writes ``workdir/predictions.parquet`` (one row per tile),
+``workdir/heatmaps/`` (``HeatmapStore``: float16 maps per method and slide) and, last,
+``workdir/predictions.json`` (the fingerprint of model files + tile manifest + settings; a
+re-run with the same fingerprint does nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from ray.util import ActorPool
+from tqdm import tqdm
+
+from pipeline.classifier.contract import (
+    ClassifierError,
+    ClassifierSpec,
+    load_classifier,
+    resolve_spec,
+    tiles_to_tensor,
+)
+from pipeline.classifier.heatmaps import find_layer, gradcam, occlusion, overlay
+from pipeline.config import Config, PredictConfig
+from pipeline.io.files import atomic_write_json, workdir_lock
+from pipeline.io.heatmap_store import HeatmapStore
+from pipeline.io.images import image_grid, save_png
+from pipeline.io.parquet import write_parquet
+from pipeline.io.tile_store import TileStore
+from tasks.runtime import ensure_ray
+
+PREDICTIONS = "predictions.parquet"
+STAMP = "predictions.json"
+HEATMAPS = "heatmaps"
+
+
+class PredictInputError(ValueError):
+    """No tiles to score, or heatmaps the model cannot give."""
+
+
+@dataclass
+class PredictSummary:
+    n_tiles: int = 0
+    skipped: bool = False
+    seconds: float = 0.0
+    tiles_per_s: float = 0.0
+    methods: list[str] = field(default_factory=list)
+    explained_class: str = ""
+    model: str = ""
+
+
+def heatmap_methods(requested: str, is_script: bool) -> list[str]:
+    """Which maps to compute; GradCAM needs an ``nn.Module`` (TorchScript is a black box)."""
+    if requested == "none":
+        return []
+    if requested == "auto":
+        return ["occlusion"] if is_script else ["gradcam"]
+    methods = ["gradcam", "occlusion"] if requested == "both" else [requested]
+    if "gradcam" in methods and is_script:
+        raise PredictInputError(
+            "classifier.predict.heatmaps: GradCAM needs the model's layers, but a TorchScript "
+            "model is a black box here; use occlusion, or give an entry_point + weights"
+        )
+    return methods
+
+
+class Scorer:
+    """Logits, explained-class probability and heatmaps for runs of one slide's tiles."""
+
+    def __init__(self, spec: ClassifierSpec, tiles_root: str, methods: list[str],
+                 pcfg: PredictConfig) -> None:  # fmt: skip
+        torch.set_num_threads(max(1, int(pcfg.num_cpus)))
+        use_cuda = pcfg.num_gpus > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.clf = load_classifier(spec, self.device)
+        self.store = TileStore(tiles_root)
+        self.methods = methods
+        self.pcfg = pcfg
+        self.layer = (
+            find_layer(self.clf.model, spec.gradcam_layer) if "gradcam" in methods else None
+        )
+
+    def score(self, slide_id: str, start: int, stop: int) -> dict[str, Any]:
+        clf, p = self.clf, self.pcfg
+        tiles = self.store.read_tiles(slide_id, slice(start, stop))
+        logits, probs = [], []
+        maps: dict[str, list[np.ndarray]] = {m: [] for m in self.methods}
+        for a in range(0, len(tiles), p.batch_size):
+            x = clf.prepare(tiles_to_tensor(tiles[a : a + p.batch_size]).to(self.device))
+            with torch.no_grad():
+                z = clf.model(x)
+                logits.append(z.reshape(len(x), -1).float().cpu().numpy())
+                probs.append(clf.prob(z).float().cpu().numpy())
+            if "gradcam" in maps:
+                cam = gradcam(lambda v: clf.score(clf.model(v)), self.layer, x, p.heatmap_grid)
+                maps["gradcam"].append(cam.numpy().astype(np.float16))
+            if "occlusion" in maps:
+                occ = occlusion(lambda v: clf.prob(clf.model(v)), x, p.occlusion_patch,
+                                p.occlusion_stride, p.heatmap_grid)  # fmt: skip
+                maps["occlusion"].append(occ.numpy().astype(np.float16))
+        return {
+            "slide_id": slide_id, "start": start, "stop": stop,
+            "logits": np.concatenate(logits), "prob": np.concatenate(probs),
+            "maps": {m: np.concatenate(v) for m, v in maps.items()},
+        }  # fmt: skip
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(spec: ClassifierSpec, manifest_path: Path, methods: list[str],
+                pcfg: PredictConfig) -> str:  # fmt: skip
+    """Model files + settings, tile manifest bytes, heatmap settings."""
+    settings = {"methods": methods, "grid": pcfg.heatmap_grid, "patch": pcfg.occlusion_patch,
+                "stride": pcfg.occlusion_stride}  # fmt: skip
+    blob = json.dumps([spec.fingerprint(), _file_sha(manifest_path), settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_done(workdir: Path, fp: str) -> bool:
+    try:
+        stamp = json.loads((workdir / STAMP).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return (stamp.get("fingerprint") == fp and (workdir / PREDICTIONS).is_file()
+            and (workdir / HEATMAPS).is_dir())  # fmt: skip
+
+
+def prepare(cfg: Config) -> tuple[pd.DataFrame, ClassifierSpec, list[str], str, Any]:
+    """Everything checked before any work: tiles, the model (loaded and probed), heatmaps."""
+    store = TileStore(cfg.workdir / "tiles")
+    if not store.tiles_manifest.is_file():
+        raise PredictInputError(f"{store.tiles_manifest}: no tiles; run `stylepath tile` first")
+    manifest = store.read_manifest()
+    if manifest.empty:
+        raise PredictInputError(f"{store.tiles_manifest}: no tiles to score")
+    tile_size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
+    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size)
+    clf = load_classifier(spec)
+    methods = heatmap_methods(cfg.classifier.predict.heatmaps, clf.is_script)
+    if "gradcam" in methods:
+        try:
+            find_layer(clf.model, spec.gradcam_layer)
+        except ValueError as exc:
+            raise ClassifierError(f"{spec.source}: {exc}") from None
+    fp = fingerprint(spec, store.tiles_manifest, methods, cfg.classifier.predict)
+    return manifest, spec, methods, fp, clf
+
+
+def _overview(store: TileStore, heat: HeatmapStore, preds: pd.DataFrame, methods: list[str],
+              path: Path, n: int = 8) -> None:  # fmt: skip
+    """A PNG: the ``n`` highest- and ``n`` lowest-scoring tiles, then each method's overlay."""
+    ranked = preds.sort_values("prob", kind="stable")
+    rows = pd.concat([ranked.tail(n).iloc[::-1], ranked.head(n)])
+    cells = []
+    for r in rows.itertuples():
+        tile = store.read_tiles(r.slide_id, [r.index])[0]
+        cells.append(tile)
+        for m in methods:
+            hm = heat.read(m, r.slide_id, [r.index])[0]
+            cells.append(overlay(tile, hm, signed=m == "occlusion"))
+    save_png(path, image_grid(np.stack(cells), 1 + len(methods)))
+
+
+def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
+    """Score every tile (skipped when the fingerprint is unchanged); see the module docstring."""
+    t0 = time.perf_counter()
+    manifest, spec, methods, fp, clf = prepare(cfg)
+    summary = PredictSummary(n_tiles=len(manifest), methods=methods, model=spec.source,
+                             explained_class=clf.explained_class)  # fmt: skip
+    workdir = cfg.workdir
+    if is_done(workdir, fp):
+        summary.skipped = True
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    p = cfg.classifier.predict
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with workdir_lock(workdir):
+        (workdir / STAMP).unlink(missing_ok=True)  # not done until the new stamp is written
+        HeatmapStore.clear_stale(workdir / HEATMAPS)
+        ensure_ray(cfg.ray)
+        t_work = time.perf_counter()
+        actor_cls = ray.remote(Scorer).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus)
+        tiles_root = str(workdir / "tiles")
+        actors = [actor_cls.remote(spec, tiles_root, methods, p) for _ in range(p.concurrency)]
+        pool = ActorPool(actors)
+        jobs = []
+        counts = manifest.groupby("slide_id", sort=False)["index"].max() + 1
+        for sid, n in counts.items():
+            jobs += [(str(sid), a, min(a + p.tiles_per_task, int(n)))
+                     for a in range(0, int(n), p.tiles_per_task)]  # fmt: skip
+        n_cols = 0
+        logits: dict[str, np.ndarray] = {}
+        probs: dict[str, np.ndarray] = {}
+        maps: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
+        bar = tqdm(total=int(counts.sum()), unit="tile", desc="predict", disable=not progress,
+                   file=sys.stderr)  # fmt: skip
+        for r in pool.map_unordered(lambda a, job: a.score.remote(*job), jobs):
+            sid, a, b = r["slide_id"], r["start"], r["stop"]
+            n_cols = r["logits"].shape[1]
+            if sid not in probs:
+                logits[sid] = np.zeros((int(counts[sid]), n_cols), np.float32)
+                probs[sid] = np.zeros(int(counts[sid]), np.float32)
+                for m in methods:
+                    maps[m][sid] = np.zeros((int(counts[sid]), p.heatmap_grid, p.heatmap_grid),
+                                            np.float16)  # fmt: skip
+            logits[sid][a:b] = r["logits"]
+            probs[sid][a:b] = r["prob"]
+            for m in methods:
+                maps[m][sid][a:b] = r["maps"][m]
+            bar.update(b - a)
+        bar.close()
+        for actor in actors:
+            ray.kill(actor)
+        work_seconds = time.perf_counter() - t_work
+
+        sids = manifest["slide_id"].astype(str).to_numpy()
+        idx = manifest["index"].to_numpy()
+        preds = pd.DataFrame({"tile_id": manifest["tile_id"], "slide_id": manifest["slide_id"],
+                              "index": manifest["index"]})  # fmt: skip
+        z = np.stack([logits[s][i] for s, i in zip(sids, idx, strict=True)])
+        if n_cols == 1:
+            preds["logit"] = z[:, 0]
+        else:
+            for k in range(n_cols):
+                preds[f"logit_{k}"] = z[:, k]
+        preds["prob"] = np.array([probs[s][i] for s, i in zip(sids, idx, strict=True)], np.float32)
+
+        staging = HeatmapStore.staging(workdir / HEATMAPS)
+        try:
+            for m in methods:
+                for sid in counts.index:
+                    staging.write(m, str(sid), maps[m][str(sid)])
+            meta = {"methods": methods, "grid": p.heatmap_grid, "fingerprint": fp,
+                    "explained_class": clf.explained_class, "model": spec.source,
+                    "occlusion_patch": p.occlusion_patch, "occlusion_stride": p.occlusion_stride,
+                    "input_size": spec.input_size}  # fmt: skip
+            heat = staging.commit(workdir / HEATMAPS, meta)
+        except BaseException:
+            staging.discard()
+            raise
+        write_parquet(preds, workdir / PREDICTIONS)
+        if methods:
+            _overview(TileStore(tiles_root), heat, preds, methods, workdir / HEATMAPS / "top.png")
+        summary.seconds = time.perf_counter() - t0
+        summary.tiles_per_s = len(manifest) / max(work_seconds, 1e-9)
+        atomic_write_json(workdir / STAMP, {
+            "fingerprint": fp, "model": spec.source, "kind": spec.kind,
+            "class_names": list(clf.class_names), "explained_class": clf.explained_class,
+            "n_outputs": clf.n_outputs, "input_size": spec.input_size,
+            "mean": spec.mean, "std": spec.std, "methods": methods, "n_tiles": len(manifest),
+            "seconds": round(summary.seconds, 2), "tiles_per_s": round(summary.tiles_per_s, 1),
+        })  # fmt: skip
+    return summary
