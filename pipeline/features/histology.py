@@ -1,0 +1,179 @@
+"""Histology features of a tile (registered in ``pipeline.features.registry``).
+
+Units: optical densities (OD) for stain amounts; µm² for areas (from the tile's µm/px);
+nuclei per 10,000 µm² of *tissue* for density; [0, 1] for fractions, brightness and
+saturation; hue in turns [0, 1) as a circular mean; GLCM statistics of the grey image
+quantised to 32 levels at distance 1 px, averaged over four angles.
+
+Nuclei: classical segmentation of the hematoxylin stain — a threshold on dense, basophilic
+stain (``pipeline.features.nuclei.nuclei_mask``), then a watershed on the distance transform
+seeded at its peaks, so touching nuclei are split; objects below ``MIN_NUCLEUS_UM2`` are
+dropped.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+from scipy import ndimage
+from skimage.color import rgb2hed, rgb2hsv
+from skimage.feature import graycomatrix, graycoprops, peak_local_max
+from skimage.measure import regionprops
+from skimage.segmentation import watershed
+
+from pipeline.features.nuclei import nuclei_mask
+from pipeline.features.registry import feature
+
+MIN_NUCLEUS_UM2 = 12.0  # smaller objects are stain noise (a nucleus of radius 2 µm)
+TISSUE_SATURATION = 0.08  # HSV saturation above which a pixel is stained tissue
+GLCM_LEVELS = 32
+
+
+def segment_nuclei(rgb: np.ndarray, mpp: float) -> np.ndarray:
+    """Label image of nuclei (0 background): threshold + distance-transform watershed."""
+    mask = nuclei_mask(rgb)
+    min_px = MIN_NUCLEUS_UM2 / (mpp * mpp)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return labels
+    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    mask &= np.isin(labels, np.flatnonzero(areas >= min_px) + 1)
+    dist = ndimage.distance_transform_edt(mask)
+    min_dist = max(1, int(round(3.0 / mpp)))  # nuclei centres ≥ 3 µm apart
+    peaks = peak_local_max(dist, min_distance=min_dist, threshold_abs=1.0 / mpp,
+                           labels=ndimage.label(mask)[0], exclude_border=False)  # fmt: skip
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    out = watershed(-dist, markers, mask=mask)
+    # Watershed pieces too small to be nuclei go back to background; labels stay 1..n.
+    sizes = np.bincount(out.ravel())
+    keep = np.flatnonzero(sizes >= min_px)
+    keep = keep[keep > 0]
+    relabel = np.zeros(len(sizes), dtype=np.int32)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    return relabel[out]
+
+
+class TileContext:
+    """Per-tile intermediate results, computed on first use and shared by all features."""
+
+    def __init__(self, rgb: np.ndarray, mpp: float) -> None:
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 RGB tile [H, W, 3], got {rgb.dtype} {rgb.shape}")
+        self.rgb, self.mpp = rgb, float(mpp)
+
+    @cached_property
+    def hed(self) -> np.ndarray:
+        return rgb2hed(self.rgb)
+
+    @cached_property
+    def hsv(self) -> np.ndarray:
+        return rgb2hsv(self.rgb)
+
+    @cached_property
+    def grey(self) -> np.ndarray:
+        return self.rgb.astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32) / 255
+
+    @cached_property
+    def tissue(self) -> np.ndarray:
+        return self.hsv[..., 1] > TISSUE_SATURATION
+
+    @cached_property
+    def nuclei(self) -> np.ndarray:
+        return segment_nuclei(self.rgb, self.mpp)
+
+    @cached_property
+    def props(self) -> list:
+        return regionprops(self.nuclei, intensity_image=self.hed[..., 0])
+
+    @cached_property
+    def glcm(self) -> np.ndarray:
+        q = np.clip((self.grey * GLCM_LEVELS).astype(np.uint8), 0, GLCM_LEVELS - 1)
+        angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
+        return graycomatrix(q, [1], angles, levels=GLCM_LEVELS, symmetric=True, normed=True)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+@feature("hematoxylin_mean", unit="OD", doc="mean hematoxylin OD over the tile (rgb2hed)")
+def hematoxylin_mean(rgb: np.ndarray, c: TileContext) -> float:
+    return float(c.hed[..., 0].mean())
+
+
+@feature("eosin_mean", unit="OD", doc="mean eosin OD over the tile (rgb2hed)")
+def eosin_mean(rgb: np.ndarray, c: TileContext) -> float:
+    return float(c.hed[..., 1].mean())
+
+
+@feature("nuclei_density", unit="nuclei per 10,000 µm² of tissue",
+         doc="segmented nuclei per 10,000 µm² of tissue (NaN without tissue)")  # fmt: skip
+def nuclei_density(rgb: np.ndarray, c: TileContext) -> float:
+    tissue_um2 = float(c.tissue.sum()) * c.mpp * c.mpp
+    return len(c.props) / tissue_um2 * 1e4 if tissue_um2 > 0 else float("nan")
+
+
+@feature("nuclear_area_mean", unit="µm²", doc="mean area of the segmented nuclei")
+def nuclear_area_mean(rgb: np.ndarray, c: TileContext) -> float:
+    return _mean([p.area * c.mpp * c.mpp for p in c.props])
+
+
+@feature("nuclear_area_fraction", unit="fraction of tissue",
+         doc="nuclear pixels / tissue pixels")  # fmt: skip
+def nuclear_area_fraction(rgb: np.ndarray, c: TileContext) -> float:
+    tissue = float(c.tissue.sum())
+    return float((c.nuclei > 0).sum()) / tissue if tissue else float("nan")
+
+
+@feature("nuclear_hematoxylin_mean", unit="OD", doc="mean hematoxylin OD inside nuclei")
+def nuclear_hematoxylin_mean(rgb: np.ndarray, c: TileContext) -> float:
+    inside = c.nuclei > 0
+    return float(c.hed[..., 0][inside].mean()) if inside.any() else float("nan")
+
+
+@feature("nuclear_eccentricity_mean", unit="0 (circle) to 1",
+         doc="mean eccentricity of the nuclei's fitted ellipses")  # fmt: skip
+def nuclear_eccentricity_mean(rgb: np.ndarray, c: TileContext) -> float:
+    return _mean([p.eccentricity for p in c.props])
+
+
+@feature("brightness", unit="[0, 1]", doc="mean luminance (Rec. 709 weights)")
+def brightness(rgb: np.ndarray, c: TileContext) -> float:
+    return float(c.grey.mean())
+
+
+@feature("saturation_mean", unit="[0, 1]", doc="mean HSV saturation")
+def saturation_mean(rgb: np.ndarray, c: TileContext) -> float:
+    return float(c.hsv[..., 1].mean())
+
+
+@feature("hue_mean", unit="turns [0, 1)", doc="circular mean HSV hue, weighted by saturation")
+def hue_mean(rgb: np.ndarray, c: TileContext) -> float:
+    angle = c.hsv[..., 0] * 2 * np.pi
+    weight = c.hsv[..., 1]
+    z = (weight * np.exp(1j * angle)).sum()
+    return float((np.angle(z) / (2 * np.pi)) % 1.0) if abs(z) > 0 else float("nan")
+
+
+@feature("sharpness", unit="grey² (grey in [0, 1])", doc="variance of the Laplacian")
+def sharpness(rgb: np.ndarray, c: TileContext) -> float:
+    return float(ndimage.laplace(c.grey).var())
+
+
+@feature("texture_contrast", unit="GLCM contrast", doc="GLCM contrast, 32 levels, d = 1 px")
+def texture_contrast(rgb: np.ndarray, c: TileContext) -> float:
+    return float(graycoprops(c.glcm, "contrast").mean())
+
+
+@feature("texture_homogeneity", unit="GLCM homogeneity",
+         doc="GLCM homogeneity, 32 levels, d = 1 px")  # fmt: skip
+def texture_homogeneity(rgb: np.ndarray, c: TileContext) -> float:
+    return float(graycoprops(c.glcm, "homogeneity").mean())
+
+
+@feature("tissue_fraction", unit="fraction of tile",
+         doc=f"pixels with HSV saturation > {TISSUE_SATURATION}")  # fmt: skip
+def tissue_fraction(rgb: np.ndarray, c: TileContext) -> float:
+    return float(c.tissue.mean())
