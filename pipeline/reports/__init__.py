@@ -1,0 +1,1 @@
+"""Cohort-level numbers from shifted tiles: feature effects along directions, bias checks."""
