@@ -207,6 +207,41 @@ class ClassifierConfig(_Section):
         return self
 
 
+class AnalysisConfig(_Section):
+    """Directions, latent shifts and feature effects (``stylepath analyze``)."""
+
+    n_samples: int = Field(4000, ge=100, description="synthesised latents for the direction fit")
+    fit: Literal["logistic", "regression"] = Field(
+        "logistic", description="logistic on the predicted class, or ridge on the logit"
+    )
+    metadata: list[str] = Field(["center"], description="cohort columns for metadata directions")
+    n_pcs: int = Field(0, ge=0, description="principal directions of W to add (0: none)")
+    conditional: bool = Field(True, description="add classifier directions with metadata removed")
+    alphas: list[float] = Field(
+        [-2.0, -1.0, 0.0, 1.0, 2.0],
+        min_length=2,
+        description="shift grid, in SDs of W along the direction",
+    )
+    tiles_per_slide: int = Field(16, ge=1, description="inverted tiles shifted per slide")
+    features: list[str] | None = Field(None, description="feature names (default: all)")
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of slides")
+    min_slides: int = Field(2, ge=1, description="slides a group needs to be estimable")
+    seed: int = 0
+    batch_size: int = Field(32, ge=1, description="tiles per actor call")
+    concurrency: int = Field(2, ge=1, description="actors (each loads G and the classifier)")
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=0)
+    max_task_retries: int = Field(2, ge=0)
+    task_timeout_s: float = Field(600.0, gt=0, description="a pool silent this long is stuck")
+
+    @model_validator(mode="after")
+    def _alphas(self) -> AnalysisConfig:
+        if len(set(self.alphas)) < 2:
+            raise ValueError("alphas needs at least two distinct values")
+        return self
+
+
 class Config(_Section):
     """The whole stylepath configuration."""
 
@@ -217,6 +252,7 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     gan: GanTrainConfig = GanTrainConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     def dump(self) -> dict[str, Any]:
         """JSON-safe dict of the resolved config."""

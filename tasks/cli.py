@@ -155,6 +155,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tasks.analyze import run_analyze
+
+    cfg = load_config(args.config, args.overrides)
+    s = run_analyze(cfg)
+    if s.skipped:
+        print(f"analysis unchanged -> {s.out}")
+        return EXIT_OK
+    print(f"analysed {s.n_tiles} tiles x {len(s.directions)} directions ({s.n_frames} frames) "
+          f"in {s.seconds:.0f} s -> {s.out}")  # fmt: skip
+    print(f"directions: {', '.join(s.directions)}")
+    for item in s.not_estimable:
+        print(f"  not estimable {item['name']}: {item['reason']}", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -192,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score every tile with the classifier, with heatmaps")
     _add_config_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("analyze", help="directions, latent shifts, feature effects, bias")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.io.files import atomic_write
 
+PROVENANCE_KEY = b"stylepath"
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` (index dropped) atomically."""
-    atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+
+def write_parquet(df: pd.DataFrame, path: Path, provenance: dict[str, Any] | None = None) -> None:
+    """Write ``df`` (index dropped) atomically; ``provenance`` (config hash, code version, …)
+    goes into the file's schema metadata under ``stylepath`` (``read_provenance``)."""
+    if provenance is None:
+        atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+        return
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance a file was written with, or None."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else None
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

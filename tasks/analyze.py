@@ -1,0 +1,352 @@
+"""``stylepath analyze``: directions, latent shifts and feature effects → cohort parquet reports.
+
+1. Directions (a Ray task): the classifier's, fitted on synthesised samples; metadata ones,
+   fitted on the inverted real tiles' latents; optional principal ones; and the classifier's
+   with the metadata directions projected out (conditional).
+2. Shifts (a Ray actor pool; each actor loads G and the classifier once): every selected
+   inverted tile moved along every direction over the α grid, synthesised, scored, measured.
+   Results are written as part files as they complete; a re-run skips finished parts.
+3. Reports under ``workdir/analysis/``: ``directions.parquet``, ``shifts.parquet``,
+   ``feature_effects.parquet``, ``cohort_bias.parquet`` (each with provenance metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from ray.util import ActorPool
+from tqdm import tqdm
+
+from pipeline.classifier.contract import ClassifierSpec, load_classifier, resolve_spec
+from pipeline.config import AnalysisConfig, Config
+from pipeline.directions import (
+    Direction,
+    DirectionFitError,
+    classifier_directions,
+    latent_sigma,
+    metadata_directions,
+    principal_directions,
+    project_out,
+    random_cosine_null,
+    shift_latents,
+)
+from pipeline.features import compute_features, feature_names
+from pipeline.gan.generator import load_generator
+from pipeline.io.files import atomic_write_json, workdir_lock
+from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.tile_store import TileStore
+from pipeline.provenance import provenance
+from pipeline.reports.bias import conditional_rows, cosine_rows
+from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
+from tasks.runtime import ensure_ray
+
+OUT = "analysis"
+
+
+class AnalysisInputError(ValueError):
+    """Missing inputs (inversion, classifier) or a config the cohort cannot satisfy."""
+
+
+@dataclass
+class AnalysisSummary:
+    directions: list[str] = field(default_factory=list)
+    not_estimable: list[dict] = field(default_factory=list)
+    n_tiles: int = 0
+    n_frames: int = 0
+    skipped: bool = False
+    seconds: float = 0.0
+    out: Path | None = None
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def generator_dir(cfg: Config) -> Path:
+    """The generator the latents belong to: the one inversion recorded, else workdir/gan."""
+    stamp = cfg.workdir / "inversion" / "inversion.json"
+    if stamp.is_file():
+        rec = json.loads(stamp.read_text()).get("generator")
+        if rec:
+            return Path(rec)
+    return cfg.workdir / "gan"
+
+
+def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
+    """Successfully inverted tiles (with their manifest metadata) and their latents
+    [n, L, D] (L = 1 for W)."""
+    import zarr
+
+    inv_dir = cfg.workdir / "inversion"
+    table_path, lat_path = inv_dir / "inversion.parquet", inv_dir / "latents.zarr"
+    if not table_path.is_file() or not lat_path.exists():
+        raise AnalysisInputError(f"{inv_dir}: no inversion results; run `stylepath invert`")
+    inv = read_parquet(table_path)
+    if "status" in inv:
+        inv = inv[inv["status"] == "ok"]
+    lat = np.asarray(zarr.open_array(str(lat_path), mode="r")[:], dtype=np.float32)
+    if lat.ndim == 2:
+        lat = lat[:, None, :]
+    manifest = TileStore(cfg.workdir / "tiles").read_manifest()
+    meta_cols = [c for c in manifest.columns if c not in inv.columns or c == "tile_id"]
+    inv = inv.merge(manifest[meta_cols], on="tile_id", how="left").reset_index(drop=True)
+    return inv, lat[inv["latent_row"].to_numpy()]
+
+
+def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
+    """Up to ``per_slide`` inverted tiles per slide, drawn reproducibly."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _, g in inv.groupby("slide_id", sort=True):
+        pick = np.sort(rng.choice(len(g), min(per_slide, len(g)), replace=False))
+        parts.append(g.iloc[pick])
+    return pd.concat(parts)
+
+
+# -- Ray side ----------------------------------------------------------------------------------
+def _sample_and_score(gen_dir: str, spec: ClassifierSpec, n: int, seed: int,
+                      threads: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Latents w of ``n`` samples and the classifier's logits on their images."""
+    torch.set_num_threads(max(1, threads))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = load_generator(gen_dir)
+    gen.G.to(device)
+    clf = load_classifier(spec, device)
+    g = torch.Generator().manual_seed(seed)
+    ws, logits = [], []
+    with torch.no_grad():
+        for a in range(0, n, 256):
+            z = torch.randn(min(256, n - a), gen.z_dim, generator=g).to(device)
+            w = gen.mapping(z)
+            logits.append(clf(gen.synthesis(w)).reshape(len(w), -1).float().cpu().numpy())
+            ws.append(w.cpu().numpy())
+    return np.concatenate(ws), np.concatenate(logits)
+
+
+class Shifter:
+    """Synthesises, scores and measures shifted latents; loads G and the classifier once."""
+
+    def __init__(self, gen_dir: str, spec: ClassifierSpec, mpp: float, features: list[str],
+                 tiles_root: str, acfg: AnalysisConfig) -> None:  # fmt: skip
+        torch.set_num_threads(max(1, int(acfg.num_cpus)))
+        self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.gen = load_generator(gen_dir)
+        self.gen.G.to(self.device)
+        self.clf = load_classifier(spec, self.device)
+        self.mpp, self.features = mpp, features
+        self.store = TileStore(tiles_root)
+
+    def _score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            z = self.clf(images)
+        return self.clf.score(z).float().cpu().numpy(), self.clf.prob(z).float().cpu().numpy()
+
+    def shift(self, key: str, direction: str, vector: np.ndarray, sigma: float,
+              alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray) -> tuple:  # fmt: skip
+        """One part: ``tiles`` (tile_id, slide_id) × α → rows with prediction and features."""
+        shifted = shift_latents(latents, vector, np.asarray(alphas, np.float32), sigma)
+        n, a = shifted.shape[:2]
+        w = torch.from_numpy(shifted.reshape(n * a, *shifted.shape[2:])).to(self.device)
+        with torch.no_grad():
+            img = self.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
+        logit, prob = self._score(img)
+        u8 = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        feats = compute_features(u8, self.mpp, self.features)
+        rows = pd.DataFrame({
+            "tile_id": np.repeat(tiles["tile_id"].to_numpy(), a),
+            "slide_id": np.repeat(tiles["slide_id"].to_numpy(), a),
+            "direction": direction, "alpha": np.tile(np.asarray(alphas, np.float32), n),
+            "logit": logit, "prediction": prob,
+        })  # fmt: skip
+        return key, pd.concat([rows, feats], axis=1)
+
+    def real(self, key: str, slide_id: str, indices: np.ndarray) -> tuple:
+        """Features (and predictions) of real tiles, for the features' SD over real tiles."""
+        tiles = self.store.read_tiles(slide_id, np.sort(indices))
+        x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        logit, prob = self._score(x)
+        rows = pd.DataFrame({"slide_id": slide_id, "index": np.sort(indices), "logit": logit,
+                             "prediction": prob})  # fmt: skip
+        return key, pd.concat([rows, compute_features(tiles, self.mpp, self.features)], axis=1)
+
+
+# -- driver ------------------------------------------------------------------------------------
+def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
+    h = hashlib.sha256()
+    for p in [gen_dir / "generator.safetensors", cfg.workdir / "inversion" / "inversion.parquet"]:
+        h.update(p.read_bytes())
+    h.update(json.dumps([spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp],
+                        sort_keys=True).encode())  # fmt: skip
+    return h.hexdigest()[:16]
+
+
+def fit_directions(
+    cfg: Config, gen_dir: Path, spec: ClassifierSpec, inv: pd.DataFrame, latents: np.ndarray
+) -> tuple[list[Direction], list[dict], np.ndarray]:
+    """All directions (with what could not be estimated) and the sampled latents."""
+    a = cfg.analysis
+    task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+    w, logits = ray.get(task.remote(str(gen_dir), spec, a.n_samples, a.seed, int(a.num_cpus)))
+    clf = load_classifier(spec)
+    try:
+        names = list(clf.class_names)
+        dirs, skipped = classifier_directions(
+            w, logits, names, clf.explained_class, method=a.fit, seed=a.seed
+        )
+    except DirectionFitError as exc:  # e.g. one class on every sample: report, go on
+        dirs, skipped = [], [{"name": "classifier", "reason": str(exc)}]
+    meta_dirs, meta_skipped = metadata_directions(latents.mean(axis=1), inv, a.metadata,
+                                                  seed=a.seed)  # fmt: skip
+    dirs += meta_dirs
+    skipped += meta_skipped
+    if a.n_pcs:
+        dirs += principal_directions(w, a.n_pcs)
+    if a.conditional and meta_dirs:
+        for d in [d for d in dirs if d.kind == "classifier"]:
+            vec = project_out(d.vector, [m.vector for m in meta_dirs])
+            dirs.append(
+                Direction(
+                    f"{d.name}|without:meta",
+                    "conditional",
+                    vec,
+                    {"original": d.name, "removed": [m.name for m in meta_dirs]},
+                )
+            )
+    return dirs, skipped, w
+
+
+def directions_table(dirs: list[Direction], skipped: list[dict], sigmas: dict[str, float]
+                     ) -> pd.DataFrame:  # fmt: skip
+    rows = [{"name": d.name, "kind": d.kind, "estimable": True, "reason": "",
+             "vector": d.vector.astype(np.float32).tolist(), "sigma": sigmas[d.name],
+             "auc": d.metrics.get("auc"), "accuracy": d.metrics.get("accuracy"),
+             "metrics": json.dumps(d.metrics, default=str)} for d in dirs]  # fmt: skip
+    rows += [{"name": s["name"], "kind": s["name"].split(":")[0], "estimable": False,
+              "reason": s["reason"], "vector": None, "sigma": None, "auc": None,
+              "accuracy": None, "metrics": "{}"} for s in skipped]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
+    """See the module docstring. Raises ``AnalysisInputError`` before any work."""
+    t0 = time.perf_counter()
+    a = cfg.analysis
+    gen_dir = generator_dir(cfg)
+    if not (gen_dir / "generator.safetensors").is_file():
+        raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or set inversion.generator)")
+    inv, latents = load_inverted(cfg)
+    missing = [c for c in a.metadata if c not in inv.columns]
+    if missing:
+        raise AnalysisInputError(f"analysis.metadata: cohort has no column(s) {missing}")
+    features = a.features or feature_names()
+    unknown = [f for f in features if f not in feature_names()]
+    if unknown:
+        raise AnalysisInputError(f"analysis.features: unknown {unknown}")
+    tile_size = TileStore(cfg.workdir / "tiles").array(str(inv["slide_id"].iloc[0])).shape[1]
+    spec = resolve_spec(cfg.classifier, cfg.workdir, int(tile_size))
+    load_classifier(spec)  # checked before any work
+    out = cfg.workdir / OUT
+    fp = fingerprint(cfg, gen_dir, spec)
+    summary = AnalysisSummary(out=out)
+    stamp = out / "analysis.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+        summary.skipped = True
+        return summary
+    if progress is None:
+        progress = sys.stderr.isatty()
+    prov = provenance(cfg.section_hash("analysis", "classifier"), fingerprint=fp)
+    with workdir_lock(out):
+        stamp.unlink(missing_ok=True)
+        parts = out / "parts"
+        part_stamp = parts / "fingerprint.txt"
+        if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != fp):
+            shutil.rmtree(parts)  # parts of another configuration
+        parts.mkdir(parents=True, exist_ok=True)
+        part_stamp.write_text(fp)
+        ensure_ray(cfg.ray)
+        dirs, skipped, w_samples = fit_directions(cfg, gen_dir, spec, inv, latents)
+        sigmas = {d.name: latent_sigma(w_samples, d.vector) for d in dirs}
+        write_parquet(directions_table(dirs, skipped, sigmas), out / "directions.parquet", prov)
+
+        sel = select_tiles(inv, a.tiles_per_slide, a.seed)
+        lat_sel = latents[sel.index.to_numpy()]
+        jobs = []
+        for d in dirs:
+            for b in range(0, len(sel), a.batch_size):
+                key = f"shift-{hashlib.sha1(d.name.encode()).hexdigest()[:10]}-{b:06d}"
+                if not (parts / f"{key}.parquet").is_file():
+                    jobs.append(("shift", key, d.name, d.vector, sigmas[d.name], a.alphas,
+                                 sel.iloc[b : b + a.batch_size][["tile_id", "slide_id"]],
+                                 lat_sel[b : b + a.batch_size]))  # fmt: skip
+        for sid, g in sel.groupby("slide_id", sort=True):
+            key = f"real-{sid}"
+            if not (parts / f"{key}.parquet").is_file():
+                jobs.append(("real", key, str(sid), g["index"].to_numpy()))
+        if jobs:
+            actor = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
+                                                max_restarts=a.max_restarts,
+                                                max_task_retries=a.max_task_retries)  # fmt: skip
+            actors = [actor.remote(str(gen_dir), spec, cfg.tiling.mpp, features,
+                                   str(cfg.workdir / "tiles"), a)
+                      for _ in range(min(a.concurrency, len(jobs)))]  # fmt: skip
+            pool = ActorPool(actors)
+            for job in jobs:
+                kind, args = job[0], job[1:]
+                pool.submit(lambda act, v, k=kind: (act.shift if k == "shift" else act.real)
+                            .remote(*v), args)  # fmt: skip
+            bar = tqdm(total=len(jobs), unit="part", desc="analyze", disable=not progress,
+                       file=sys.stderr)  # fmt: skip
+            while pool.has_next():
+                try:
+                    key, df = pool.get_next_unordered(timeout=a.task_timeout_s)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"analysis pool silent for {a.task_timeout_s:.0f} s: "
+                        "stuck actors (raise analysis.task_timeout_s?)"
+                    ) from None
+                write_parquet(df, parts / f"{key}.parquet")
+                bar.update(1)
+            bar.close()
+            for act in actors:
+                ray.kill(act)
+
+        shifts = pd.concat([read_parquet(p) for p in sorted(parts.glob("shift-*.parquet"))],
+                           ignore_index=True)  # fmt: skip
+        shifts = shifts.drop_duplicates(["direction", "tile_id", "alpha"], ignore_index=True)
+        real = pd.concat([read_parquet(p) for p in sorted(parts.glob("real-*.parquet"))],
+                         ignore_index=True)  # fmt: skip
+        write_parquet(shifts, out / "shifts.parquet", prov)
+        real_sd = real[features].std()
+        slopes = per_tile_slopes(shifts, features)
+        effects = feature_effects(slopes, real_sd, n_boot=a.n_boot, seed=a.seed)
+        per_logit = per_tile_slopes(shifts, features, x="logit")
+        per_logit = per_logit.assign(std_slope=per_logit["slope"] / per_logit["feature"]
+                                     .map(real_sd)).groupby(["direction", "feature"])[
+            "std_slope"].mean().rename("effect_per_logit").reset_index()  # fmt: skip
+        effects = effects.merge(per_logit, on=["direction", "feature"], how="left")
+        write_parquet(effects, out / "feature_effects.parquet", prov)
+
+        slide_meta = inv.drop_duplicates("slide_id").set_index("slide_id")
+        bias = [group_effects(slopes, real_sd, slide_meta[c], c, a.min_slides).assign(
+            section="group_effect") for c in a.metadata]  # fmt: skip
+        bias.append(cosine_rows(dirs, random_cosine_null(w_samples.shape[1], seed=a.seed)))
+        bias.append(conditional_rows(shifts, {d.name: d.metrics["original"] for d in dirs
+                                              if d.kind == "conditional"}))  # fmt: skip
+        write_parquet(pd.concat(bias, ignore_index=True), out / "cohort_bias.parquet", prov)
+
+        summary.directions = [d.name for d in dirs]
+        summary.not_estimable = skipped
+        summary.n_tiles = len(sel)
+        summary.n_frames = len(shifts)
+        summary.seconds = time.perf_counter() - t0
+        atomic_write_json(stamp, {"fingerprint": fp, "directions": summary.directions,
+                                  "not_estimable": skipped, "n_tiles": len(sel),
+                                  "seconds": round(summary.seconds, 1), **prov})  # fmt: skip
+    return summary
