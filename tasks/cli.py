@@ -171,6 +171,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import run_report
+
+    cfg = load_config(args.config, args.overrides)
+    print(f"report: {run_report(cfg)}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -212,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="directions, latent shifts, feature effects, bias")
     _add_config_args(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("report", help="the HTML report of an analysed workdir")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")

@@ -24,3 +24,22 @@ def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
 def save_png(path: Path, image: np.ndarray) -> None:
     img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W, C] → PNG file bytes (for embedding in a report)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_gif(path: Path, frames: np.ndarray, ms_per_frame: int = 250, scale: int = 1) -> None:
+    """uint8 [A, H, W, 3] → a looping GIF that plays forward and back."""
+    imgs = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+            for f in frames]  # fmt: skip
+    seq = imgs + imgs[-2:0:-1]
+    atomic_write(Path(path), lambda tmp: seq[0].save(tmp, format="GIF", save_all=True,
+                                                     append_images=seq[1:], loop=0,
+                                                     duration=ms_per_frame))  # fmt: skip
