@@ -179,6 +179,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_job(cfg: Config, force: str | None = None, until: str | None = None) -> int:
+    import json
+
+    from tasks.run import run_all
+
+    path = run_all(cfg, force=force, until=until)
+    manifest = json.loads(path.read_text())
+    code = EXIT_OK
+    for st in manifest["stages"]:
+        print(f"  {st['name']:17s} {st['status']:8s} {st['seconds']:7.1f} s  {st['reason']}")
+        if st["name"] == "tile" and st["summary"].get("failed"):
+            code = EXIT_PARTIAL
+            for sid, err in st["summary"]["failures"].items():
+                print(f"  failed {sid}: {err}", file=sys.stderr)
+    print(f"run manifest: {path}")
+    report = cfg.workdir / "report" / "index.html"
+    if report.is_file():
+        print(f"report: {report}")
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    return _run_job(cfg, force=args.force, until=args.until)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -216,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score every tile with the classifier, with heatmaps")
     _add_config_args(p)
     p.set_defaults(func=cmd_predict)
+
+    from tasks.run import STAGES
+
+    p = sub.add_parser("run", help="the whole job; unchanged stages are skipped")
+    _add_config_args(p)
+    p.add_argument("--force", choices=STAGES, help="re-run this stage and all after it")
+    p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("analyze", help="directions, latent shifts, feature effects, bias")
     _add_config_args(p)

@@ -1,0 +1,236 @@
+"""``stylepath run``: the whole cohort job — tile → train-gan → train-classifier → predict →
+invert → analyze → report — with each stage skipped when its inputs are unchanged.
+
+Each stage has a fingerprint of its inputs (input file hashes, its config sections, the
+stage's code version). Stages that track finer-grained work themselves (tiling per slide,
+inversion per tile) always run and do only what changed; the others are skipped when their
+stamp in ``workdir/runs/stamps/<stage>.json`` matches. Every run writes
+``workdir/runs/<timestamp>/manifest.json`` (stages run or skipped and why, fingerprints,
+timings, package versions, the Ray cluster's resources) and the resolved ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.io.files import atomic_write_json, atomic_write_yaml
+from pipeline.provenance import code_version
+
+STAGES = ["tile", "train-gan", "train-classifier", "predict", "invert", "analyze", "report"]
+STAGE_VERSION = {"train-gan": 1, "train-classifier": 1, "report": 1}
+PACKAGES = ["stylepath", "torch", "ray", "zarr", "numpy", "pandas", "pyarrow", "openslide-python",
+            "scikit-image", "scikit-learn"]  # fmt: skip
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # ran | skipped | failed
+    reason: str = ""
+    seconds: float = 0.0
+    fingerprint: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.name).encode())
+        if p.is_file():
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def stage_fingerprint(cfg: Config, stage: str) -> str:
+    """Inputs of the stages that keep no finer-grained record of their own work."""
+    tiles = cfg.workdir / "tiles" / "tiles.parquet"
+    if stage == "train-gan":
+        parts = [_sha_files([tiles]), cfg.section_hash("gan")]
+    elif stage == "train-classifier":
+        parts = [_sha_files([tiles]), cfg.section_hash("classifier")]
+    elif stage == "report":
+        parts = [_sha_files([cfg.workdir / "analysis" / "analysis.json",
+                             cfg.workdir / "predictions.parquet"])]  # fmt: skip
+    else:
+        return ""
+    blob = json.dumps([stage, STAGE_VERSION.get(stage, 0), *parts])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stamp(cfg: Config, stage: str) -> Path:
+    return cfg.workdir / "runs" / "stamps" / f"{stage}.json"
+
+
+def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[Path]) -> bool:
+    try:
+        stamp = json.loads(_stamp(cfg, stage).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return stamp.get("fingerprint") == fp and all(p.exists() for p in outputs)
+
+
+def _outputs(cfg: Config, stage: str) -> list[Path]:
+    w = cfg.workdir
+    return {"train-gan": [w / "gan" / "generator.safetensors"],
+            "train-classifier": [w / "classifier" / "model.pt"],
+            "report": [w / "report" / "index.html"]}.get(stage, [])  # fmt: skip
+
+
+def downstream(stage: str) -> list[str]:
+    """``stage`` and every stage after it (what ``--force STAGE`` re-runs)."""
+    return STAGES[STAGES.index(stage) :]
+
+
+def _uses_shipped_generator(cfg: Config) -> bool:
+    g = getattr(getattr(cfg, "inversion", None), "generator", None)
+    return bool(g) and Path(g).resolve() != (cfg.workdir / "gan").resolve()
+
+
+def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
+    def tile() -> dict[str, Any]:
+        from tasks.tile import run_tiling
+
+        s = run_tiling(cfg)
+        return {"slides": s.n_slides, "ok": s.n_ok, "failed": s.n_failed, "tiles": s.n_tiles,
+                "tiles_read": s.n_tiles_read, "failures": s.failed}  # fmt: skip
+
+    def train_gan() -> dict[str, Any]:
+        from tasks.train_gan import run_train_gan
+
+        return {"kimg": run_train_gan(cfg)["kimg"]}
+
+    def train_classifier() -> dict[str, Any]:
+        from tasks.train_classifier import run_train_classifier
+
+        last = run_train_classifier(cfg)["metrics"].iloc[-1]
+        return {"val_auc_tile": float(last["val_auc_tile"]),
+                "val_auc_slide": float(last["val_auc_slide"])}  # fmt: skip
+
+    def predict() -> dict[str, Any]:
+        from tasks.predict import run_predict
+
+        s = run_predict(cfg)
+        return {"tiles": s.n_tiles, "skipped": s.skipped, "tiles_per_s": s.tiles_per_s}
+
+    def invert() -> dict[str, Any]:
+        from tasks.invert import run_invert
+
+        s = run_invert(cfg)
+        return {k: v for k, v in vars(s).items() if isinstance(v, int | float | str | bool)}
+
+    def analyze() -> dict[str, Any]:
+        from tasks.analyze import run_analyze
+
+        s = run_analyze(cfg)
+        return {"skipped": s.skipped, "directions": s.directions, "tiles": s.n_tiles,
+                "not_estimable": s.not_estimable}  # fmt: skip
+
+    def report() -> dict[str, Any]:
+        from tasks.report import run_report
+
+        return {"path": str(run_report(cfg))}
+
+    return {
+        "tile": tile,
+        "train-gan": train_gan,
+        "train-classifier": train_classifier,
+        "predict": predict,
+        "invert": invert,
+        "analyze": analyze,
+        "report": report,
+    }
+
+
+def _force(cfg: Config, stages: list[str]) -> None:
+    """Drop the records that let these stages skip (their outputs are rewritten)."""
+    w = cfg.workdir
+    marks = {"predict": [w / "predictions.json"], "analyze": [w / "analysis" / "analysis.json"],
+             "invert": [w / "inversion" / "inversion.json"]}  # fmt: skip
+    for s in stages:
+        _stamp(cfg, s).unlink(missing_ok=True)
+        for p in marks.get(s, []):
+            p.unlink(missing_ok=True)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = "not installed"
+    out["stylepath_code"] = code_version()
+    return out
+
+
+def run_all(cfg: Config, force: str | None = None, until: str | None = None) -> Path:
+    """Run the job; returns the run's ``manifest.json``. A failing stage stops the run (its
+    error is in the manifest) and is raised after the manifest is written."""
+    started = datetime.now(UTC)
+    run_dir = cfg.workdir / "runs" / started.strftime("%Y%m%dT%H%M%S%fZ")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_yaml(run_dir / "config.yaml", cfg.dump())
+    if force:
+        _force(cfg, downstream(force))
+    actions = _actions(cfg)
+    stages = STAGES[: STAGES.index(until) + 1] if until else STAGES
+    results: list[StageResult] = []
+    error: BaseException | None = None
+    for name in stages:
+        t0 = time.perf_counter()
+        fp = stage_fingerprint(cfg, name)
+        if name == "train-gan" and _uses_shipped_generator(cfg):
+            results.append(StageResult(name, "skipped", f"using the exported generator "
+                                       f"{cfg.inversion.generator}"))  # fmt: skip
+            continue
+        if name == "train-classifier" and cfg.classifier.model:
+            results.append(StageResult(name, "skipped", f"using the configured classifier "
+                                       f"{cfg.classifier.model}"))  # fmt: skip
+            continue
+        if fp and _is_fresh(cfg, name, fp, _outputs(cfg, name)):
+            results.append(StageResult(name, "skipped", "inputs unchanged", fingerprint=fp))
+            continue
+        try:
+            summary = actions[name]()
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+            results.append(StageResult(name, "failed", f"{type(exc).__name__}: {exc}",
+                                       time.perf_counter() - t0, fp))  # fmt: skip
+            error = exc
+            break
+        status = "skipped" if summary.get("skipped") else "ran"
+        reason = "inputs unchanged (stage's own record)" if status == "skipped" else ""
+        results.append(StageResult(name, status, reason, time.perf_counter() - t0, fp, summary))
+        if fp:
+            atomic_write_json(_stamp(cfg, name), {"fingerprint": fp, "finished": str(started)})
+    resources: dict[str, Any] = {}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            resources = {k: float(v) for k, v in ray.cluster_resources().items()
+                         if not k.startswith("node:")}  # fmt: skip
+    except Exception:  # noqa: BLE001 - the manifest must be written regardless
+        pass
+    manifest = {
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round(sum(r.seconds for r in results), 2),
+        "config_hash": hashlib.sha256(json.dumps(cfg.dump(), sort_keys=True).encode())
+        .hexdigest()[:16],
+        "force": force, "stages": [vars(r) for r in results],
+        "versions": _versions(), "ray_resources": resources,
+    }  # fmt: skip
+    atomic_write_json(run_dir / "manifest.json", json.loads(json.dumps(manifest, default=str)))
+    if error is not None:
+        raise error
+    return run_dir / "manifest.json"
