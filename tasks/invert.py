@@ -119,21 +119,22 @@ def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path
     if sel.mode == "all":
         return manifest
     if sel.mode == "per_slide":
-        picked = manifest.groupby("slide_id", sort=False, group_keys=False).apply(
-            lambda g: g.sample(n=min(sel.n, len(g)), random_state=sel.seed)
-        )
-        return manifest.loc[manifest.index.isin(picked.index)]
+        order = np.random.default_rng(sel.seed).permutation(len(manifest))
+        shuffled = manifest.iloc[order]
+        keep = shuffled.groupby("slide_id", sort=False).cumcount() < sel.n
+        return manifest.loc[manifest.index.isin(shuffled.index[keep.to_numpy()])]
     if not predictions.is_file():
         raise InversionInputError(
             f"selection top_confident needs {predictions}; run `stylepath predict` first"
         )
     preds = read_parquet(predictions)[["tile_id", "prob"]]
-    m = manifest.reset_index().merge(preds, on="tile_id", how="inner")
+    m = manifest[["tile_id", "slide_id"]].assign(_row=np.arange(len(manifest)))
+    m = m.merge(preds, on="tile_id", how="inner")
     m["cls"] = m["prob"] >= 0.5
     m["conf"] = (m["prob"] - 0.5).abs()
     top = m.sort_values("conf", ascending=False, kind="stable").groupby(
         ["slide_id", "cls"], sort=False).head(sel.k)  # fmt: skip
-    return manifest.loc[manifest.index.isin(top["index_x"] if "index_x" in top else top["index"])]
+    return manifest.iloc[np.sort(top["_row"].to_numpy())]
 
 
 def prepare(cfg: Config) -> Prepared:

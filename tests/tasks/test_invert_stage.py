@@ -89,7 +89,9 @@ def test_pool_of_two_resume_and_cached_encoder(setup, tmp_path: Path) -> None:
     for p in lost:
         p.unlink()
     s2 = run_invert(cfg)
-    assert not s2.encoder_trained and s2.n_inverted == n_lost and s2.n_skipped == s.n_selected - n_lost
+    assert (
+        not s2.encoder_trained and s2.n_inverted == n_lost and s2.n_skipped == s.n_selected - n_lost
+    )
     check_outputs(cfg)
     # Same seeds per batch: the redone tiles get the same latents.
     np.testing.assert_allclose(InversionStore(cfg.workdir / "inversion").read_latents(),
@@ -136,3 +138,18 @@ def test_bad_inputs_fail_before_any_work(setup, tmp_path: Path, capsys) -> None:
         assert main(args) == EXIT_FATAL, overrides
         assert message in capsys.readouterr().err, overrides
         assert sorted(p.name for p in workdir.iterdir()) == ["tiles"]
+
+
+def test_selection_modes(tmp_path: Path) -> None:
+    from pipeline.config import SelectionConfig
+    from pipeline.io.parquet import write_parquet
+    from tasks.invert import select_tiles
+
+    man = pd.DataFrame({"tile_id": [f"t{i}" for i in range(12)], "slide_id": ["a"] * 6 + ["b"] * 6,
+                        "index": list(range(6)) * 2})  # fmt: skip
+    two = select_tiles(man, SelectionConfig(mode="per_slide", n=2), tmp_path / "p.parquet")
+    assert two.groupby("slide_id").size().tolist() == [2, 2]
+    probs = [0.99, 0.1, 0.6, 0.02, 0.9, 0.5] * 2
+    write_parquet(pd.DataFrame({"tile_id": man["tile_id"], "prob": probs}), tmp_path / "p.parquet")
+    top = select_tiles(man, SelectionConfig(mode="top_confident", k=1), tmp_path / "p.parquet")
+    assert top["tile_id"].tolist() == ["t0", "t3", "t6", "t9"]
