@@ -242,6 +242,81 @@ class AnalysisConfig(_Section):
         return self
 
 
+class EncoderTrainConfig(_Section):
+    """The encoder image → w, trained once per generator on its own samples."""
+
+    steps: int = Field(600, ge=0, description="Adam steps (0: the mean w, untrained)")
+    batch: int = Field(32, ge=2, description="generator samples per step")
+    lr: float = Field(0.001, gt=0)
+    width: int = Field(32, ge=4, description="channels of the first conv (doubling, ≤ 8×)")
+    latent_weight: float = Field(1.0, ge=0, description="‖(E(x) − w) / w_std‖²")
+    pixel_weight: float = Field(1.0, ge=0, description="MSE of G(E(x)) against x")
+    ssim_weight: float = Field(0.5, ge=0, description="multi-scale 1 − SSIM of G(E(x))")
+    truncation_mix: float = Field(0.5, ge=0, le=1, description="share of samples with ψ<1")
+    seed: int = 0
+    retrain: bool = Field(False, description="train again even if a cached encoder fits")
+    num_cpus: float = Field(2.0, gt=0, description="CPUs (torch threads) of the training task")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs of the training task")
+
+
+class RefineConfig(_Section):
+    """Batched refinement of the encoder's latents (Adam over a batch of independent w)."""
+
+    steps: int = Field(20, ge=0, description="Adam steps per batch (0: encoder only)")
+    lr: float = Field(0.05, gt=0, description="peak learning rate")
+    noise: float = Field(0.05, ge=0, description="initial latent noise × w_std, decays to 0")
+    noise_ramp: float = Field(0.75, gt=0, le=1, description="share of steps the noise lasts")
+    lr_rampup: float = Field(0.05, gt=0, le=1)
+    lr_rampdown: float = Field(0.25, gt=0, le=1)
+    pixel_weight: float = Field(1.0, ge=0, description="pixel MSE")
+    ssim_weight: float = Field(1.0, ge=0, description="multi-scale 1 − SSIM")
+    feature_weight: float = Field(0.1, ge=0, description="discriminator-feature loss (0: off)")
+    ssim_scales: int = Field(3, ge=1, le=5)
+
+
+class SelectionConfig(_Section):
+    """Which tiles to invert."""
+
+    mode: Literal["all", "per_slide", "top_confident"] = Field(
+        "all", description="all tiles; n random per slide; k most confident per slide and class"
+    )
+    n: int | None = Field(None, ge=1, description="tiles per slide (per_slide)")
+    k: int | None = Field(None, ge=1, description="tiles per slide and class (top_confident)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs(self) -> SelectionConfig:
+        if self.mode == "per_slide" and self.n is None:
+            raise ValueError("selection.mode per_slide needs selection.n")
+        if self.mode == "top_confident" and self.k is None:
+            raise ValueError("selection.mode top_confident needs selection.k")
+        return self
+
+
+class InversionConfig(_Section):
+    """``stylepath invert``: tiles → latents with an encoder + batched refinement."""
+
+    generator: str | None = Field(
+        None, description="exported generator folder (default: workdir/gan)"
+    )
+    discriminator: bool = Field(True, description="use D's features when the folder has D")
+    space: Literal["W", "W+"] = "W"
+    resize_tiles: bool = Field(False, description="resize tiles to the generator resolution")
+    encoder: EncoderTrainConfig = EncoderTrainConfig()
+    refine: RefineConfig = RefineConfig()
+    selection: SelectionConfig = SelectionConfig()
+    seed: int = 0
+    batch_size: int = Field(64, ge=1, description="tiles of one slide per actor call and Adam")
+    concurrency: int = Field(2, ge=1, description="actors (each loads G, E, D, classifier once)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
+    max_restarts: int = Field(3, ge=0, description="restarts of a dead actor")
+    max_task_retries: int = Field(3, ge=0, description="retries of a call on a dead actor")
+    task_timeout_s: float = Field(
+        900.0, gt=0, description="no batch finishing for this long → error (stuck pool)"
+    )
+
+
 class Config(_Section):
     """The whole stylepath configuration."""
 
@@ -253,6 +328,7 @@ class Config(_Section):
     gan: GanTrainConfig = GanTrainConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    inversion: InversionConfig = InversionConfig()
 
     def dump(self) -> dict[str, Any]:
         """JSON-safe dict of the resolved config."""

@@ -43,6 +43,7 @@ from pipeline.directions import (
 from pipeline.features import compute_features, feature_names
 from pipeline.gan.generator import load_generator
 from pipeline.io.files import atomic_write_json, workdir_lock
+from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.tile_store import TileStore
 from pipeline.provenance import provenance
@@ -70,33 +71,28 @@ class AnalysisSummary:
 
 # -- inputs ------------------------------------------------------------------------------------
 def generator_dir(cfg: Config) -> Path:
-    """The generator the latents belong to: the one inversion recorded, else workdir/gan."""
-    stamp = cfg.workdir / "inversion" / "inversion.json"
-    if stamp.is_file():
-        rec = json.loads(stamp.read_text()).get("generator")
-        if rec:
-            return Path(rec)
-    return cfg.workdir / "gan"
+    """The generator the latents belong to (the one inversion used)."""
+    from tasks.invert import generator_folder
+
+    return generator_folder(cfg)
 
 
 def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
     """Successfully inverted tiles (with their manifest metadata) and their latents
     [n, L, D] (L = 1 for W)."""
-    import zarr
-
-    inv_dir = cfg.workdir / "inversion"
-    table_path, lat_path = inv_dir / "inversion.parquet", inv_dir / "latents.zarr"
-    if not table_path.is_file() or not lat_path.exists():
-        raise AnalysisInputError(f"{inv_dir}: no inversion results; run `stylepath invert`")
-    inv = read_parquet(table_path)
-    if "status" in inv:
-        inv = inv[inv["status"] == "ok"]
-    lat = np.asarray(zarr.open_array(str(lat_path), mode="r")[:], dtype=np.float32)
+    store = InversionStore(cfg.workdir / "inversion")
+    if not store.table.is_file() or not store.latents_path.exists():
+        raise AnalysisInputError(f"{store.root}: no inversion results; run `stylepath invert`")
+    inv = store.read_table()
+    lat = np.asarray(store.read_latents(), dtype=np.float32)
     if lat.ndim == 2:
         lat = lat[:, None, :]
+    inv = inv[inv["status"] == "ok"] if "status" in inv else inv
     manifest = TileStore(cfg.workdir / "tiles").read_manifest()
     meta_cols = [c for c in manifest.columns if c not in inv.columns or c == "tile_id"]
     inv = inv.merge(manifest[meta_cols], on="tile_id", how="left").reset_index(drop=True)
+    if inv.empty:
+        raise AnalysisInputError(f"{store.root}: no successfully inverted tiles")
     return inv, lat[inv["latent_row"].to_numpy()]
 
 
@@ -180,7 +176,7 @@ class Shifter:
 # -- driver ------------------------------------------------------------------------------------
 def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
     h = hashlib.sha256()
-    for p in [gen_dir / "generator.safetensors", cfg.workdir / "inversion" / "inversion.parquet"]:
+    for p in [gen_dir / "generator.safetensors", InversionStore(cfg.workdir / "inversion").table]:
         h.update(p.read_bytes())
     h.update(json.dumps([spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp],
                         sort_keys=True).encode())  # fmt: skip
@@ -240,7 +236,7 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
     a = cfg.analysis
     gen_dir = generator_dir(cfg)
     if not (gen_dir / "generator.safetensors").is_file():
-        raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or set inversion.generator)")
+        raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or inversion.generator)")
     inv, latents = load_inverted(cfg)
     missing = [c for c in a.metadata if c not in inv.columns]
     if missing:

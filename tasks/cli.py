@@ -1,6 +1,6 @@
 """``stylepath`` command line: one subcommand per stage, each taking CONFIG + ``--set``.
 
-Exit status: 0 success; 3 some slides failed (the rest completed; see ``slides.parquet``);
+Exit status: 0 success; 3 some slides (or inverted tiles) failed and the rest completed;
 2 fatal error before any work (bad config, unreadable cohort, busy workdir); 1 crash.
 """
 
@@ -205,6 +205,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_job(cfg, force=args.force, until=args.until)
 
 
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    from tasks.invert import run_train_encoder
+
+    cfg = load_config(args.config, args.overrides)
+    meta, trained = run_train_encoder(cfg)
+    final = meta.get("final", {})
+    how = f"trained in {meta['seconds']:.0f} s" if trained else "cached, unchanged"
+    print(f"encoder for {meta['generator']}: {how}; {meta['steps']} steps, final "
+          + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "seconds"))  # fmt: skip
+    print(f"-> {cfg.workdir / 'inversion' / 'encoder.safetensors'}")
+    return EXIT_OK
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from tasks.invert import InversionStuckError, run_invert
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        s = run_invert(cfg)
+    except InversionStuckError as exc:
+        print(f"stylepath: error: {exc}", file=sys.stderr)
+        return EXIT_CRASH
+    enc = f"encoder trained in {s.encoder_seconds:.0f} s; " if s.encoder_trained else ""
+    print(
+        f"inverted {s.n_inverted} tiles ({s.n_skipped} already done) of {s.n_selected} in "
+        f"{s.seconds:.1f} s ({enc}{s.tiles_per_s:.1f} tiles/s in the actor pool); "
+        f"median SSIM {s.median_ssim:.3f}, median |prob_real - prob_recon| "
+        f"{s.median_prob_diff:.3f}; {s.n_failed} failed"
+    )
+    out = cfg.workdir / "inversion"
+    print(f"-> {out / 'inversion.parquet'}, {out / 'latents.zarr'}, {out / 'examples.png'}")
+    return EXIT_PARTIAL if s.n_failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -258,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the HTML report of an analysed workdir")
     _add_config_args(p)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("train-encoder", help="train (or find cached) the inversion encoder")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train_encoder)
+
+    p = sub.add_parser("invert", help="invert tiles into the generator's latent space")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
     p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,12 +156,16 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
 def _force(cfg: Config, stages: list[str]) -> None:
     """Drop the records that let these stages skip (their outputs are rewritten)."""
     w = cfg.workdir
+    inv = w / "inversion"
     marks = {"predict": [w / "predictions.json"], "analyze": [w / "analysis" / "analysis.json"],
-             "invert": [w / "inversion" / "inversion.json"]}  # fmt: skip
+             "invert": [inv / "parts", inv / "inversion.parquet"]}  # fmt: skip
     for s in stages:
         _stamp(cfg, s).unlink(missing_ok=True)
         for p in marks.get(s, []):
-            p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p)  # the encoder cache stays: it depends on the generator only
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _versions() -> dict[str, str]:

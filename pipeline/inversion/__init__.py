@@ -1,0 +1,1 @@
+"""GAN inversion: an encoder image → w, batched latent refinement, fidelity (pure torch)."""

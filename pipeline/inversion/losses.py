@@ -1,0 +1,93 @@
+"""Per-tile reconstruction losses: pixel MSE, SSIM (Gaussian window), multi-scale structural
+loss and a feature loss on the trained discriminator's activations. Every function returns one
+value per tile (``[N]``), never a batch mean, so a batch of independent problems can be summed
+without coupling their gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.gan.networks import Discriminator
+
+_C1, _C2 = 0.01**2, 0.03**2
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 1-D Gaussian ``[size]``."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter of every channel: [N, C, H, W] → [N, C, H-k+1, W-k+1]."""
+    c = x.shape[1]
+    k = len(g)
+    x = F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) per tile of images in [0, 1]: [N, C, H, W] × 2 → [N].
+
+    The window shrinks to the image side for small images (σ scaled with it)."""
+    size = min(window, x.shape[-1], x.shape[-2])
+    g = gaussian_window(size, sigma * size / window).to(x)
+    mu_x, mu_y = _blur(x, g), _blur(y, g)
+    sxx = _blur(x * x, g) - mu_x**2
+    syy = _blur(y * y, g) - mu_y**2
+    sxy = _blur(x * y, g) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + _C1) * (2 * sxy + _C2)
+    den = (mu_x**2 + mu_y**2 + _C1) * (sxx + syy + _C2)
+    return (num / den).flatten(1).mean(1)
+
+
+def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """Multi-scale structural loss per tile: mean over ``scales`` (halving each time, while the
+    side is ≥ 8 px) of 1 − SSIM → [N]."""
+    losses = []
+    for s in range(scales):
+        if s:
+            if min(x.shape[-2:]) < 16:
+                break
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        losses.append(1 - ssim(x, y))
+    return torch.stack(losses).mean(0)
+
+
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per tile → [N]."""
+    return (x - y).square().flatten(1).mean(1)
+
+
+class DFeatures(nn.Module):
+    """Activations of the trained discriminator's ``from_rgb`` and residual blocks (no
+    minibatch-stddev layer, so tiles stay independent): a perceptual space we own the weights
+    of. Input [0, 1] images; D sees them in [-1, 1] as in training."""
+
+    def __init__(self, D: Discriminator, n_blocks: int | None = None) -> None:
+        super().__init__()
+        self.from_rgb = D.from_rgb
+        blocks = list(D.blocks)
+        self.blocks = nn.ModuleList(blocks[: n_blocks or len(blocks)])
+        self.eval().requires_grad_(False)
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = self.from_rgb(img * 2 - 1)
+        feats = [x]
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats
+
+
+def feature_loss(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of the per-tile mean squared feature difference, each layer divided
+    by the mean square of the target's features (scale-free) → [N]."""
+    out = []
+    for a, b in zip(fx, fy, strict=True):
+        scale = b.detach().square().flatten(1).mean(1).clamp_min(1e-8)
+        out.append((a - b).square().flatten(1).mean(1) / scale)
+    return torch.stack(out).mean(0)

@@ -1,0 +1,136 @@
+"""The inversion folder of a workdir — the only code that knows its layout.
+
+```
+workdir/inversion/
+  encoder.safetensors + encoder.json   the cached encoder (json: spec, key, history; last)
+  parts/fingerprint.json               what the parts were computed with
+  parts/<slide>-<first index>.npy      float32 latents [n, L, w_dim] of one batch
+  parts/<slide>-<first index>.parquet  its rows (written after the .npy: the commit mark)
+  inversion.parquet                    one row per selected tile (consolidated from parts)
+  latents.zarr/{latents,tile_id}       float32 [n, L, w_dim] + str [n], row = latent_row
+```
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+
+from pipeline.io.checkpoints import load_weights, save_weights
+from pipeline.io.files import atomic_write, atomic_write_json, replace_dir, temp_sibling
+from pipeline.io.parquet import read_parquet, write_parquet
+
+
+class InversionStore:
+    """Encoder cache, per-batch parts and the consolidated outputs under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.encoder_weights = self.root / "encoder.safetensors"
+        self.encoder_meta = self.root / "encoder.json"
+        self.parts_dir = self.root / "parts"
+        self.table = self.root / "inversion.parquet"
+        self.latents_path = self.root / "latents.zarr"
+
+    # -- encoder cache ---------------------------------------------------------------------------
+    def load_encoder(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The cached encoder when its key matches, else None."""
+        try:
+            meta = json.loads(self.encoder_meta.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if meta.get("key") != key or not self.encoder_weights.is_file():
+            return None
+        return load_weights(self.encoder_weights), meta
+
+    def save_encoder(self, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.encoder_meta.unlink(missing_ok=True)
+        save_weights(self.encoder_weights, weights)
+        atomic_write_json(self.encoder_meta, meta)
+
+    # -- parts -----------------------------------------------------------------------------------
+    def reset_parts(self, fingerprint: str) -> bool:
+        """Keep the parts if they were made with ``fingerprint``, else drop them; True if kept."""
+        stamp = self.parts_dir / "fingerprint.json"
+        try:
+            if json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+                return True
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, {"fingerprint": fingerprint})
+        return False
+
+    def write_part(self, name: str, rows: pd.DataFrame, latents: np.ndarray) -> None:
+        """Latents first, rows last (a part counts only once its rows exist)."""
+        base = self.parts_dir / name
+        arr = np.ascontiguousarray(latents, dtype=np.float32)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # np.save(path) would append ".npy" to the temp name
+                np.save(fh, arr)
+
+        atomic_write(base.with_suffix(".npy"), save)
+        write_parquet(rows, base.with_suffix(".parquet"))
+
+    def part_names(self) -> list[str]:
+        return sorted(
+            p.stem
+            for p in self.parts_dir.glob("*.parquet")
+            if not p.name.startswith(".") and p.with_suffix(".npy").is_file()
+        )
+
+    def finished_ids(self) -> set[str]:
+        """Tile ids with a committed part."""
+        done: set[str] = set()
+        for name in self.part_names():
+            done.update(read_parquet(self.parts_dir / f"{name}.parquet")["tile_id"].astype(str))
+        return done
+
+    def read_parts(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """All committed rows and their latents (row i ↔ latents[i]); may hold duplicates."""
+        rows, lats = [], []
+        for name in self.part_names():
+            rows.append(read_parquet(self.parts_dir / f"{name}.parquet"))
+            lats.append(np.load(self.parts_dir / f"{name}.npy"))
+        if not rows:
+            return pd.DataFrame(), np.zeros((0, 1, 1), np.float32)
+        return pd.concat(rows, ignore_index=True), np.concatenate(lats)
+
+    # -- consolidated outputs --------------------------------------------------------------------
+    def write_outputs(self, table: pd.DataFrame, latents: np.ndarray) -> None:
+        """``latents.zarr`` (row = ``latent_row``) then ``inversion.parquet`` (last)."""
+        tmp = temp_sibling(self.latents_path)
+        try:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            n = len(latents)
+            arr = group.create_array("latents", shape=latents.shape, dtype="float32",
+                                     chunks=(max(1, min(1024, n)), *latents.shape[1:]),
+                                     dimension_names=("tile", "ws", "w"))  # fmt: skip
+            ids = group.create_array("tile_id", shape=(n,), dtype=str, chunks=(max(1, n),))
+            if n:
+                arr[:] = latents
+                ids[:] = table["tile_id"].astype(str).to_numpy()
+            replace_dir(tmp, self.latents_path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        write_parquet(table, self.table)
+
+    def read_table(self) -> pd.DataFrame:
+        return read_parquet(self.table)
+
+    def read_latents(self, rows: np.ndarray | None = None) -> np.ndarray:
+        arr = zarr.open_group(str(self.latents_path), mode="r")["latents"]
+        return arr[:] if rows is None else arr[:][np.asarray(rows)]
+
+    def read_tile_ids(self) -> np.ndarray:
+        return zarr.open_group(str(self.latents_path), mode="r")["tile_id"][:]

@@ -1,0 +1,442 @@
+"""``stylepath invert`` / ``train-encoder``: real tiles → latents of the generator.
+
+The driver checks everything first (generator, classifier, tile size, selection), trains the
+encoder once per generator and encoder config (a Ray task; cached in
+``workdir/inversion/encoder.*``), then a pool of actors — each loading G, E, D's features and
+the classifier once — inverts batches of one slide's tiles (encoder + batched refinement +
+fidelity). The driver writes each finished batch as an atomic part file as it arrives and
+finally consolidates the parts into ``inversion.parquet`` + ``latents.zarr``. A re-run skips
+tiles that have a part; a dead actor is restarted and its batch retried by Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+import torch.nn.functional as F
+from ray.util import ActorPool
+from tqdm import tqdm
+
+from pipeline.classifier.contract import (
+    ClassifierSpec,
+    load_classifier,
+    resolve_spec,
+    tiles_to_tensor,
+)
+from pipeline.config import Config, InversionConfig, SelectionConfig
+from pipeline.gan.generator import TrainedGenerator, load_generator
+from pipeline.gan.networks import Discriminator
+from pipeline.inversion.encoder import Encoder, EncoderSpec
+from pipeline.inversion.fidelity import fidelity
+from pipeline.inversion.losses import DFeatures
+from pipeline.inversion.refine import RefineSettings, refine
+from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
+from pipeline.io.checkpoints import load_weights
+from pipeline.io.files import workdir_lock
+from pipeline.io.images import image_grid, save_png
+from pipeline.io.inversion_store import InversionStore
+from pipeline.io.parquet import read_parquet
+from pipeline.io.tile_store import TileStore
+from tasks.runtime import ensure_ray
+
+FAULT_ENV = "STYLEPATH_FAULT_EXIT_ONCE"  # test hook: marker path; an actor exits on its 1st batch
+COLUMNS = ["tile_id", "slide_id", "index", "latent_row", "mse", "ssim", "prob_real",
+           "prob_recon", "steps", "seconds", "status", "error"]  # fmt: skip
+
+
+class InversionInputError(ValueError):
+    """No generator, tiles that do not fit it, or a selection that selects nothing."""
+
+
+class InversionStuckError(RuntimeError):
+    """No batch finished within ``inversion.task_timeout_s``."""
+
+
+@dataclass
+class InversionSummary:
+    n_selected: int = 0
+    n_skipped: int = 0  # finished by an earlier run
+    n_inverted: int = 0  # now
+    n_failed: int = 0
+    seconds: float = 0.0
+    work_seconds: float = 0.0
+    tiles_per_s: float = 0.0
+    median_ssim: float = float("nan")
+    median_prob_diff: float = float("nan")
+    encoder_trained: bool = False
+    encoder_seconds: float = 0.0
+    generator: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    cfg: Config
+    gen_folder: Path
+    gen_fp: str
+    gen: TrainedGenerator
+    selection: pd.DataFrame
+    tile_size: int
+    clf_spec: ClassifierSpec
+    use_d: bool
+
+
+# -- checks ----------------------------------------------------------------------------------
+def generator_folder(cfg: Config) -> Path:
+    """``inversion.generator`` (relative: to the current directory), else ``workdir/gan``."""
+    g = cfg.inversion.generator
+    return Path(g).expanduser().absolute() if g else cfg.workdir / "gan"
+
+
+def _sha(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path
+                 ) -> pd.DataFrame:  # fmt: skip
+    """The tiles to invert, in manifest order."""
+    if sel.mode == "all":
+        return manifest
+    if sel.mode == "per_slide":
+        order = np.random.default_rng(sel.seed).permutation(len(manifest))
+        shuffled = manifest.iloc[order]
+        keep = shuffled.groupby("slide_id", sort=False).cumcount() < sel.n
+        return manifest.loc[manifest.index.isin(shuffled.index[keep.to_numpy()])]
+    if not predictions.is_file():
+        raise InversionInputError(
+            f"selection top_confident needs {predictions}; run `stylepath predict` first"
+        )
+    preds = read_parquet(predictions)[["tile_id", "prob"]]
+    m = manifest[["tile_id", "slide_id"]].assign(_row=np.arange(len(manifest)))
+    m = m.merge(preds, on="tile_id", how="inner")
+    m["cls"] = m["prob"] >= 0.5
+    m["conf"] = (m["prob"] - 0.5).abs()
+    top = m.sort_values("conf", ascending=False, kind="stable").groupby(
+        ["slide_id", "cls"], sort=False).head(sel.k)  # fmt: skip
+    return manifest.iloc[np.sort(top["_row"].to_numpy())]
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Everything checked before any work; nothing is written."""
+    folder = generator_folder(cfg)
+    if not (folder / "generator.json").is_file():
+        raise InversionInputError(
+            f"no generator in {folder}: run `stylepath train-gan` (and export), or set "
+            "inversion.generator to an exported folder (e.g. models/demo_tiny64)"
+        )
+    gen = load_generator(folder)
+    store = TileStore(cfg.workdir / "tiles")
+    if not store.tiles_manifest.is_file():
+        raise InversionInputError(f"{store.tiles_manifest}: no tiles; run `stylepath tile` first")
+    manifest = store.read_manifest()
+    if manifest.empty:
+        raise InversionInputError(f"{store.tiles_manifest}: no tiles to invert")
+    tile_size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
+    res = gen.spec.resolution
+    if tile_size != res and not cfg.inversion.resize_tiles:
+        raise InversionInputError(
+            f"tiles are {tile_size} px but the generator in {folder} makes {res} px; "
+            "re-tile, use another generator, or set inversion.resize_tiles: true"
+        )
+    clf_spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size)
+    load_classifier(clf_spec)  # the contract checks (ClassifierError)
+    selection = select_tiles(manifest, cfg.inversion.selection, cfg.workdir / "predictions.parquet")
+    if selection.empty:
+        raise InversionInputError("inversion.selection selects no tiles")
+    use_d = cfg.inversion.discriminator and (folder / "discriminator.safetensors").is_file()
+    files = [folder / "generator.safetensors", folder / "generator.json"]
+    gen_fp = _sha(files + ([folder / "discriminator.safetensors"] if use_d else []))
+    return Prepared(cfg, folder, gen_fp, gen, selection.reset_index(drop=True), tile_size,
+                    clf_spec, use_d)  # fmt: skip
+
+
+# -- the encoder -------------------------------------------------------------------------------
+def encoder_spec(gen: TrainedGenerator, icfg: InversionConfig) -> EncoderSpec:
+    return EncoderSpec(resolution=gen.spec.resolution, w_dim=gen.w_dim, num_ws=gen.num_ws,
+                       plus=icfg.space == "W+", width=icfg.encoder.width)  # fmt: skip
+
+
+def encoder_key(gen_fp: str, spec: EncoderSpec, icfg: InversionConfig) -> str:
+    e = icfg.encoder.model_dump()
+    for k in ("retrain", "num_cpus", "num_gpus"):
+        e.pop(k)
+    return _hash({"generator": gen_fp, "spec": spec.to_dict(), "train": e})
+
+
+def _device(num_gpus: float) -> torch.device:
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _gen_to(gen: TrainedGenerator, device: torch.device) -> TrainedGenerator:
+    gen.G.to(device)
+    gen.w_mean, gen.w_std = gen.w_mean.to(device), gen.w_std.to(device)
+    return gen
+
+
+def _train_encoder_job(gen_folder: str, spec: dict, settings: dict, num_cpus: float,
+                       num_gpus: float) -> tuple[dict[str, torch.Tensor], list[dict]]:  # fmt: skip
+    """Runs as a Ray task: load G, train E on its samples, return E's weights + history."""
+    torch.set_num_threads(max(1, int(num_cpus)))
+    device = _device(num_gpus)
+    gen = _gen_to(load_generator(gen_folder), device)
+    E = Encoder(EncoderSpec.from_dict(spec), gen.w_mean, gen.w_std).to(device)
+    loss = EncoderLoss(
+        latent=settings["latent_weight"],
+        pixel=settings["pixel_weight"],
+        ssim=settings["ssim_weight"],
+        truncation_mix=settings["truncation_mix"],
+    )
+    history = train_encoder(gen, E, settings["steps"], settings["batch"], settings["lr"],
+                            settings["seed"], loss)  # fmt: skip
+    return {k: v.cpu() for k, v in E.state_dict().items()}, history
+
+
+def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:  # fmt: skip
+    """The cached encoder for this generator and config, or train one (Ray task) and cache it.
+    Returns (weights, meta, trained_now). Call under the workdir lock."""
+    icfg = prep.cfg.inversion
+    spec = encoder_spec(prep.gen, icfg)
+    key = encoder_key(prep.gen_fp, spec, icfg)
+    cached = None if (force or icfg.encoder.retrain) else store.load_encoder(key)
+    if cached is not None:
+        return cached[0], cached[1], False
+    e = icfg.encoder
+    t0 = time.perf_counter()
+    ensure_ray(prep.cfg.ray)
+    job = ray.remote(_train_encoder_job).options(num_cpus=e.num_cpus, num_gpus=e.num_gpus)
+    weights, history = ray.get(job.remote(str(prep.gen_folder), spec.to_dict(), e.model_dump(),
+                                          e.num_cpus, e.num_gpus))  # fmt: skip
+    last = history[-1] if history else {}
+    meta = {
+        "key": key,
+        "generator": str(prep.gen_folder),
+        "generator_fingerprint": prep.gen_fp,
+        "spec": spec.to_dict(),
+        "train": e.model_dump(),
+        "steps": len(history),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "final": {k: v for k, v in last.items() if k != "step"},
+        "history": [
+            {k: round(v, 5) for k, v in h.items()} for h in history[:: max(1, len(history) // 50)]
+        ],
+    }
+    store.save_encoder(weights, meta)
+    return weights, meta, True
+
+
+# -- the actor ---------------------------------------------------------------------------------
+class Inverter:
+    """Loads G, E, D's features and the classifier once; inverts batches of one slide."""
+
+    def __init__(self, gen_folder: str, use_d: bool, enc_weights: dict[str, torch.Tensor],
+                 enc_spec: dict, clf_spec: ClassifierSpec, tiles_root: str,
+                 icfg: InversionConfig, fault_marker: str | None = None) -> None:  # fmt: skip
+        torch.set_num_threads(max(1, int(icfg.num_cpus)))
+        self.device = _device(icfg.num_gpus)
+        self.gen = _gen_to(load_generator(gen_folder), self.device)
+        self.E = Encoder(EncoderSpec.from_dict(enc_spec), self.gen.w_mean, self.gen.w_std)
+        self.E.load_state_dict(enc_weights)
+        self.E.to(self.device).eval().requires_grad_(False)
+        self.feats = None
+        if use_d:
+            D = Discriminator(self.gen.spec)
+            D.load_state_dict(load_weights(Path(gen_folder) / "discriminator.safetensors"))
+            self.feats = DFeatures(D).to(self.device)
+        self.clf = load_classifier(clf_spec, self.device).eval().requires_grad_(False)
+        self.store = TileStore(tiles_root)
+        self.icfg = icfg
+        r = icfg.refine
+        self.settings = RefineSettings(
+            steps=r.steps, lr=r.lr, noise=r.noise, noise_ramp=r.noise_ramp,
+            lr_rampup=r.lr_rampup, lr_rampdown=r.lr_rampdown, pixel_weight=r.pixel_weight,
+            ssim_weight=r.ssim_weight, feature_weight=r.feature_weight, ssim_scales=r.ssim_scales,
+        )  # fmt: skip
+        self.fault_marker = fault_marker
+
+    def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
+        if self.fault_marker and not os.path.exists(self.fault_marker):
+            Path(self.fault_marker).touch()
+            os._exit(1)  # the test hook: die mid-batch, once
+        t0 = time.perf_counter()
+        tiles = self.store.read_tiles(slide_id, np.asarray(indices))
+        x = tiles_to_tensor(tiles).to(self.device)
+        res = self.gen.spec.resolution
+        if x.shape[-1] != res:
+            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > res)  # fmt: skip
+        with torch.no_grad():
+            w0 = self.E(x)
+        seed = self.icfg.seed + zlib.crc32(f"{slide_id}:{indices[0]}".encode())
+        out = refine(self.gen, w0, x, self.settings, self.feats, seed=seed)
+        with torch.no_grad():
+            recon = self.gen.synthesis(out.w)
+        fid = fidelity(x, recon, self.clf)
+        n = len(indices)
+        seconds = (time.perf_counter() - t0) / n
+        latents = out.w if out.w.ndim == 3 else out.w[:, None]
+        rows = pd.DataFrame({
+            "tile_id": tile_ids, "slide_id": slide_id, "index": np.asarray(indices, np.int64),
+            **fid, "steps": np.int32(self.settings.steps), "seconds": np.float32(seconds),
+            "status": ["failed" if f else "ok" for f in out.failed],
+            "error": [f or "" for f in out.failed],
+        })  # fmt: skip
+        return {"name": f"{slide_id}-{indices[0]:07d}", "rows": rows,
+                "latents": latents.float().cpu().numpy()}  # fmt: skip
+
+
+# -- the stage ---------------------------------------------------------------------------------
+def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
+    icfg = prep.cfg.inversion
+    return _hash(
+        {
+            "generator": prep.gen_fp,
+            "encoder": enc_key,
+            "space": icfg.space,
+            "refine": icfg.refine.model_dump(),
+            "seed": icfg.seed,
+            "use_d": prep.use_d,
+            "resize": icfg.resize_tiles,
+            "classifier": prep.clf_spec.fingerprint(),
+            "tiles": _sha([TileStore(prep.cfg.workdir / "tiles").tiles_manifest]),
+        }
+    )
+
+
+def _jobs(todo: pd.DataFrame, batch: int) -> list[tuple[str, list[int], list[str]]]:
+    jobs = []
+    for sid, g in todo.groupby("slide_id", sort=False):
+        g = g.sort_values("index")
+        idx, ids = g["index"].astype(int).tolist(), g["tile_id"].astype(str).tolist()
+        jobs += [(str(sid), idx[a : a + batch], ids[a : a + batch])
+                 for a in range(0, len(idx), batch)]  # fmt: skip
+    return jobs
+
+
+def consolidate(store: InversionStore, selection: pd.DataFrame) -> pd.DataFrame:
+    """Parts → one row per selected tile (the last part wins), latents in the same order."""
+    rows, lats = store.read_parts()
+    rows = rows.assign(_row=np.arange(len(rows)))
+    rows = rows.drop_duplicates("tile_id", keep="last")
+    order = selection[["tile_id"]].astype(str).merge(rows, on="tile_id", how="inner")
+    latents = lats[order["_row"].to_numpy()] if len(order) else lats[:0]
+    order = order.drop(columns="_row")
+    order["latent_row"] = np.arange(len(order), dtype=np.int64)
+    table = order[COLUMNS].reset_index(drop=True)
+    store.write_outputs(table, latents)
+    return table
+
+
+def _examples_png(prep: Prepared, store: InversionStore, table: pd.DataFrame, path: Path,
+                  n: int = 16) -> None:  # fmt: skip
+    """Tiles beside their reconstructions, picked across the SSIM range (worst → best)."""
+    ok = table[table["status"] == "ok"].sort_values("ssim", kind="stable")
+    if ok.empty:
+        return
+    pick = ok.iloc[np.unique(np.linspace(0, len(ok) - 1, min(n, len(ok))).astype(int))]
+    tiles = TileStore(prep.cfg.workdir / "tiles")
+    real = np.stack([tiles.read_tiles(r.slide_id, [r.index])[0] for r in pick.itertuples()])
+    w = torch.from_numpy(store.read_latents(pick["latent_row"].to_numpy()))
+    with torch.no_grad():
+        recon = prep.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
+    rec = (recon.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    if rec.shape[1:] != real.shape[1:]:
+        real = (tiles_to_tensor(real)).numpy()  # sizes differ only with resize_tiles
+        real = (F.interpolate(torch.from_numpy(real), size=rec.shape[1:3]).permute(0, 2, 3, 1)
+                .numpy() * 255 + 0.5).astype(np.uint8)  # fmt: skip
+    cells = np.stack([c for pair in zip(real, rec, strict=True) for c in pair])
+    save_png(path, image_grid(cells, 8))
+
+
+def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
+    """Invert the selected tiles (skipping finished ones); see the module docstring."""
+    t0 = time.perf_counter()
+    prep = prepare(cfg)
+    icfg = cfg.inversion
+    summary = InversionSummary(n_selected=len(prep.selection), generator=str(prep.gen_folder))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    store = InversionStore(cfg.workdir / "inversion")
+    with workdir_lock(cfg.workdir):
+        weights, meta, trained = ensure_encoder(prep, store)
+        summary.encoder_trained = trained
+        summary.encoder_seconds = float(meta.get("seconds", 0.0)) if trained else 0.0
+        store.reset_parts(parts_fingerprint(prep, meta["key"]))
+        done = store.finished_ids()
+        todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
+        summary.n_skipped = len(prep.selection) - len(todo)
+        jobs = _jobs(todo, icfg.batch_size)
+        t_work = time.perf_counter()
+        if jobs:
+            ensure_ray(cfg.ray)
+            actor_cls = ray.remote(Inverter).options(
+                num_cpus=icfg.num_cpus, num_gpus=icfg.num_gpus, max_restarts=icfg.max_restarts,
+                max_task_retries=icfg.max_task_retries,
+            )  # fmt: skip
+            w_ref = ray.put(weights)
+            args = (str(prep.gen_folder), prep.use_d, w_ref, meta["spec"], prep.clf_spec,
+                    str(cfg.workdir / "tiles"), icfg, os.environ.get(FAULT_ENV))  # fmt: skip
+            actors = [actor_cls.remote(*args) for _ in range(min(icfg.concurrency, len(jobs)))]
+            pool = ActorPool(actors)
+            for job in jobs:
+                pool.submit(lambda a, j: a.invert.remote(*j), job)
+            bar = tqdm(total=len(todo), unit="tile", desc="invert", disable=not progress,
+                       file=sys.stderr)  # fmt: skip
+            try:
+                while pool.has_next():
+                    try:
+                        r = pool.get_next_unordered(timeout=icfg.task_timeout_s)
+                    except TimeoutError:
+                        raise InversionStuckError(
+                            f"no inversion batch finished in {icfg.task_timeout_s:.0f} s "
+                            "(inversion.task_timeout_s): the actor pool looks stuck; finished "
+                            "batches are kept and a re-run resumes"
+                        ) from None
+                    store.write_part(r["name"], r["rows"], r["latents"])
+                    summary.n_inverted += len(r["rows"])
+                    bar.update(len(r["rows"]))
+            finally:
+                bar.close()
+                for actor in actors:
+                    ray.kill(actor)
+        summary.work_seconds = time.perf_counter() - t_work
+        table = consolidate(store, prep.selection)
+        ok = table[table["status"] == "ok"]
+        summary.n_failed = int((table["status"] != "ok").sum())
+        summary.median_ssim = float(ok["ssim"].median()) if len(ok) else float("nan")
+        summary.median_prob_diff = (float((ok["prob_real"] - ok["prob_recon"]).abs().median())
+                                    if len(ok) else float("nan"))  # fmt: skip
+        summary.tiles_per_s = summary.n_inverted / max(summary.work_seconds, 1e-9)
+        _examples_png(prep, store, table, store.root / "examples.png")
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def run_train_encoder(cfg: Config) -> tuple[dict[str, Any], bool]:
+    """Train (or find cached) the encoder of the configured generator: (meta, trained_now)."""
+    prep = prepare(cfg)
+    store = InversionStore(cfg.workdir / "inversion")
+    with workdir_lock(cfg.workdir):
+        _, meta, trained = ensure_encoder(prep, store)
+    return meta, trained

@@ -1,0 +1,89 @@
+"""Inversion math on a tiny random generator: SSIM, the encoder, batched refinement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.gan.generator import TrainedGenerator
+from pipeline.gan.networks import Discriminator, Generator
+from pipeline.gan.presets import PRESETS
+from pipeline.inversion.encoder import Encoder, EncoderSpec
+from pipeline.inversion.fidelity import fidelity
+from pipeline.inversion.losses import DFeatures, ms_ssim_loss, mse, ssim
+from pipeline.inversion.refine import RefineSettings, lr_at, refine
+from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
+
+
+@pytest.fixture(scope="module")
+def gen() -> TrainedGenerator:
+    torch.manual_seed(0)
+    return TrainedGenerator(Generator(PRESETS["tiny32"]), {}, n_stats=512)
+
+
+def test_ssim_is_one_for_identical_tiles_and_per_tile(one_thread) -> None:
+    torch.manual_seed(1)
+    x = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(ssim(x, x), torch.ones(4))
+    y = x.clone()
+    y[2] = torch.rand(3, 32, 32)  # only tile 2 differs
+    s = ssim(x, y)
+    assert s[2] < 0.2 and torch.allclose(s[[0, 1, 3]], torch.ones(3))
+    torch.testing.assert_close(s[2:3], ssim(x[2:3], y[2:3]))
+    assert (ms_ssim_loss(x, x) < 1e-6).all() and ms_ssim_loss(x, y).shape == (4,)
+    assert mse(x, y)[2] > 0 and mse(x, y)[0] == 0
+    small = torch.rand(2, 3, 8, 8)  # window shrinks to the image
+    torch.testing.assert_close(ssim(small, small), torch.ones(2))
+
+
+def test_encoder_starts_at_the_mean_and_learns(gen: TrainedGenerator, one_thread) -> None:
+    for plus in (False, True):
+        spec = EncoderSpec(32, gen.w_dim, gen.num_ws, plus=plus, width=8)
+        E = Encoder(spec, gen.w_mean, gen.w_std)
+        w = E(torch.rand(2, 3, 32, 32))
+        want = (2, gen.num_ws, gen.w_dim) if plus else (2, gen.w_dim)
+        assert w.shape == want
+        torch.testing.assert_close(w, gen.w_mean.expand(want))
+    E = Encoder(EncoderSpec(32, gen.w_dim, gen.num_ws, width=8), gen.w_mean, gen.w_std)
+    hist = train_encoder(gen, E, steps=20, batch=8, lr=2e-3, loss=EncoderLoss(ssim=0.2))
+    lat = torch.tensor([h["latent"] for h in hist])
+    assert torch.isfinite(lat).all() and len(hist) == 20
+    assert lat[-5:].mean() < lat[:5].mean()
+
+
+@pytest.mark.parametrize("space", ["W", "W+"])
+def test_refinement_lowers_every_tiles_loss(gen: TrainedGenerator, space, one_thread) -> None:
+    torch.manual_seed(2)
+    with torch.no_grad():
+        target = gen.synthesis(gen.mapping(torch.randn(6, gen.z_dim)))
+    w0 = gen.w_mean.expand(6, -1).clone()
+    if space == "W+":
+        w0 = w0[:, None].repeat(1, gen.num_ws, 1)
+    D = Discriminator(PRESETS["tiny32"])
+    s = RefineSettings(steps=12, lr=0.1, noise=0.02)
+    res = refine(gen, w0, target, s, DFeatures(D))
+    assert res.w.shape == w0.shape and res.history.shape == (13, 6)
+    assert (res.history[-1] < res.history[0]).all(), res.history[[0, -1]]
+    assert res.failed == [None] * 6
+
+
+def test_a_nan_tile_fails_alone(gen: TrainedGenerator, one_thread) -> None:
+    torch.manual_seed(3)
+    with torch.no_grad():
+        target = gen.synthesis(gen.mapping(torch.randn(3, gen.z_dim)))
+    target[1, 0, 0, 0] = float("nan")
+    w0 = gen.w_mean.expand(3, -1).clone()
+    res = refine(gen, w0, target, RefineSettings(steps=10, lr=0.1, feature_weight=0))
+    assert res.failed[1] and "non-finite" in res.failed[1] and res.failed[0] is res.failed[2]
+    assert torch.isfinite(res.w).all() and torch.equal(res.w[1], w0[1])
+    assert torch.isnan(res.loss[1]) and (res.loss[[0, 2]] < res.history[0, [0, 2]]).all()
+
+
+def test_lr_schedule_and_fidelity_without_classifier() -> None:
+    s = RefineSettings(steps=2)
+    assert lr_at(0, 2, s) == pytest.approx(s.lr) and lr_at(1, 2, s) == pytest.approx(s.lr)
+    long = [lr_at(i, 100, s) for i in range(100)]
+    assert long[0] < long[10] == pytest.approx(s.lr) and long[-1] < 0.01 * s.lr
+    x = torch.rand(2, 3, 16, 16)
+    f = fidelity(x, x, None)
+    assert f["mse"].tolist() == [0, 0] and f["ssim"] == pytest.approx([1, 1], abs=1e-5)
