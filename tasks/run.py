@@ -128,7 +128,9 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
         from tasks.invert import run_invert
 
         s = run_invert(cfg)
-        return {k: v for k, v in vars(s).items() if isinstance(v, int | float | str | bool)}
+        out = {k: v for k, v in vars(s).items() if isinstance(v, int | float | str | bool)}
+        out["skipped"] = s.n_inverted == 0 and s.n_skipped == s.n_selected  # all were done
+        return out
 
     def analyze() -> dict[str, Any]:
         from tasks.analyze import run_analyze
