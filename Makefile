@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stylepath-installed
 
-.PHONY: demo test lint bench bench-inversion invert-demo clean-demo
+.PHONY: demo test lint bench bench-inversion clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,6 @@ bench: $(STAMP)
 
 bench-inversion: $(STAMP)
 	$(BIN)/python bench/inversion.py --config configs/demo.yaml
-
-# After `make demo`, `stylepath train-classifier` and `stylepath predict` (the classifier).
-invert-demo: $(STAMP)
-	$(BIN)/stylepath invert configs/demo.yaml
 
 clean-demo:
 	rm -rf work/demo

@@ -71,15 +71,14 @@ def cmd_make_cohort(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.make_cohort import make_cohort
-    from tasks.tile import run_tiling
 
-    cfg = load_config(args.config, args.overrides)
-    cohort_dir = cfg.cohort.parent
-    table = make_cohort(cohort_dir, n_slides=args.slides, seed=args.seed)
+    overrides = list(args.overrides)
+    if args.train_gan:
+        overrides.append("inversion.generator=null")  # train workdir/gan from scratch
+    cfg = load_config(args.config, overrides)
+    table = make_cohort(cfg.cohort.parent, n_slides=args.slides, seed=args.seed)
     print(f"demo cohort: {table}")
-    code = _print_tiling(run_tiling(cfg), cfg)
-    print(f"tiles: {cfg.workdir / 'tiles' / 'tiles.parquet'}")
-    return code
+    return _run_job(cfg, until=args.until)
 
 
 def cmd_train_gan(args: argparse.Namespace) -> int:
@@ -315,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--slides", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-gan",
+        action="store_true",
+        help="train the generator from scratch instead of the shipped one",
+    )
+    p.add_argument("--until", choices=STAGES, help="stop after this stage")
     p.set_defaults(func=cmd_demo)
     return parser
 
