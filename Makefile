@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tiling.py
 
 bench-inversion: $(STAMP)
-	$(BIN)/python bench/inversion.py --config configs/demo.yaml
+	PYTHONPATH=. $(BIN)/python bench/inversion.py --config configs/demo.yaml
 
 clean-demo:
 	rm -rf work/demo

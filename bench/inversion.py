@@ -7,7 +7,9 @@ the whole ``invert`` stage with 1 vs 2 CPU actors. Uses the encoder cached by
 ``stylepath train-encoder`` in the workdir (trained first if missing), real demo tiles and the
 workdir's classifier. In-process parts use ``--threads`` torch threads.
 
-    python bench/inversion.py [--config configs/demo.yaml] [--tiles 32] [--k 2]
+    PYTHONPATH=. python bench/inversion.py [--config configs/demo.yaml] [--tiles 32] [--k 2]
+
+(``PYTHONPATH=.``: this checkout's code, also when the venv's editable install is another one.)
 """
 
 from __future__ import annotations

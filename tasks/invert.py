@@ -250,14 +250,17 @@ def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
 class Inverter:
     """Loads G, E, D's features and the classifier once; inverts batches of one slide."""
 
-    def __init__(self, gen_folder: str, use_d: bool, enc_weights: dict[str, torch.Tensor],
+    def __init__(self, gen_folder: str, use_d: bool, inversion_root: str, enc_key: str,
                  enc_spec: dict, clf_spec: ClassifierSpec, tiles_root: str,
                  icfg: InversionConfig, fault_marker: str | None = None) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(icfg.num_cpus)))
         self.device = _device(icfg.num_gpus)
         self.gen = _gen_to(load_generator(gen_folder), self.device)
         self.E = Encoder(EncoderSpec.from_dict(enc_spec), self.gen.w_mean, self.gen.w_std)
-        self.E.load_state_dict(enc_weights)
+        cached = InversionStore(inversion_root).load_encoder(enc_key)
+        if cached is None:
+            raise RuntimeError(f"{inversion_root}: the cached encoder {enc_key} is gone")
+        self.E.load_state_dict(cached[0])
         self.E.to(self.device).eval().requires_grad_(False)
         self.feats = None
         if use_d:
@@ -290,9 +293,7 @@ class Inverter:
             w0 = self.E(x)
         seed = self.icfg.seed + zlib.crc32(f"{slide_id}:{indices[0]}".encode())
         out = refine(self.gen, w0, x, self.settings, self.feats, seed=seed)
-        with torch.no_grad():
-            recon = self.gen.synthesis(out.w)
-        fid = fidelity(x, recon, self.clf)
+        fid = fidelity(x, out.img, self.clf)
         n = len(indices)
         seconds = (time.perf_counter() - t0) / n
         latents = out.w if out.w.ndim == 3 else out.w[:, None]
@@ -379,7 +380,7 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
         progress = sys.stderr.isatty()
     store = InversionStore(cfg.workdir / "inversion")
     with workdir_lock(cfg.workdir):
-        weights, meta, trained = ensure_encoder(prep, store)
+        _, meta, trained = ensure_encoder(prep, store)
         summary.encoder_trained = trained
         summary.encoder_seconds = float(meta.get("seconds", 0.0)) if trained else 0.0
         store.reset_parts(parts_fingerprint(prep, meta["key"]))
@@ -394,8 +395,9 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
                 num_cpus=icfg.num_cpus, num_gpus=icfg.num_gpus, max_restarts=icfg.max_restarts,
                 max_task_retries=icfg.max_task_retries,
             )  # fmt: skip
-            w_ref = ray.put(weights)
-            args = (str(prep.gen_folder), prep.use_d, w_ref, meta["spec"], prep.clf_spec,
+            # Small arguments only: a restarted actor re-reads the encoder from the workdir.
+            args = (str(prep.gen_folder), prep.use_d, str(store.root), meta["key"], meta["spec"],
+                    prep.clf_spec,
                     str(cfg.workdir / "tiles"), icfg, os.environ.get(FAULT_ENV))  # fmt: skip
             actors = [actor_cls.remote(*args) for _ in range(min(icfg.concurrency, len(jobs)))]
             pool = ActorPool(actors)

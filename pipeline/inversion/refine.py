@@ -38,6 +38,7 @@ class RefineResult:
     loss: torch.Tensor  # [N] final per-tile loss (NaN where failed)
     history: torch.Tensor  # [steps + 1, N]: loss before each step, and after the last
     failed: list[str | None] = field(default_factory=list)  # per tile: None or the reason
+    img: torch.Tensor | None = None  # [N, 3, R, R] G(w) in [0, 1] (saves a synthesis pass)
 
 
 def lr_at(step: int, steps: int, s: RefineSettings) -> float:
@@ -49,10 +50,11 @@ def lr_at(step: int, steps: int, s: RefineSettings) -> float:
 
 
 def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: RefineSettings,
-              feats: DFeatures | None, target_feats: list[torch.Tensor] | None
-              ) -> torch.Tensor:  # fmt: skip
-    """Per-tile reconstruction loss of latents ``w`` against target images → [N]."""
-    img = gen.synthesis(w, clamp=False)
+              feats: DFeatures | None, target_feats: list[torch.Tensor] | None,
+              img: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Per-tile reconstruction loss of latents ``w`` (or of their image ``img``, unclamped)
+    against target images → [N]."""
+    img = gen.synthesis(w, clamp=False) if img is None else img
     loss = s.pixel_weight * mse(img, target)
     if s.ssim_weight:
         loss = loss + s.ssim_weight * ms_ssim_loss(img.clamp(0, 1), target, s.ssim_scales)
@@ -96,11 +98,13 @@ def refine(gen: TrainedGenerator, w0: torch.Tensor, target: torch.Tensor, s: Ref
         with torch.no_grad():
             w[bad] = last[bad]
     with torch.no_grad():
-        final = tile_loss(gen, w, target, s, feats, target_feats)
+        raw = gen.synthesis(w, clamp=False)
+        final = tile_loss(gen, w, target, s, feats, target_feats, raw)
         newly = ~torch.isfinite(final) & ~bad
         for i in torch.nonzero(newly).flatten().tolist():
             failed[i] = "non-finite loss after refinement"
         bad |= newly
     history.append(final)
     return RefineResult(w=w.detach(), loss=torch.where(bad, torch.nan, final),
-                        history=torch.stack(history), failed=failed)  # fmt: skip
+                        history=torch.stack(history), failed=failed,
+                        img=raw.clamp(0, 1))  # fmt: skip

@@ -65,6 +65,8 @@ def test_refinement_lowers_every_tiles_loss(gen: TrainedGenerator, space, one_th
     assert res.w.shape == w0.shape and res.history.shape == (13, 6)
     assert (res.history[-1] < res.history[0]).all(), res.history[[0, -1]]
     assert res.failed == [None] * 6
+    with torch.no_grad():
+        torch.testing.assert_close(res.img, gen.synthesis(res.w))
 
 
 def test_a_nan_tile_fails_alone(gen: TrainedGenerator, one_thread) -> None:
