@@ -1,12 +1,15 @@
 """The training step, loop and data stream without Ray."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.gan import PRESETS
-from pipeline.gan.data import dihedral, epoch_order
-from pipeline.gan.loop import LoopConfig, TrainingDiverged, train
+from pipeline.gan.data import TileBatches, dihedral, epoch_order, epoch_plan, make_blocks
+from pipeline.gan.loop import LoopConfig, TrainingDiverged, generate, train
+from pipeline.gan.networks import Generator
 from pipeline.gan.step import StepConfig, TrainState, train_step
 
 
@@ -66,9 +69,6 @@ def test_collapse_guard_uses_sample_spread() -> None:
 
 
 def test_generate_draws_seeded_per_sample_noise() -> None:
-    from pipeline.gan.loop import generate
-    from pipeline.gan.networks import Generator
-
     G = Generator(PRESETS["tiny32"]).eval()
     with torch.no_grad():
         for m in G.synthesis.convs:
@@ -81,3 +81,13 @@ def test_generate_draws_seeded_per_sample_noise() -> None:
     # Metrics must see G's real distribution: random noise differs per sample, const does not.
     c = generate(G, 4, seed=3, noise_mode="const")
     assert c.std(axis=0).mean() < a.std(axis=0).mean()
+
+
+def test_default_blocks_mix_slides_within_a_batch() -> None:
+    defaults = inspect.signature(TileBatches.__init__).parameters
+    bt, wb = defaults["block_tiles"].default, defaults["window_blocks"].default
+    slides = np.repeat(np.arange(16), 570)  # the demo cohort: 16 slides of ~570 tiles
+    blocks = make_blocks(slides, np.tile(np.arange(570), 16), bt)
+    rows = epoch_plan(blocks, seed=0, epoch=0, rank=0, world_size=1, window_blocks=wb).rows
+    per_batch = [len(np.unique(slides[rows[i : i + 32]])) for i in range(0, len(rows) - 31, 32)]
+    assert np.mean(per_batch) > 12  # iid would give ~14; 64-tile blocks gave ~9
