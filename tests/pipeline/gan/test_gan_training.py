@@ -91,3 +91,13 @@ def test_default_blocks_mix_slides_within_a_batch() -> None:
     rows = epoch_plan(blocks, seed=0, epoch=0, rank=0, world_size=1, window_blocks=wb).rows
     per_batch = [len(np.unique(slides[rows[i : i + 32]])) for i in range(0, len(rows) - 31, 32)]
     assert np.mean(per_batch) > 12  # iid would give ~14; 64-tile blocks gave ~9
+
+
+def test_ada_ops_select_the_augmentations() -> None:
+    s = TrainState.create(PRESETS["tiny32"], StepConfig(batch_size=8, ada_ops=("xflip",)))
+    assert s.augment.w["xflip"] == 1.0 and s.augment.w["hue"] == 0.0
+    s.augment.p.fill_(1.0)
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    y = s.augment(x)
+    # x-flips only: every image is itself or its mirror, colours untouched.
+    assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(y, x, strict=True))
