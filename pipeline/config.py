@@ -104,6 +104,14 @@ class GanTrainConfig(_Section):
     ada: bool = Field(True, description="adaptive augmentation (for cohorts of few tiles)")
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)
+    ada_ops: list[
+        Literal["xflip", "yflip", "rotate90", "xint", "scale", "rotate", "brightness",
+                "contrast", "hue", "saturation"]
+    ] = Field(
+        ["xflip", "yflip", "rotate90", "xint", "scale", "rotate", "brightness", "contrast",
+         "hue", "saturation"],
+        description="ADA operations used (the others are never applied)",
+    )  # fmt: skip
     dihedral: bool = Field(True, description="random flips and 90° rotations of the tiles")
     seed: int = 0
     tick_kimg: float = Field(4.0, gt=0, description="metrics, checkpoint and guard interval")

@@ -58,6 +58,7 @@ def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
         batch_size=g.batch_size // world_size, lr_g=g.lr_g, lr_d=g.lr_d, r1_gamma=g.r1_gamma,
         r1_interval=g.r1_interval, pl_weight=g.pl_weight, style_mixing=g.style_mixing,
         ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
+        ada_ops=tuple(g.ada_ops),
     )  # fmt: skip
 
 

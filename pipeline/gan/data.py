@@ -97,8 +97,8 @@ class TileBatches:
 
     def __init__(self, store: TileStore, manifest: pd.DataFrame, batch_size: int, *, seed: int,
                  rank: int = 0, world_size: int = 1, dihedral_aug: bool = True,
-                 cursor: DataCursor | None = None, block_tiles: int = 64,
-                 window_blocks: int = 16) -> None:  # fmt: skip
+                 cursor: DataCursor | None = None, block_tiles: int = 16,
+                 window_blocks: int = 64) -> None:  # fmt: skip
         if len(manifest) < batch_size * world_size:
             raise ValueError(
                 f"{len(manifest)} tiles are fewer than one batch ({batch_size} x {world_size})"

@@ -42,15 +42,26 @@ def tick_seed(seed: int, rank: int, nimg: int) -> int:
 
 
 @torch.no_grad()
-def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0) -> np.ndarray:
-    """n images from fixed latents: uint8 [n, H, W, C]."""
+def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
+             noise_mode: str = "random") -> np.ndarray:  # fmt: skip
+    """n images from fixed latents: uint8 [n, H, W, C].
+
+    ``noise_mode="random"`` (default) draws fresh per-sample noise from ``seed`` (so the
+    result is still deterministic, and the global RNG is left untouched): that is the
+    distribution G was trained to match, and what metrics must see. ``"const"`` uses one
+    fixed noise image for every sample: a generator that places structure with its noise
+    inputs then shows the same layout in every sample (spread and SWD look worse than G is).
+    """
+    dev = next(G.parameters()).device
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
-    z = z.to(next(G.parameters()).device)
+    z = z.to(dev)
     out = []
-    for i in range(0, n, batch):
-        img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode="const")
-        img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-        out.append(img.cpu().numpy())
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, n, batch):
+            img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode=noise_mode)
+            img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+            out.append(img.cpu().numpy())
     return np.concatenate(out)
 
 

@@ -44,6 +44,7 @@ class StepConfig:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 100.0
+    ada_ops: tuple[str, ...] = AugmentPipe.OPS  # the others get weight 0
 
 
 Sync = Callable[[torch.Tensor], torch.Tensor]  # all-reduce (mean) across workers
@@ -106,7 +107,9 @@ class TrainState:
                 G.parameters(), cfg.lr_g, cfg.beta2, cfg.pl_interval if cfg.pl_weight else 0
             ),
             opt_D=_lazy_adam(D.parameters(), cfg.lr_d, cfg.beta2, cfg.r1_interval),
-            augment=AugmentPipe(0.0).to(device),
+            augment=AugmentPipe(0.0, **{op: float(op in cfg.ada_ops) for op in AugmentPipe.OPS}).to(
+                device
+            ),  # fmt: skip
             mean_path_length=torch.zeros((), device=device),
         )
 
