@@ -108,3 +108,18 @@ def test_report_renders_in_headless_chromium(analysed, tmp_path: Path) -> None:
     total = int(dom.split('data-images-total="')[1].split('"')[0])
     loaded = int(dom.split('data-images-loaded="')[1].split('"')[0])
     assert total > 5 and loaded == total
+
+
+def test_analyze_bad_inputs_fail_before_any_work(analysed) -> None:
+    from pipeline.config import config_from_dict as from_dict
+    from tasks.analyze import AnalysisInputError, run_analyze
+
+    cfg, _ = analysed
+    before = {p: p.stat().st_mtime_ns for p in (cfg.workdir / "analysis").rglob("*")}
+    data = cfg.dump()
+    with pytest.raises(AnalysisInputError, match="no column"):
+        run_analyze(from_dict({**data, "analysis": {**data["analysis"], "metadata": ["site"]}}))
+    with pytest.raises(AnalysisInputError, match="unknown"):
+        run_analyze(from_dict({**data, "analysis": {**data["analysis"], "features": ["x"]}}))
+    after = {p: p.stat().st_mtime_ns for p in (cfg.workdir / "analysis").rglob("*")}
+    assert after == before  # nothing written
