@@ -52,7 +52,8 @@ def ray_train(tiles: Path, out: Path, preset: str, batch: int, kimg: float, work
             "ray": {"num_cpus": 2},
             "gan": {
                 "preset": preset, "batch_size": batch, "total_kimg": kimg,
-                "tick_kimg": kimg / 4, "metric_ticks": 1000, "metric_images": 64,
+                "tick_kimg": kimg / 4, "metric_ticks": 1000, "metric_images": 16,
+                "sample_ticks": 1000,
                 "num_workers": workers, "cpus_per_worker": 2 // workers,
             },
         }
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("work/demo"))
     ap.add_argument("--preset", default="tiny64")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--kimg", type=float, default=0.64)
+    ap.add_argument("--kimg", type=float, default=1.28)
     args = ap.parse_args()
     store = TileStore(args.workdir / "tiles")
     steps = max(4, int(args.kimg * 1000 / args.batch / 2))
