@@ -42,13 +42,14 @@ from pipeline.directions import (
 )
 from pipeline.features import compute_features, feature_names
 from pipeline.gan.generator import load_generator
-from pipeline.io.files import atomic_write_json, workdir_lock
+from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.tile_store import TileStore
 from pipeline.provenance import provenance
 from pipeline.reports.bias import conditional_rows, cosine_rows
 from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
+from tasks.invert import generator_folder
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
@@ -70,13 +71,6 @@ class AnalysisSummary:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def generator_dir(cfg: Config) -> Path:
-    """The generator the latents belong to (the one inversion used)."""
-    from tasks.invert import generator_folder
-
-    return generator_folder(cfg)
-
-
 def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
     """Successfully inverted tiles (with their manifest metadata) and their latents
     [n, L, D] (L = 1 for W)."""
@@ -175,12 +169,11 @@ class Shifter:
 
 # -- driver ------------------------------------------------------------------------------------
 def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
-    h = hashlib.sha256()
-    for p in [gen_dir / "generator.safetensors", InversionStore(cfg.workdir / "inversion").table]:
-        h.update(p.read_bytes())
-    h.update(json.dumps([spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp],
-                        sort_keys=True).encode())  # fmt: skip
-    return h.hexdigest()[:16]
+    files = files_sha256([gen_dir / "generator.safetensors",
+                          InversionStore(cfg.workdir / "inversion").table])  # fmt: skip
+    blob = json.dumps([files, spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp],
+                      sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def fit_directions(
@@ -234,7 +227,7 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
     """See the module docstring. Raises ``AnalysisInputError`` before any work."""
     t0 = time.perf_counter()
     a = cfg.analysis
-    gen_dir = generator_dir(cfg)
+    gen_dir = generator_folder(cfg)
     if not (gen_dir / "generator.safetensors").is_file():
         raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or inversion.generator)")
     inv, latents = load_inverted(cfg)

@@ -44,7 +44,7 @@ from pipeline.inversion.losses import DFeatures
 from pipeline.inversion.refine import RefineSettings, refine
 from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
 from pipeline.io.checkpoints import load_weights
-from pipeline.io.files import workdir_lock
+from pipeline.io.files import files_sha256, workdir_lock
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
@@ -98,15 +98,6 @@ def generator_folder(cfg: Config) -> Path:
     """``inversion.generator`` (relative: to the current directory), else ``workdir/gan``."""
     g = cfg.inversion.generator
     return Path(g).expanduser().absolute() if g else cfg.workdir / "gan"
-
-
-def _sha(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _hash(obj: Any) -> str:
@@ -166,7 +157,7 @@ def prepare(cfg: Config) -> Prepared:
         raise InversionInputError("inversion.selection selects no tiles")
     use_d = cfg.inversion.discriminator and (folder / "discriminator.safetensors").is_file()
     files = [folder / "generator.safetensors", folder / "generator.json"]
-    gen_fp = _sha(files + ([folder / "discriminator.safetensors"] if use_d else []))
+    gen_fp = files_sha256(files + ([folder / "discriminator.safetensors"] if use_d else []))
     return Prepared(cfg, folder, gen_fp, gen, selection.reset_index(drop=True), tile_size,
                     clf_spec, use_d)  # fmt: skip
 
@@ -320,7 +311,7 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
             "classifier": prep.clf_spec.fingerprint(),
-            "tiles": _sha([TileStore(prep.cfg.workdir / "tiles").tiles_manifest]),
+            "tiles": files_sha256([TileStore(prep.cfg.workdir / "tiles").tiles_manifest]),
         }
     )
 

@@ -33,7 +33,7 @@ from pipeline.classifier.contract import (
 )
 from pipeline.classifier.heatmaps import find_layer, gradcam, occlusion, overlay
 from pipeline.config import Config, PredictConfig
-from pipeline.io.files import atomic_write_json, workdir_lock
+from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.heatmap_store import HeatmapStore
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import write_parquet
@@ -116,20 +116,12 @@ class Scorer:
         }  # fmt: skip
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(spec: ClassifierSpec, manifest_path: Path, methods: list[str],
                 pcfg: PredictConfig) -> str:  # fmt: skip
     """Model files + settings, tile manifest bytes, heatmap settings."""
     settings = {"methods": methods, "grid": pcfg.heatmap_grid, "patch": pcfg.occlusion_patch,
                 "stride": pcfg.occlusion_stride}  # fmt: skip
-    blob = json.dumps([spec.fingerprint(), _file_sha(manifest_path), settings], sort_keys=True)
+    blob = json.dumps([spec.fingerprint(), files_sha256([manifest_path]), settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -23,7 +23,8 @@ from pipeline.io.tile_store import TileStore
 from pipeline.reports.html import DirectionSection, Report, render, strip
 from pipeline.reports.plots import effects_chart, prediction_vs_alpha, slide_overview
 from pipeline.slides.open import SlideError, open_slide
-from tasks.analyze import OUT, AnalysisInputError, generator_dir, load_inverted
+from tasks.analyze import OUT, AnalysisInputError, load_inverted
+from tasks.invert import generator_folder
 
 REPORT = "report"
 
@@ -77,7 +78,8 @@ def run_report(cfg: Config, tiles_per_direction: int = 2, max_slides: int = 24) 
     prov = read_provenance(a_dir / "shifts.parquet") or {}
     preds_path = cfg.workdir / "predictions.parquet"
     preds = read_parquet(preds_path) if preds_path.is_file() else None
-    gen = load_generator(generator_dir(cfg))
+    prob_of = preds.set_index("tile_id")["prob"] if preds is not None else pd.Series(dtype=float)
+    gen = load_generator(generator_folder(cfg))
     inv, latents = load_inverted(cfg)
     row_of = {t: i for i, t in enumerate(inv["tile_id"])}
     store = TileStore(cfg.workdir / "tiles")
@@ -112,8 +114,7 @@ def run_report(cfg: Config, tiles_per_direction: int = 2, max_slides: int = 24) 
             labels = [f"a{al:+.1f} p{p.get(al, np.nan):.2f}" for al in alphas]
             r = inv.iloc[row_of[tile_id]]
             real = store.read_tiles(str(r["slide_id"]), np.array([int(r["index"])]))[0]
-            p_real = (preds.set_index("tile_id")["prob"].get(tile_id, np.nan)
-                      if preds is not None else np.nan)  # fmt: skip
+            p_real = prob_of.get(tile_id, np.nan)
             lead = [(real, f"real p{p_real:.2f}")]
             for m in methods:
                 hm = heat.read(m, str(r["slide_id"]), np.array([int(r["index"])]))[0]
@@ -136,7 +137,7 @@ def run_report(cfg: Config, tiles_per_direction: int = 2, max_slides: int = 24) 
     report = Report(
         title="stylepath report",
         provenance=prov,
-        overview=[("workdir", str(cfg.workdir)), ("generator", str(generator_dir(cfg))),
+        overview=[("workdir", str(cfg.workdir)), ("generator", str(generator_folder(cfg))),
                   ("generator kimg", gen.meta.get("kimg")), ("tiles shifted", n_tiles),
                   ("frames", len(shifts)), ("classifier", cfg.classifier.model or "built-in")],
         directions_table=dirs[["name", "kind", "estimable", "auc", "accuracy", "sigma",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.io.files import atomic_write_json, atomic_write_yaml
+from pipeline.io.files import atomic_write_json, atomic_write_yaml, files_sha256
 from pipeline.provenance import code_version
 
 STAGES = ["tile", "train-gan", "train-classifier", "predict", "invert", "analyze", "report"]
@@ -42,27 +42,16 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _sha_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(p.name).encode())
-        if p.is_file():
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()[:16]
-
-
 def stage_fingerprint(cfg: Config, stage: str) -> str:
     """Inputs of the stages that keep no finer-grained record of their own work."""
     tiles = cfg.workdir / "tiles" / "tiles.parquet"
     if stage == "train-gan":
-        parts = [_sha_files([tiles]), cfg.section_hash("gan")]
+        parts = [files_sha256([tiles], missing_ok=True), cfg.section_hash("gan")]
     elif stage == "train-classifier":
-        parts = [_sha_files([tiles]), cfg.section_hash("classifier")]
+        parts = [files_sha256([tiles], missing_ok=True), cfg.section_hash("classifier")]
     elif stage == "report":
-        parts = [_sha_files([cfg.workdir / "analysis" / "analysis.json",
-                             cfg.workdir / "predictions.parquet"])]  # fmt: skip
+        parts = [files_sha256([cfg.workdir / "analysis" / "analysis.json",
+                               cfg.workdir / "predictions.parquet"], missing_ok=True)]  # fmt: skip
     else:
         return ""
     blob = json.dumps([stage, STAGE_VERSION.get(stage, 0), *parts])

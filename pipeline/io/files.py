@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -91,3 +92,17 @@ def workdir_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def files_sha256(paths: list[Path], *, missing_ok: bool = False) -> str:
+    """SHA-256 (16 hex digits) over the bytes of ``paths`` in order, read in 1 MiB blocks;
+    with ``missing_ok`` an absent file counts as its name only."""
+    h = hashlib.sha256()
+    for p in map(Path, paths):
+        h.update(p.name.encode())
+        if missing_ok and not p.is_file():
+            continue
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]

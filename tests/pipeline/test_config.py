@@ -65,3 +65,18 @@ def test_section_hash_tracks_only_its_sections(tmp_path: Path) -> None:
 def test_shipped_configs_validate() -> None:
     for path in (REPO / "configs").glob("*.yaml"):
         load_config(path)
+
+
+def test_files_sha256_sees_bytes_order_and_missing_files(tmp_path) -> None:
+    from pipeline.io.files import files_sha256
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"x" * (3 << 20))
+    b.write_bytes(b"y")
+    h = files_sha256([a, b])
+    assert len(h) == 16 and h == files_sha256([a, b]) and h != files_sha256([b, a])
+    a.write_bytes(b"x" * ((3 << 20) - 1) + b"z")
+    assert files_sha256([a, b]) != h
+    with pytest.raises(FileNotFoundError):
+        files_sha256([tmp_path / "gone"])
+    assert files_sha256([tmp_path / "gone"], missing_ok=True)
