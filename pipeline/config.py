@@ -112,6 +112,9 @@ class GanTrainConfig(_Section):
          "hue", "saturation"],
         description="ADA operations used (the others are never applied)",
     )  # fmt: skip
+    noise_init: float = Field(
+        0.0, ge=0, description="initial strength of G's noise inputs (paper: 0; see docs/gan.md)"
+    )
     dihedral: bool = Field(True, description="random flips and 90° rotations of the tiles")
     seed: int = 0
     tick_kimg: float = Field(4.0, gt=0, description="metrics, checkpoint and guard interval")

@@ -58,7 +58,7 @@ def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
         batch_size=g.batch_size // world_size, lr_g=g.lr_g, lr_d=g.lr_d, r1_gamma=g.r1_gamma,
         r1_interval=g.r1_interval, pl_weight=g.pl_weight, style_mixing=g.style_mixing,
         ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
-        ada_ops=tuple(g.ada_ops),
+        ada_ops=tuple(g.ada_ops), noise_init=g.noise_init,
     )  # fmt: skip
 
 
@@ -100,12 +100,14 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
 
 
 def warm_start(state: TrainState, folder: Path, preset: str) -> None:
-    """G and G_ema (and D when saved) from an exported generator; optimizers start fresh."""
+    """G and G_ema (and D when saved) and the augmentation probability from an exported
+    generator; optimizers start fresh, images seen from 0."""
     weights, meta = load_generator_files(folder)
     if meta.get("spec") != PRESETS[preset].to_dict():
         raise CheckpointError(f"{folder}: exported generator is not preset {preset}")
     state.G.load_state_dict(weights)
     state.G_ema.load_state_dict(weights)
+    state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
     d_path = folder / "discriminator.safetensors"
     if d_path.is_file():
         state.D.load_state_dict(load_weights(d_path))
@@ -301,7 +303,15 @@ def _train_local(cfg: Config, out_dir: Path) -> Path:
     def report(metrics: dict[str, float], folder: Path | None) -> None:
         if folder is not None:
             _keep_local_checkpoint(folder, root, int(round(metrics["kimg"] * 1000)))
-        shown = ("d_loss", "g_loss", "augment_p", "spread_ratio", "swd", "sec_per_kimg")
+        shown = (
+            "d_loss",
+            "g_loss",
+            "augment_p",
+            "spread_ratio",
+            "layout_corr",
+            "swd",
+            "sec_per_kimg",
+        )
         print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown
               if k in metrics), file=sys.stderr, flush=True)  # fmt: skip
 

@@ -11,7 +11,12 @@ from pipeline.gan.losses import (
     g_path_length_penalty,
     mixing_ws,
 )
-from pipeline.gan.metrics import laplacian_pyramid, sample_patch_descriptors, swd
+from pipeline.gan.metrics import (
+    laplacian_pyramid,
+    layout_correlation,
+    sample_patch_descriptors,
+    swd,
+)
 from pipeline.gan.networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork
 from pipeline.gan.presets import PRESETS, NetworkSpec
 
@@ -33,6 +38,7 @@ __all__ = [
     "g_nonsaturating_loss",
     "g_path_length_penalty",
     "laplacian_pyramid",
+    "layout_correlation",
     "mixing_ws",
     "modulated_conv2d",
     "sample_patch_descriptors",

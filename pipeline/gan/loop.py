@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.gan.metrics import swd
+from pipeline.gan.metrics import layout_correlation, swd
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync, train_step
 
 log = logging.getLogger("stylepath")
@@ -117,6 +117,7 @@ def train(
         if not bad and real_spread is not None and rank == 0:
             fakes = generate(state.G_ema, cfg.metric_images, seed=cfg.seed + 1)
             metrics["spread_ratio"] = spread(fakes) / max(real_spread, 1e-6)
+            metrics["layout_corr"] = layout_correlation(fakes)
             if metrics["spread_ratio"] < cfg.guard_diversity:
                 ratio = metrics["spread_ratio"]
                 bad = f"mode collapse at {state.cur_nimg} images (spread ratio {ratio:.2f})"

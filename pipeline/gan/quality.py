@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.features.nuclei import nuclei_table
-from pipeline.gan.metrics import swd
+from pipeline.gan.metrics import layout_correlation, swd
 
 STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction")
 
@@ -19,7 +19,9 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
 
     The bar: for each nuclear statistic the samples' mean lies within one SD of the reals'
     mean and the samples' SD within a factor 2 of the reals' SD; the same for the per-tile
-    mean of each colour channel. Returns the figures and ``passed``.
+    mean of each colour channel; and the samples' layout correlation at most 0.1 above the
+    reals' (no shared arrangement of nuclei, ``layout_correlation``). Returns the figures
+    and ``passed``.
     """
     r, f = nuclei_table(reals, mpp), nuclei_table(fakes, mpp)
     out: dict[str, Any] = {"n_real": len(reals), "n_fake": len(fakes), "checks": {}}
@@ -38,6 +40,9 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
             "fake_mean": float(fc[:, k].mean()), "fake_sd": float(fc[:, k].std()),
             "passed": bool(ok),
         }  # fmt: skip
+    # Layout: samples must not share one arrangement of nuclei (tiles cut at random share none).
+    rl, fl = layout_correlation(reals), layout_correlation(fakes)
+    out["checks"]["layout_corr"] = {"real": rl, "fake": fl, "passed": bool(fl <= rl + 0.1)}
     out["swd"] = swd(reals, fakes, seed=seed)
     out["passed"] = all(c["passed"] for c in out["checks"].values())
     return out

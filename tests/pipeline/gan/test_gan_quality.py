@@ -22,3 +22,15 @@ def test_real_tiles_pass_and_blobs_fail() -> None:
     blobs = np.repeat(np.repeat(blurred, 4, axis=1), 4, axis=2).astype(np.uint8)
     bad = quality_report(reals, blobs, mpp=1.0)
     assert not bad["passed"] and bad["swd"]["mean"] > good["swd"]["mean"]
+
+
+def test_one_layout_in_every_sample_fails() -> None:
+    """Samples that recolour one tile (the tiny G's failure on the demo) fail on layout."""
+    reals, others = demo_tiles(1), demo_tiles(2)
+    rng = np.random.default_rng(0)
+    gain = rng.uniform(0.85, 1.0, (len(others), 1, 1, 3))
+    same = np.clip(others[:1].astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    rep = quality_report(reals, same, mpp=1.0)
+    assert rep["checks"]["layout_corr"]["fake"] > 0.9
+    assert not rep["checks"]["layout_corr"]["passed"] and not rep["passed"]
+    assert abs(rep["checks"]["layout_corr"]["real"]) < 0.1

@@ -63,3 +63,15 @@ def test_patch_descriptors_are_the_sampled_patches() -> None:
     for k in range(10):
         ref = x[idx[k], :, ys[k] : ys[k] + 5, xs[k] : xs[k] + 5].reshape(-1).numpy()
         np.testing.assert_array_equal(desc[k], ref)
+
+
+def test_layout_correlation_separates_shared_from_independent_layouts() -> None:
+    from pipeline.gan.metrics import layout_correlation
+
+    rng = np.random.default_rng(0)
+    independent = rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    assert abs(layout_correlation(independent)) < 0.05
+    one = rng.normal(size=(1, 3, 16, 16))
+    shared = one * rng.uniform(0.5, 2.0, (32, 1, 1, 1)) + rng.uniform(-0.3, 0.3, (32, 3, 1, 1))
+    assert layout_correlation(torch.from_numpy(shared).float()) > 0.99  # same layout, recoloured
+    assert layout_correlation(torch.from_numpy(-shared[:2]).float()) > 0.99
