@@ -28,6 +28,7 @@ from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS
+from pipeline.gan.quality import NucleiTracker
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
@@ -175,7 +176,7 @@ def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
         for x in batches:
             yield _resize(to_tensor(x.to(wk.device)), res)
 
-    reals = None
+    reals, stats = None, None
     if rank == 0:
         pick = np.random.default_rng(g.seed).choice(len(manifest), g.metric_images, replace=False)
         sub = manifest.iloc[np.sort(pick)]
@@ -185,6 +186,8 @@ def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
         reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         if not (out_dir / "reals.png").exists():
             save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
+        if reals.shape[-1] == 3:  # histology: track the bar's nuclear statistics
+            stats = NucleiTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res)
     loop_cfg = LoopConfig(
         total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
         metric_ticks=g.metric_ticks, metric_images=g.metric_images,
@@ -208,7 +211,7 @@ def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
         tick["n"] += 1
 
     train(state, on_device(), scfg, loop_cfg, on_tick, reals_for_metrics=reals,
-          sync=wk.sync, rank=rank, world_size=world)  # fmt: skip
+          sync=wk.sync, rank=rank, world_size=world, sample_stats=stats)  # fmt: skip
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

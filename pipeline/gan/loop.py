@@ -85,12 +85,14 @@ def train(
     sync: Sync = no_sync,
     rank: int = 0,
     world_size: int = 1,
+    sample_stats: Callable[[np.ndarray], dict[str, float]] | None = None,
 ) -> TrainState:
     """Train until ``cfg.total_nimg``; call ``on_tick`` at every tick boundary.
 
     Guard: a non-finite loss or a D loss above ``guard_d_loss`` (divergence), or G_ema samples
     whose spread falls below ``guard_diversity`` × the reals' (mode collapse), rolls the state
     back to the last good tick, with a warning, instead of training on garbage.
+    ``sample_stats(samples)`` adds domain metrics (e.g. nuclei) at the SWD ticks.
     """
     real_spread = spread(reals_for_metrics) if reals_for_metrics is not None else None
     good = copy.deepcopy(state.state_dict())
@@ -123,6 +125,8 @@ def train(
                 bad = f"mode collapse at {state.cur_nimg} images (spread ratio {ratio:.2f})"
             elif tick % cfg.metric_ticks == 0 or state.cur_nimg >= cfg.total_nimg:
                 metrics["swd"] = swd(reals_for_metrics, fakes, seed=cfg.seed)["mean"]
+                if sample_stats is not None:
+                    metrics.update(sample_stats(fakes))
         bad_flag = sync(torch.tensor([1.0 if bad else 0.0]))
         if float(bad_flag) > 0:
             rollbacks += 1

@@ -53,7 +53,17 @@ def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
     out = full_cfg.workdir / "gan"
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
-    assert {"d_loss", "g_loss", "augment_p", "swd", "sec_per_kimg", "spread_ratio"} <= set(metrics)
+    assert {
+        "d_loss",
+        "g_loss",
+        "augment_p",
+        "swd",
+        "sec_per_kimg",
+        "spread_ratio",
+        "layout_corr",
+        "nuclei_density",
+        "nuclei_density_z",
+    } <= set(metrics)
     assert np.isfinite(metrics["swd"]).all()
     assert len(list((out / "samples").glob("*.png"))) == 2 and (out / "reals.png").is_file()
 
