@@ -373,12 +373,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _workdir_options(self) -> Config:
         wd = self.workdir
-        if (
-            is_remote(wd)
-            and self.storage_options
-            and dict(wd.storage_options) != dict(self.storage_options)
-        ):
-            object.__setattr__(self, "workdir", as_path(str(wd), self.storage_options))
+        if is_remote(wd) and self.storage_options:
+            wanted = as_path(str(wd), self.storage_options)
+            if dict(wd.storage_options) != dict(wanted.storage_options):
+                object.__setattr__(self, "workdir", wanted)
         return self
 
     def dump(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline.config import ClassifierConfig
 from pipeline.io.models import card_path, load_torchscript, load_weights, read_card
-from pipeline.io.paths import WorkPath, as_path, is_url
+from pipeline.io.paths import WorkPath, as_path, is_remote, is_url
 
 BUILTIN_DIR = "classifier"  # under the workdir
 BUILTIN_CARD = "model.json"
@@ -67,11 +67,13 @@ class ClassifierSpec:
         return h.hexdigest()[:16]
 
 
-def _resolve_path(raw: str, base: WorkPath | None = None) -> WorkPath:
-    """A model file: a URL (storage options from the environment), or a local path (relative:
-    to ``base``, else to the current directory)."""
+def _resolve_path(
+    raw: str, base: WorkPath | None = None, storage_options: dict[str, Any] | None = None
+) -> WorkPath:
+    """A model file: a URL (opened with ``storage_options``), or a local path (relative: to
+    ``base``, else to the current directory)."""
     if is_url(raw):
-        return as_path(raw)
+        return as_path(raw, storage_options)
     if base is not None and not isinstance(base, Path):  # relative to a URL folder
         return base / raw
     p = Path(raw).expanduser()
@@ -84,18 +86,21 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int) -> C
     """Config + the model's JSON card → spec. Without ``model``/``entry_point``: the built-in
     classifier of ``workdir`` (loaded as an ``nn.Module`` so GradCAM can see inside)."""
     kwargs: dict[str, Any] = {}
+    workdir = as_path(workdir)
+    # Model URLs are opened like the workdir (same endpoint and options) when it is remote too.
+    opts = dict(workdir.storage_options) if is_remote(workdir) else None
     if ccfg.model:
-        path = _resolve_path(ccfg.model)
+        path = _resolve_path(ccfg.model, storage_options=opts)
         card_file = card_path(path)
         kwargs.update(kind="torchscript", source=str(path), path=path)
     elif ccfg.entry_point:
-        weights = _resolve_path(ccfg.weights or "")
+        weights = _resolve_path(ccfg.weights or "", storage_options=opts)
         card_file = card_path(weights)
         kwargs.update(kind="module", source=f"{ccfg.entry_point} + {weights}",
                       entry_point=ccfg.entry_point, weights=weights,
                       entry_kwargs=dict(ccfg.entry_kwargs))  # fmt: skip
     else:
-        card_file = as_path(workdir) / BUILTIN_DIR / BUILTIN_CARD
+        card_file = workdir / BUILTIN_DIR / BUILTIN_CARD
         if not card_file.is_file():
             raise ClassifierError(
                 f"{card_file}: no built-in classifier; run `stylepath train-classifier` or set "

@@ -37,6 +37,12 @@ def is_url(value: str | os.PathLike[str]) -> bool:
     return "://" in s and not s.startswith(("file://", "local://"))
 
 
+def _options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    # No cached directory listings: other processes (Ray workers, zarr's own async filesystem)
+    # write into the same prefixes, and a stale listing would hide or resurrect objects.
+    return {"use_listings_cache": False, **(storage_options or {})}
+
+
 def as_path(
     value: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
 ) -> WorkPath:
@@ -48,7 +54,7 @@ def as_path(
         if value.protocol in LOCAL_PROTOCOLS:
             return Path(value.path)
         if storage_options:
-            return UPath(str(value), **storage_options)
+            return UPath(str(value), **_options(storage_options))
         return value
     if isinstance(value, Path):
         return value
@@ -56,7 +62,7 @@ def as_path(
     if s.startswith("file://"):
         return Path(s[len("file://") :])
     if is_url(s):
-        return UPath(s, **(storage_options or {}))
+        return UPath(s, **_options(storage_options))
     return Path(s)
 
 
