@@ -101,7 +101,7 @@ def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
 
 
 # -- Ray side ----------------------------------------------------------------------------------
-def _sample_and_score(gen_dir: str, spec: ClassifierSpec, n: int, seed: int,
+def _sample_and_score(gen_dir: WorkPath, spec: ClassifierSpec, n: int, seed: int,
                       threads: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Latents w of ``n`` samples and the classifier's logits on their images."""
     torch.set_num_threads(max(1, threads))
@@ -182,7 +182,7 @@ def fit_directions(
     """All directions (with what could not be estimated) and the sampled latents."""
     a = cfg.analysis
     task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w, logits = ray.get(task.remote(str(gen_dir), spec, a.n_samples, a.seed, int(a.num_cpus)))
+    w, logits = ray.get(task.remote(gen_dir, spec, a.n_samples, a.seed, int(a.num_cpus)))
     clf = load_classifier(spec)
     try:
         names = list(clf.class_names)
