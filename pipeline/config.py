@@ -1,6 +1,7 @@
 """Typed configuration: YAML + ``--set dotted.key=value`` overrides → validated ``Config``.
 
-Relative paths (``cohort``, ``workdir``) are resolved against the current directory.
+Relative paths (``cohort``, ``workdir``) are resolved against the current directory; ``workdir``
+may also be an fsspec URL (``s3://bucket/prefix``), opened with ``storage_options``.
 Unknown keys and wrong types are errors that name the offending key.
 """
 
@@ -8,11 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+from pipeline.io.paths import as_path, is_remote
 
 
 class ConfigError(ValueError):
@@ -328,11 +340,31 @@ class InversionConfig(_Section):
     )
 
 
+def _work_path(value: Any) -> Any:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError("must be a folder path or a URL such as s3://bucket/prefix")
+    try:
+        return as_path(value)
+    except (ValueError, ImportError) as exc:  # unknown protocol, its package missing
+        raise ValueError(f"cannot open {value!s}: {exc}") from None
+
+
+WorkPathField = Annotated[Any, BeforeValidator(_work_path), PlainSerializer(str, return_type=str)]
+
+
 class Config(_Section):
     """The whole stylepath configuration."""
 
     cohort: Path
-    workdir: Path
+    workdir: WorkPathField = Field(
+        description="output folder: a local or shared-filesystem path, or an fsspec URL "
+        "(s3://bucket/prefix; see docs/cluster.md)"
+    )
+    storage_options: dict[str, Any] = Field(
+        {},
+        description="fsspec options for a URL workdir and storage paths (e.g. endpoint_url, "
+        "profile); credentials are better left to the environment",
+    )
     tiling: TilingConfig = TilingConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
@@ -340,6 +372,15 @@ class Config(_Section):
     classifier: ClassifierConfig = ClassifierConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     inversion: InversionConfig = InversionConfig()
+
+    @model_validator(mode="after")
+    def _workdir_options(self) -> Config:
+        wd = self.workdir
+        if is_remote(wd) and self.storage_options:
+            wanted = as_path(str(wd), self.storage_options)
+            if dict(wd.storage_options) != dict(wanted.storage_options):
+                object.__setattr__(self, "workdir", wanted)
+        return self
 
     def dump(self) -> dict[str, Any]:
         """JSON-safe dict of the resolved config."""
@@ -400,7 +441,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
     cfg.cohort = cfg.cohort.expanduser().absolute()
-    cfg.workdir = cfg.workdir.expanduser().absolute()
+    if not is_remote(cfg.workdir):
+        cfg.workdir = cfg.workdir.expanduser().absolute()
     return cfg
 
 

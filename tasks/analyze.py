@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from pipeline.gan.generator import load_generator
 from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.paths import WorkPath, remove_tree
 from pipeline.io.tile_store import TileStore
 from pipeline.provenance import provenance
 from pipeline.reports.bias import conditional_rows, cosine_rows
@@ -101,7 +101,7 @@ def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
 
 
 # -- Ray side ----------------------------------------------------------------------------------
-def _sample_and_score(gen_dir: str, spec: ClassifierSpec, n: int, seed: int,
+def _sample_and_score(gen_dir: WorkPath, spec: ClassifierSpec, n: int, seed: int,
                       threads: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Latents w of ``n`` samples and the classifier's logits on their images."""
     torch.set_num_threads(max(1, threads))
@@ -123,8 +123,8 @@ def _sample_and_score(gen_dir: str, spec: ClassifierSpec, n: int, seed: int,
 class Shifter:
     """Synthesises, scores and measures shifted latents; loads G and the classifier once."""
 
-    def __init__(self, gen_dir: str, spec: ClassifierSpec, mpp: float, features: list[str],
-                 tiles_root: str, acfg: AnalysisConfig) -> None:  # fmt: skip
+    def __init__(self, gen_dir: WorkPath, spec: ClassifierSpec, mpp: float, features: list[str],
+                 tiles_root: WorkPath, acfg: AnalysisConfig) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(acfg.num_cpus)))
         self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.gen = load_generator(gen_dir)
@@ -182,7 +182,7 @@ def fit_directions(
     """All directions (with what could not be estimated) and the sampled latents."""
     a = cfg.analysis
     task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w, logits = ray.get(task.remote(str(gen_dir), spec, a.n_samples, a.seed, int(a.num_cpus)))
+    w, logits = ray.get(task.remote(gen_dir, spec, a.n_samples, a.seed, int(a.num_cpus)))
     clf = load_classifier(spec)
     try:
         names = list(clf.class_names)
@@ -256,7 +256,7 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         parts = out / "parts"
         part_stamp = parts / "fingerprint.txt"
         if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != fp):
-            shutil.rmtree(parts)  # parts of another configuration
+            remove_tree(parts)  # parts of another configuration
         parts.mkdir(parents=True, exist_ok=True)
         part_stamp.write_text(fp)
         ensure_ray(cfg.ray)
@@ -282,8 +282,8 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
             actor = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
                                                 max_restarts=a.max_restarts,
                                                 max_task_retries=a.max_task_retries)  # fmt: skip
-            actors = [actor.remote(str(gen_dir), spec, cfg.tiling.mpp, features,
-                                   str(cfg.workdir / "tiles"), a)
+            actors = [actor.remote(gen_dir, spec, cfg.tiling.mpp, features,
+                                   cfg.workdir / "tiles", a)
                       for _ in range(min(a.concurrency, len(jobs)))]  # fmt: skip
             pool = ActorPool(actors)
             for job in jobs:

@@ -14,6 +14,7 @@ from pipeline.gan.loop import generate
 from pipeline.gan.quality import quality_report
 from pipeline.io.files import atomic_write_json
 from pipeline.io.images import image_grid, save_png
+from pipeline.io.paths import as_path
 from pipeline.io.tile_store import TileStore
 
 
@@ -21,7 +22,7 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
                     ) -> dict[str, Any]:  # fmt: skip
     """Compare ``n`` real tiles with ``n`` samples of the generator in ``generator`` (default
     ``workdir/gan``); writes ``quality.json`` and a reals-vs-samples image beside it."""
-    out = Path(generator) if generator is not None else cfg.workdir / "gan"
+    out = as_path(generator) if generator is not None else cfg.workdir / "gan"
     gen = load_generator(out)
     store = TileStore(cfg.workdir / "tiles")
     manifest = store.read_manifest()

@@ -48,6 +48,7 @@ from pipeline.io.files import files_sha256, workdir_lock
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
+from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
 from tasks.runtime import ensure_ray
 
@@ -84,7 +85,7 @@ class InversionSummary:
 @dataclass
 class Prepared:
     cfg: Config
-    gen_folder: Path
+    gen_folder: WorkPath
     gen_fp: str
     gen: TrainedGenerator
     selection: pd.DataFrame
@@ -94,10 +95,13 @@ class Prepared:
 
 
 # -- checks ----------------------------------------------------------------------------------
-def generator_folder(cfg: Config) -> Path:
-    """``inversion.generator`` (relative: to the current directory), else ``workdir/gan``."""
+def generator_folder(cfg: Config) -> WorkPath:
+    """``inversion.generator`` (a URL, or relative: to the current directory), else
+    ``workdir/gan``."""
     g = cfg.inversion.generator
-    return Path(g).expanduser().absolute() if g else cfg.workdir / "gan"
+    if not g:
+        return cfg.workdir / "gan"
+    return as_path(g, cfg.storage_options) if is_url(g) else Path(g).expanduser().absolute()
 
 
 def _hash(obj: Any) -> str:
@@ -185,7 +189,7 @@ def _gen_to(gen: TrainedGenerator, device: torch.device) -> TrainedGenerator:
     return gen
 
 
-def _train_encoder_job(gen_folder: str, spec: dict, settings: dict, num_cpus: float,
+def _train_encoder_job(gen_folder: WorkPath, spec: dict, settings: dict, num_cpus: float,
                        num_gpus: float) -> tuple[dict[str, torch.Tensor], list[dict]]:  # fmt: skip
     """Runs as a Ray task: load G, train E on its samples, return E's weights + history."""
     torch.set_num_threads(max(1, int(num_cpus)))
@@ -217,7 +221,7 @@ def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
     t0 = time.perf_counter()
     ensure_ray(prep.cfg.ray)
     job = ray.remote(_train_encoder_job).options(num_cpus=e.num_cpus, num_gpus=e.num_gpus)
-    weights, history = ray.get(job.remote(str(prep.gen_folder), spec.to_dict(), e.model_dump(),
+    weights, history = ray.get(job.remote(prep.gen_folder, spec.to_dict(), e.model_dump(),
                                           e.num_cpus, e.num_gpus))  # fmt: skip
     last = history[-1] if history else {}
     meta = {
@@ -241,8 +245,8 @@ def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
 class Inverter:
     """Loads G, E, D's features and the classifier once; inverts batches of one slide."""
 
-    def __init__(self, gen_folder: str, use_d: bool, inversion_root: str, enc_key: str,
-                 enc_spec: dict, clf_spec: ClassifierSpec, tiles_root: str,
+    def __init__(self, gen_folder: WorkPath, use_d: bool, inversion_root: WorkPath, enc_key: str,
+                 enc_spec: dict, clf_spec: ClassifierSpec, tiles_root: WorkPath,
                  icfg: InversionConfig, fault_marker: str | None = None) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(icfg.num_cpus)))
         self.device = _device(icfg.num_gpus)
@@ -256,7 +260,7 @@ class Inverter:
         self.feats = None
         if use_d:
             D = Discriminator(self.gen.spec)
-            D.load_state_dict(load_weights(Path(gen_folder) / "discriminator.safetensors"))
+            D.load_state_dict(load_weights(as_path(gen_folder) / "discriminator.safetensors"))
             self.feats = DFeatures(D).to(self.device)
         self.clf = load_classifier(clf_spec, self.device).eval().requires_grad_(False)
         self.store = TileStore(tiles_root)
@@ -387,9 +391,10 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
                 max_task_retries=icfg.max_task_retries,
             )  # fmt: skip
             # Small arguments only: a restarted actor re-reads the encoder from the workdir.
-            args = (str(prep.gen_folder), prep.use_d, str(store.root), meta["key"], meta["spec"],
-                    prep.clf_spec,
-                    str(cfg.workdir / "tiles"), icfg, os.environ.get(FAULT_ENV))  # fmt: skip
+            # Paths stay path objects: a URL keeps its storage options.
+            args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
+                    prep.clf_spec, cfg.workdir / "tiles", icfg,
+                    os.environ.get(FAULT_ENV))  # fmt: skip
             actors = [actor_cls.remote(*args) for _ in range(min(icfg.concurrency, len(jobs)))]
             pool = ActorPool(actors)
             for job in jobs:

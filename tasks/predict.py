@@ -37,6 +37,7 @@ from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.heatmap_store import HeatmapStore
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import write_parquet
+from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
 from tasks.runtime import ensure_ray
 
@@ -78,7 +79,7 @@ def heatmap_methods(requested: str, is_script: bool) -> list[str]:
 class Scorer:
     """Logits, explained-class probability and heatmaps for runs of one slide's tiles."""
 
-    def __init__(self, spec: ClassifierSpec, tiles_root: str, methods: list[str],
+    def __init__(self, spec: ClassifierSpec, tiles_root: WorkPath, methods: list[str],
                  pcfg: PredictConfig) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(pcfg.num_cpus)))
         use_cuda = pcfg.num_gpus > 0 and torch.cuda.is_available()
@@ -190,7 +191,7 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
         ensure_ray(cfg.ray)
         t_work = time.perf_counter()
         actor_cls = ray.remote(Scorer).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus)
-        tiles_root = str(workdir / "tiles")
+        tiles_root = workdir / "tiles"  # a path object: a URL keeps its storage options
         actors = [actor_cls.remote(spec, tiles_root, methods, p) for _ in range(p.concurrency)]
         pool = ActorPool(actors)
         jobs = []

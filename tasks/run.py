@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
 from pipeline.io.files import atomic_write_json, atomic_write_yaml, files_sha256
+from pipeline.io.paths import WorkPath, remove_file, remove_tree, same_location
 from pipeline.provenance import code_version
 
 STAGES = ["tile", "train-gan", "train-classifier", "predict", "invert", "analyze", "report"]
@@ -58,11 +57,11 @@ def stage_fingerprint(cfg: Config, stage: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _stamp(cfg: Config, stage: str) -> Path:
+def _stamp(cfg: Config, stage: str) -> WorkPath:
     return cfg.workdir / "runs" / "stamps" / f"{stage}.json"
 
 
-def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[Path]) -> bool:
+def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[WorkPath]) -> bool:
     try:
         stamp = json.loads(_stamp(cfg, stage).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -70,7 +69,7 @@ def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[Path]) -> bool:
     return stamp.get("fingerprint") == fp and all(p.exists() for p in outputs)
 
 
-def _outputs(cfg: Config, stage: str) -> list[Path]:
+def _outputs(cfg: Config, stage: str) -> list[WorkPath]:
     w = cfg.workdir
     return {"train-gan": [w / "gan" / "generator.safetensors"],
             "train-classifier": [w / "classifier" / "model.pt"],
@@ -84,7 +83,7 @@ def downstream(stage: str) -> list[str]:
 
 def _uses_shipped_generator(cfg: Config) -> bool:
     g = getattr(getattr(cfg, "inversion", None), "generator", None)
-    return bool(g) and Path(g).resolve() != (cfg.workdir / "gan").resolve()
+    return bool(g) and not same_location(g, cfg.workdir / "gan")
 
 
 def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -92,8 +91,10 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
         from tasks.tile import run_tiling
 
         s = run_tiling(cfg)
+        nothing_new = s.n_skipped == s.n_slides and not s.manifests_written
         return {"slides": s.n_slides, "ok": s.n_ok, "failed": s.n_failed, "tiles": s.n_tiles,
-                "tiles_read": s.n_tiles_read, "failures": s.failed}  # fmt: skip
+                "tiles_read": s.n_tiles_read, "failures": s.failed,
+                "skipped": nothing_new}  # fmt: skip
 
     def train_gan() -> dict[str, Any]:
         from tasks.train_gan import run_train_gan
@@ -151,12 +152,12 @@ def _force(cfg: Config, stages: list[str]) -> None:
     marks = {"predict": [w / "predictions.json"], "analyze": [w / "analysis" / "analysis.json"],
              "invert": [inv / "parts", inv / "inversion.parquet"]}  # fmt: skip
     for s in stages:
-        _stamp(cfg, s).unlink(missing_ok=True)
+        remove_file(_stamp(cfg, s))
         for p in marks.get(s, []):
             if p.is_dir():
-                shutil.rmtree(p)  # the encoder cache stays: it depends on the generator only
+                remove_tree(p)  # the encoder cache stays: it depends on the generator only
             else:
-                p.unlink(missing_ok=True)
+                remove_file(p)
 
 
 def _versions() -> dict[str, str]:
@@ -170,7 +171,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_all(cfg: Config, force: str | None = None, until: str | None = None) -> Path:
+def run_all(cfg: Config, force: str | None = None, until: str | None = None) -> WorkPath:
     """Run the job; returns the run's ``manifest.json``. A failing stage stops the run (its
     error is in the manifest) and is raised after the manifest is written."""
     started = datetime.now(UTC)

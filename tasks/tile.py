@@ -16,6 +16,7 @@ from tqdm import tqdm
 from pipeline.cohort import read_cohort
 from pipeline.config import Config, StorageConfig, TilingConfig
 from pipeline.io.files import atomic_write_yaml, workdir_lock
+from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
 from pipeline.slides import SlideError, open_slide
 from pipeline.tiling import (
@@ -40,6 +41,7 @@ class TilingSummary:
     n_ok: int = 0
     n_failed: int = 0
     n_skipped: int = 0
+    manifests_written: bool = False
     n_tiles: int = 0
     n_tiles_read: int = 0
     seconds: float = 0.0
@@ -49,7 +51,7 @@ class TilingSummary:
 @ray.remote
 def _plan_task(
     slide_id: str, path: str, cohort_mpp: float | None, tiling: TilingConfig,
-    storage: StorageConfig, store_root: str,
+    storage: StorageConfig, store_root: WorkPath,
 ) -> dict[str, Any]:  # fmt: skip
     t0 = time.perf_counter()
     try:
@@ -61,7 +63,7 @@ def _plan_task(
 
 
 @ray.remote
-def _read_task(plan: SlidePlan, staging: str, start: int, stop: int, shard: int) -> dict:
+def _read_task(plan: SlidePlan, staging: WorkPath, start: int, stop: int, shard: int) -> dict:
     t0 = time.perf_counter()
     try:
         slide = open_slide(plan.path)
@@ -86,7 +88,7 @@ class _SlideJob:
     fingerprint: str
     seconds: float = 0.0
     plan: SlidePlan | None = None
-    staging: str | None = None
+    staging: WorkPath | None = None
     parts_left: int = 0
     failed: bool = False
 
@@ -103,8 +105,8 @@ def _tile_pending(
     inflight: dict[ray.ObjectRef, tuple[str, str]] = {}
     for sid, job in jobs.items():
         ref = plan_fn.remote(
-            sid, job.path, cohort_mpp.get(sid), cfg.tiling, cfg.storage, str(store.root)
-        )
+            sid, job.path, cohort_mpp.get(sid), cfg.tiling, cfg.storage, store.root
+        )  # a path object: a URL keeps its storage options
         inflight[ref] = ("plan", sid)
 
     bar = tqdm(total=0, unit="tile", desc="tiling", disable=not progress, file=sys.stderr)
@@ -204,7 +206,7 @@ def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
         slides = slides_table(ordered)
         ok_ids = [r["slide_id"] for r in ordered if r["status"] == "ok"]
         tiles = tiles_table(cohort, [store.rows(s) for s in ok_ids])
-        store.write_manifests(tiles, slides)
+        summary.manifests_written = store.write_manifests(tiles, slides)
     summary.n_ok = len(ok_ids)
     summary.n_tiles = len(tiles)
     summary.seconds = time.perf_counter() - t0

@@ -48,8 +48,9 @@ from pipeline.classifier.train import (
 from pipeline.config import ClassifierConfig, ClassifierTrainConfig, Config, config_from_dict
 from pipeline.io.checkpoints import CheckpointError, load_state, save_state
 from pipeline.io.files import atomic_write_yaml
-from pipeline.io.models import save_torchscript, save_weights, write_card
+from pipeline.io.models import load_torchscript, save_torchscript, save_weights, write_card
 from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.paths import WorkPath, arrow_filesystem, as_path
 from pipeline.io.tile_store import TileStore
 from tasks.runtime import ensure_ray
 
@@ -203,7 +204,7 @@ def export_classifier(checkpoint_dir: Path, cfg: Config, names: list[str], mean:
     save_weights(out / "model.safetensors", model.state_dict())
     save_torchscript(scripted, out / "model.pt")
     write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out / METRICS_FILE)
-    reloaded = torch.jit.load(str(out / "model.pt"))
+    reloaded = load_torchscript(out / "model.pt")
     x = (tiles_to_tensor(sample) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
         1, 3, 1, 1
     )
@@ -214,9 +215,10 @@ def export_classifier(checkpoint_dir: Path, cfg: Config, names: list[str], mean:
     return card
 
 
-def latest_checkpoint(storage: str) -> Path | None:
-    found = sorted(p for p in (Path(storage) / "train").glob("checkpoint_*")
-                   if (p / METRICS_FILE).is_file())  # fmt: skip
+def latest_checkpoint(storage: str | WorkPath) -> WorkPath | None:
+    found = [p for p in (as_path(storage) / "train").glob("checkpoint_*")
+             if (p / METRICS_FILE).is_file()]  # fmt: skip
+    found.sort(key=str)
     return found[-1] if found else None
 
 
@@ -239,7 +241,8 @@ def run_train_classifier(cfg: Config) -> dict[str, Any]:
     )
     split["split"] = np.where(split.index.isin(manifest.loc[val, "slide_id"]), "val", "train")
     write_parquet(split.reset_index(), out / "split.parquet")
-    storage = t.storage_path or str(out / "ray")
+    storage = as_path(t.storage_path, cfg.storage_options) if t.storage_path else out / "ray"
+    filesystem, storage_path = arrow_filesystem(storage)  # URL: the workdir's fsspec filesystem
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ensure_ray(cfg.ray)
     t0 = time.perf_counter()
@@ -249,7 +252,8 @@ def run_train_classifier(cfg: Config) -> dict[str, Any]:
                            "mean": mean, "std": std},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
-        run_config=RunConfig(name="train", storage_path=storage,
+        run_config=RunConfig(name="train", storage_path=storage_path,
+                             storage_filesystem=filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=t.max_failures)),
     )  # fmt: skip

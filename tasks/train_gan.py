@@ -1,7 +1,8 @@
 """``stylepath train-gan``: StyleGAN2 on the tile store with Ray Train (DDP over gloo or NCCL),
 or with ``--local`` in this process without Ray (one GPU or CPU; Ray is then not imported).
 
-Checkpoints every tick through Ray Train into ``gan.storage_path`` (default ``workdir/gan``);
+Checkpoints every tick through Ray Train into ``gan.storage_path`` (default ``workdir/gan/ray``;
+a URL such as ``s3://bucket/work/gan/ray`` goes through the same fsspec filesystem as the workdir);
 re-running the same command resumes from the last checkpoint and stops at the same total
 number of images. Outputs under ``workdir/gan/``: ``generator.safetensors`` +
 ``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``.
@@ -43,6 +44,15 @@ from pipeline.io.checkpoints import (
 from pipeline.io.files import atomic_write_yaml
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.paths import (
+    WorkPath,
+    arrow_filesystem,
+    as_path,
+    is_remote,
+    mtime_ns,
+    put_file,
+    remove_tree,
+)
 from pipeline.io.tile_store import TileStore
 
 log = logging.getLogger("stylepath")
@@ -100,7 +110,7 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
     return sync if world_size > 1 else no_sync  # single worker: average_grads skips work
 
 
-def warm_start(state: TrainState, folder: Path, preset: str) -> None:
+def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     """G and G_ema (and D when saved) and the augmentation probability from an exported
     generator; optimizers start fresh, images seen from 0."""
     weights, meta = load_generator_files(folder)
@@ -137,7 +147,7 @@ class Worker:
     resume: tuple[dict[str, Any], list[dict[str, float]]] | None = None
 
 
-def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
+def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
     """The training run of one worker, Ray or not: build or resume the state, stream the
     tiles, train in ticks, sample grids and checkpoint at every tick."""
     g = cfg.gan
@@ -154,7 +164,7 @@ def train_worker(cfg: Config, out_dir: Path, wk: Worker) -> None:
     rows: list[dict[str, float]] = []
     cursor = DataCursor()
     if wk.resume is None and g.init_from:
-        warm_start(state, Path(g.init_from), g.preset)
+        warm_start(state, as_path(g.init_from, cfg.storage_options), g.preset)
     if wk.resume is not None:
         saved, rows = wk.resume
         try:
@@ -235,11 +245,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     wk = Worker(rank=ctx.get_world_rank(), world_size=world, device=device,
                 sync=_allreduce_mean(world, device), report=report, resume=resume)  # fmt: skip
-    train_worker(cfg, Path(config["out_dir"]), wk)
+    train_worker(cfg, as_path(config["out_dir"], cfg.storage_options), wk)
 
 
-def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config, *, half: bool = False,
-                     with_discriminator: bool = False) -> dict[str, Any]:  # fmt: skip
+def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *,
+                     half: bool = False, with_discriminator: bool = False
+                     ) -> dict[str, Any]:  # fmt: skip
     """G_ema weights + architecture + metrics from a checkpoint into ``out_dir`` (and D, for
     warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
@@ -261,19 +272,21 @@ def export_generator(checkpoint_dir: Path, out_dir: Path, cfg: Config, *, half: 
     return meta
 
 
-def _storage(cfg: Config) -> Path:
-    return Path(cfg.gan.storage_path or cfg.workdir / "gan" / "ray")
+def _storage(cfg: Config) -> WorkPath:
+    if cfg.gan.storage_path:
+        return as_path(cfg.gan.storage_path, cfg.storage_options)
+    return cfg.workdir / "gan" / "ray"
 
 
-def _checkpoints(cfg: Config) -> list[Path]:
+def _checkpoints(cfg: Config) -> list[WorkPath]:
     """Checkpoint folders of this workdir's run (Ray Train's and ``--local``'s), oldest first."""
     root = _storage(cfg)
     found = [p for sub in ("train", "local") for p in (root / sub).glob("checkpoint_*")
              if (p / STATE_FILE).is_file()]  # fmt: skip
-    return sorted(found, key=lambda p: (p / STATE_FILE).stat().st_mtime_ns)
+    return sorted(found, key=lambda p: mtime_ns(p / STATE_FILE))
 
 
-def latest_checkpoint(cfg: Config) -> Path:
+def latest_checkpoint(cfg: Config) -> WorkPath:
     """The newest checkpoint of this workdir's training run."""
     found = _checkpoints(cfg)
     if not found:
@@ -281,20 +294,29 @@ def latest_checkpoint(cfg: Config) -> Path:
     return found[-1]
 
 
-def _keep_local_checkpoint(folder: Path, root: Path, nimg: int, keep: int = 2) -> None:
-    """Copy a tick's checkpoint into ``root`` atomically; keep the newest ``keep``."""
-    root.mkdir(parents=True, exist_ok=True)
+def _keep_local_checkpoint(folder: Path, root: WorkPath, nimg: int, keep: int = 2) -> None:
+    """Copy a tick's checkpoint into ``root`` atomically; keep the newest ``keep``.
+
+    Object storage: the files are uploaded one by one, ``state.pt`` last — a checkpoint
+    counts only once it exists (``_checkpoints``).
+    """
     final = root / f"checkpoint_{nimg:012d}"
-    tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in sorted(root.glob("checkpoint_*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if is_remote(root):
+        remove_tree(final)
+        for f in sorted(folder.iterdir(), key=lambda p: p.name == STATE_FILE):
+            put_file(f, final / f.name)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    for old in sorted(root.glob("checkpoint_*"), key=str)[:-keep]:
+        remove_tree(old)
 
 
-def _train_local(cfg: Config, out_dir: Path) -> Path:
+def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
     """The same worker in this process, without Ray: one CPU, or CUDA with gan.use_gpu."""
     if cfg.gan.use_gpu and not torch.cuda.is_available():
         raise GanInputError("gan.use_gpu is set but this machine has no CUDA device")
@@ -323,14 +345,15 @@ def _train_local(cfg: Config, out_dir: Path) -> Path:
     return latest_checkpoint(cfg)
 
 
-def _train_ray(cfg: Config, out_dir: Path) -> dict[str, Any]:
+def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from tasks.runtime import ensure_ray
 
     g = cfg.gan
-    storage = str(_storage(cfg))
+    storage = _storage(cfg)
+    filesystem, storage_path = arrow_filesystem(storage)  # URL: the workdir's fsspec filesystem
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ensure_ray(cfg.ray)
     trainer = TorchTrainer(
@@ -341,7 +364,7 @@ def _train_ray(cfg: Config, out_dir: Path) -> dict[str, Any]:
             resources_per_worker={"CPU": g.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name="train", storage_path=storage,
+            name="train", storage_path=storage_path, storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=g.max_failures),
         ),

@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.config import ClassifierConfig
 from pipeline.io.models import card_path, load_torchscript, load_weights, read_card
+from pipeline.io.paths import WorkPath, as_path, is_remote, is_url
 
 BUILTIN_DIR = "classifier"  # under the workdir
 BUILTIN_CARD = "model.json"
@@ -38,9 +39,9 @@ class ClassifierSpec:
     kind: Literal["torchscript", "module"]
     source: str  # the file (or entry point) named in errors
     input_size: int
-    path: Path | None = None  # TorchScript file
+    path: WorkPath | None = None  # TorchScript file
     entry_point: str | None = None
-    weights: Path | None = None
+    weights: WorkPath | None = None
     entry_kwargs: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -48,7 +49,7 @@ class ClassifierSpec:
     explain: str | int | None = None
     gradcam_layer: str | None = None  # module name; None: the last Conv2d
 
-    def files(self) -> list[Path]:
+    def files(self) -> list[WorkPath]:
         """The files whose bytes define the model (for fingerprints)."""
         return [p for p in (self.path, self.weights) if p is not None]
 
@@ -56,7 +57,7 @@ class ClassifierSpec:
         """sha256 over the model files' bytes and everything else that changes outputs."""
         h = hashlib.sha256()
         for p in self.files():
-            with open(p, "rb") as f:
+            with p.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         meta = (self.kind, self.entry_point, sorted(self.entry_kwargs.items()),
@@ -66,29 +67,40 @@ class ClassifierSpec:
         return h.hexdigest()[:16]
 
 
-def _resolve_path(raw: str, base: Path | None = None) -> Path:
+def _resolve_path(
+    raw: str, base: WorkPath | None = None, storage_options: dict[str, Any] | None = None
+) -> WorkPath:
+    """A model file: a URL (opened with ``storage_options``), or a local path (relative: to
+    ``base``, else to the current directory)."""
+    if is_url(raw):
+        return as_path(raw, storage_options)
+    if base is not None and not isinstance(base, Path):  # relative to a URL folder
+        return base / raw
     p = Path(raw).expanduser()
     if not p.is_absolute():
         p = (base / p) if base is not None else p.absolute()
     return p
 
 
-def resolve_spec(ccfg: ClassifierConfig, workdir: Path, tile_size: int) -> ClassifierSpec:
+def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int) -> ClassifierSpec:
     """Config + the model's JSON card → spec. Without ``model``/``entry_point``: the built-in
     classifier of ``workdir`` (loaded as an ``nn.Module`` so GradCAM can see inside)."""
     kwargs: dict[str, Any] = {}
+    workdir = as_path(workdir)
+    # Model URLs are opened like the workdir (same endpoint and options) when it is remote too.
+    opts = dict(workdir.storage_options) if is_remote(workdir) else None
     if ccfg.model:
-        path = _resolve_path(ccfg.model)
+        path = _resolve_path(ccfg.model, storage_options=opts)
         card_file = card_path(path)
         kwargs.update(kind="torchscript", source=str(path), path=path)
     elif ccfg.entry_point:
-        weights = _resolve_path(ccfg.weights or "")
+        weights = _resolve_path(ccfg.weights or "", storage_options=opts)
         card_file = card_path(weights)
         kwargs.update(kind="module", source=f"{ccfg.entry_point} + {weights}",
                       entry_point=ccfg.entry_point, weights=weights,
                       entry_kwargs=dict(ccfg.entry_kwargs))  # fmt: skip
     else:
-        card_file = Path(workdir) / BUILTIN_DIR / BUILTIN_CARD
+        card_file = workdir / BUILTIN_DIR / BUILTIN_CARD
         if not card_file.is_file():
             raise ClassifierError(
                 f"{card_file}: no built-in classifier; run `stylepath train-classifier` or set "

@@ -52,7 +52,7 @@ class TrainedGenerator:
 
 def load_generator(folder: str | Path) -> TrainedGenerator:
     """Rebuild G_ema from ``generator.json`` + ``generator.safetensors`` in ``folder``."""
-    weights, meta = load_generator_files(Path(folder))
+    weights, meta = load_generator_files(folder)
     try:
         G = Generator(NetworkSpec.from_dict(meta["spec"]))
         G.load_state_dict(weights)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from pipeline.io.files import atomic_write
+from pipeline.io.paths import WorkPath
 
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
@@ -21,9 +20,9 @@ def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
     return grid
 
 
-def save_png(path: Path, image: np.ndarray) -> None:
+def save_png(path: WorkPath | str, image: np.ndarray) -> None:
     img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -35,11 +34,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_gif(path: Path, frames: np.ndarray, ms_per_frame: int = 250, scale: int = 1) -> None:
+def save_gif(
+    path: WorkPath | str, frames: np.ndarray, ms_per_frame: int = 250, scale: int = 1
+) -> None:
     """uint8 [A, H, W, 3] → a looping GIF that plays forward and back."""
     imgs = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
             for f in frames]  # fmt: skip
     seq = imgs + imgs[-2:0:-1]
-    atomic_write(Path(path), lambda tmp: seq[0].save(tmp, format="GIF", save_all=True,
+    atomic_write(path, lambda tmp: seq[0].save(tmp, format="GIF", save_all=True,
                                                      append_images=seq[1:], loop=0,
                                                      duration=ms_per_frame))  # fmt: skip

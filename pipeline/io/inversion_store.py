@@ -13,8 +13,8 @@ workdir/inversion/
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ import zarr
 from pipeline.io.checkpoints import load_weights, save_weights
 from pipeline.io.files import atomic_write, atomic_write_json, replace_dir, temp_sibling
 from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.paths import WorkPath, as_path, is_remote, remove_file, remove_tree, zarr_store
 
 
 class InversionStore:
     """Encoder cache, per-batch parts and the consolidated outputs under ``root``."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | WorkPath) -> None:
+        self.root = as_path(root)
         self.encoder_weights = self.root / "encoder.safetensors"
         self.encoder_meta = self.root / "encoder.json"
         self.parts_dir = self.root / "parts"
@@ -51,7 +52,7 @@ class InversionStore:
         return load_weights(self.encoder_weights), meta
 
     def save_encoder(self, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.encoder_meta.unlink(missing_ok=True)
+        remove_file(self.encoder_meta)
         save_weights(self.encoder_weights, weights)
         atomic_write_json(self.encoder_meta, meta)
 
@@ -64,7 +65,7 @@ class InversionStore:
                 return True
         except (FileNotFoundError, json.JSONDecodeError):
             pass
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        remove_tree(self.parts_dir)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(stamp, {"fingerprint": fingerprint})
         return False
@@ -100,7 +101,8 @@ class InversionStore:
         rows, lats = [], []
         for name in self.part_names():
             rows.append(read_parquet(self.parts_dir / f"{name}.parquet"))
-            lats.append(np.load(self.parts_dir / f"{name}.npy"))
+            npy = self.parts_dir / f"{name}.npy"
+            lats.append(np.load(io.BytesIO(npy.read_bytes()) if is_remote(npy) else npy))
         if not rows:
             return pd.DataFrame(), np.zeros((0, 1, 1), np.float32)
         return pd.concat(rows, ignore_index=True), np.concatenate(lats)
@@ -110,7 +112,7 @@ class InversionStore:
         """``latents.zarr`` (row = ``latent_row``) then ``inversion.parquet`` (last)."""
         tmp = temp_sibling(self.latents_path)
         try:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            group = zarr.open_group(zarr_store(tmp), mode="w", zarr_format=3)
             n = len(latents)
             arr = group.create_array("latents", shape=latents.shape, dtype="float32",
                                      chunks=(max(1, min(1024, n)), *latents.shape[1:]),
@@ -121,7 +123,7 @@ class InversionStore:
                 ids[:] = table["tile_id"].astype(str).to_numpy()
             replace_dir(tmp, self.latents_path)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             raise
         write_parquet(table, self.table)
 
@@ -129,8 +131,9 @@ class InversionStore:
         return read_parquet(self.table)
 
     def read_latents(self, rows: np.ndarray | None = None) -> np.ndarray:
-        arr = zarr.open_group(str(self.latents_path), mode="r")["latents"]
+        arr = zarr.open_group(zarr_store(self.latents_path, read_only=True), mode="r")["latents"]
         return arr[:] if rows is None else arr[:][np.asarray(rows)]
 
     def read_tile_ids(self) -> np.ndarray:
-        return zarr.open_group(str(self.latents_path), mode="r")["tile_id"][:]
+        group = zarr.open_group(zarr_store(self.latents_path, read_only=True), mode="r")
+        return group["tile_id"][:]

@@ -7,14 +7,15 @@ Nothing here unpickles arbitrary objects: TorchScript archives are read with
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.io.checkpoints import load_weights, save_weights
 from pipeline.io.files import atomic_write, atomic_write_json
+from pipeline.io.paths import WorkPath, as_path, is_remote
 
 __all__ = [
     "card_path",
@@ -27,14 +28,14 @@ __all__ = [
 ]
 
 
-def card_path(model_path: Path) -> Path:
+def card_path(model_path: WorkPath | str) -> WorkPath:
     """The JSON card beside a model file."""
-    return Path(model_path).with_suffix(".json")
+    return as_path(model_path).with_suffix(".json")
 
 
-def read_card(path: Path) -> dict[str, Any] | None:
+def read_card(path: WorkPath | str) -> dict[str, Any] | None:
     """A model card, or None when there is none; an unreadable card is an error (ValueError)."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         return None
     try:
@@ -46,14 +47,19 @@ def read_card(path: Path) -> dict[str, Any] | None:
     return card
 
 
-def write_card(path: Path, card: dict[str, Any]) -> None:
-    atomic_write_json(Path(path), card)
+def write_card(path: WorkPath | str, card: dict[str, Any]) -> None:
+    atomic_write_json(path, card)
 
 
-def load_torchscript(path: Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+def load_torchscript(
+    path: WorkPath | str, device: str | torch.device = "cpu"
+) -> torch.jit.ScriptModule:
     """``torch.jit.load`` (raises whatever torch raises for a file that is not TorchScript)."""
+    path = as_path(path)
+    if is_remote(path):
+        return torch.jit.load(io.BytesIO(path.read_bytes()), map_location=device)
     return torch.jit.load(str(path), map_location=device)
 
 
-def save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
-    atomic_write(Path(path), lambda tmp: torch.jit.save(module, str(tmp)))
+def save_torchscript(module: torch.jit.ScriptModule, path: WorkPath | str) -> None:
+    atomic_write(path, lambda tmp: torch.jit.save(module, str(tmp)))

@@ -1,4 +1,4 @@
-"""Parquet tables on disk: atomic writes, plain reads."""
+"""Parquet tables, local or on object storage: atomic writes, plain reads."""
 
 from __future__ import annotations
 
@@ -11,31 +11,43 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.files import atomic_write
+from pipeline.io.paths import WorkPath, as_path, is_remote
 
 PROVENANCE_KEY = b"stylepath"
 
 
-def write_parquet(df: pd.DataFrame, path: Path, provenance: dict[str, Any] | None = None) -> None:
+def write_parquet(
+    df: pd.DataFrame, path: WorkPath | str, provenance: dict[str, Any] | None = None
+) -> None:
     """Write ``df`` (index dropped) atomically; ``provenance`` (config hash, code version, …)
     goes into the file's schema metadata under ``stylepath`` (``read_provenance``)."""
     if provenance is None:
-        atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+        atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
         return
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def read_provenance(path: Path) -> dict[str, Any] | None:
+def read_provenance(path: WorkPath | str) -> dict[str, Any] | None:
     """The provenance a file was written with, or None."""
-    meta = pq.read_schema(path).metadata or {}
+    path = as_path(path)
+    if is_remote(path):
+        with path.open("rb") as fh:
+            meta = pq.read_schema(fh).metadata or {}
+    else:
+        meta = pq.read_schema(path).metadata or {}
     raw = meta.get(PROVENANCE_KEY)
     return json.loads(raw) if raw else None
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: WorkPath | str) -> pd.DataFrame:
+    path = as_path(path)
+    if is_remote(path):
+        with path.open("rb") as fh:
+            return pd.read_parquet(fh, engine="pyarrow")
     return pd.read_parquet(path, engine="pyarrow")
 
 

@@ -10,15 +10,15 @@ workdir/tiles/
   .staging/                 arrays being written (moved into tiles.zarr when complete)
 ```
 A slide's tiles appear in ``tiles.zarr`` only complete (one rename), and count as done only
-once its record exists, so a killed run leaves nothing half-visible.
+once its record exists, so a killed run leaves nothing half-visible. ``root`` may be a URL
+(``s3://bucket/work/tiles``): the arrays are then zarr ``FsspecStore``s, the "rename" is a
+server-side copy, and the record (one object, written last) is still the commit mark.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from pipeline.config import StorageConfig
 from pipeline.io.files import atomic_write_json, replace_dir
 from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.io.paths import WorkPath, as_path, remove_file, remove_tree, zarr_store
 
 
 def _compressors(storage: StorageConfig) -> tuple:
@@ -52,8 +53,8 @@ def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
 class TileStore:
     """Read and write the tile arrays, per-slide parts and cohort manifests under ``root``."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | WorkPath) -> None:
+        self.root = as_path(root)
         self.zarr_path = self.root / "tiles.zarr"
         self.parts_dir = self.root / "parts"
         self.staging_dir = self.root / ".staging"
@@ -66,18 +67,18 @@ class TileStore:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         if not (self.zarr_path / "zarr.json").exists():
-            zarr.open_group(str(self.zarr_path), mode="a", zarr_format=3)
+            zarr.open_group(zarr_store(self.zarr_path), mode="a", zarr_format=3)
 
     def clear_staging(self) -> None:
         """Drop arrays left by a killed run (call only when no other run uses this workdir)."""
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        remove_tree(self.staging_dir)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
 
     # -- per-slide records ---------------------------------------------------------------------
-    def _record_path(self, slide_id: str) -> Path:
+    def _record_path(self, slide_id: str) -> WorkPath:
         return self.parts_dir / f"{slide_id}.json"
 
-    def _rows_path(self, slide_id: str) -> Path:
+    def _rows_path(self, slide_id: str) -> WorkPath:
         return self.parts_dir / f"{slide_id}.parquet"
 
     def record(self, slide_id: str) -> dict[str, Any] | None:
@@ -90,13 +91,15 @@ class TileStore:
         return read_parquet(self._rows_path(slide_id))
 
     # -- writing a slide -----------------------------------------------------------------------
-    def create_staging(self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig) -> str:
+    def create_staging(
+        self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig
+    ) -> WorkPath:
         """Create an empty staging array for a slide; returns its path."""
         path = self.staging_dir / f"{slide_id}-{uuid.uuid4().hex[:12]}"
         chunk = storage.tiles_per_chunk
         shard = storage.tiles_per_shard
         zarr.create_array(
-            str(path),
+            zarr_store(path),
             shape=(n_tiles, size, size, 3),
             chunks=(chunk, size, size, 3),
             shards=(shard, size, size, 3),
@@ -105,30 +108,32 @@ class TileStore:
             dimension_names=("tile", "y", "x", "channel"),
             zarr_format=3,
         )
-        return str(path)
+        return path
 
     @staticmethod
-    def write_tiles(staging: str, start: int, tiles: np.ndarray) -> None:
+    def write_tiles(staging: str | WorkPath, start: int, tiles: np.ndarray) -> None:
         """Write tiles at ``start``; callers keep writes shard-aligned (safe across processes)."""
-        arr = zarr.open_array(staging, mode="r+")
+        arr = zarr.open_array(zarr_store(as_path(staging)), mode="r+")
         arr[start : start + len(tiles)] = tiles
 
     def commit_ok(
-        self, slide_id: str, staging: str, rows: pd.DataFrame, record: dict[str, Any]
+        self, slide_id: str, staging: str | WorkPath, rows: pd.DataFrame, record: dict[str, Any]
     ) -> None:
         """Publish a slide: array into the group, then rows, then the record (commit mark)."""
-        self._record_path(slide_id).unlink(missing_ok=True)
-        replace_dir(Path(staging), self.zarr_path / slide_id)
+        remove_file(self._record_path(slide_id))
+        replace_dir(as_path(staging), self.zarr_path / slide_id)
         write_parquet(rows, self._rows_path(slide_id))
         atomic_write_json(self._record_path(slide_id), record)
 
-    def commit_failed(self, slide_id: str, record: dict[str, Any], staging: str | None) -> None:
+    def commit_failed(
+        self, slide_id: str, record: dict[str, Any], staging: str | WorkPath | None
+    ) -> None:
         """Record a failed slide and remove any tiles it had from an earlier run."""
-        self._record_path(slide_id).unlink(missing_ok=True)
+        remove_file(self._record_path(slide_id))
         if staging:
-            shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(self.zarr_path / slide_id, ignore_errors=True)
-        self._rows_path(slide_id).unlink(missing_ok=True)
+            remove_tree(as_path(staging))
+        remove_tree(self.zarr_path / slide_id)
+        remove_file(self._rows_path(slide_id))
         atomic_write_json(self._record_path(slide_id), record)
 
     # -- manifests -----------------------------------------------------------------------------
@@ -154,7 +159,7 @@ class TileStore:
 
     # -- reading tiles -------------------------------------------------------------------------
     def array(self, slide_id: str) -> zarr.Array:
-        return zarr.open_array(str(self.zarr_path / slide_id), mode="r")
+        return zarr.open_array(zarr_store(self.zarr_path / slide_id, read_only=True), mode="r")
 
     def read_tiles(self, slide_id: str, indices: np.ndarray | slice | None = None) -> np.ndarray:
         """Tiles of one slide (all, a slice, or an index array): uint8 [n, H, W, 3]."""
