@@ -30,11 +30,17 @@ def ensure_ray(cfg: RayConfig) -> None:
         "logging_level": logging.WARNING,
         "configure_logging": True,
     }
-    if cfg.address in (None, "", "local"):
+    joining = cfg.address not in (None, "", "local") or (
+        cfg.address is None and os.environ.get("RAY_ADDRESS")  # e.g. under `ray job submit`
+    )
+    if not joining:
+        # "local", not None: a stale /tmp/ray/ray_current_cluster left by a killed cluster
+        # would otherwise make ray.init() try to join it.
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = cfg.num_cpus
         if cfg.temp_dir:
             kwargs["_temp_dir"] = cfg.temp_dir
-    else:
+    elif cfg.address:
         kwargs["address"] = cfg.address
     ray.init(**kwargs)
     log.debug("ray resources: %s", ray.cluster_resources())
