@@ -31,7 +31,8 @@ def ensure_ray(cfg: RayConfig) -> None:
         "configure_logging": True,
     }
     joining = cfg.address not in (None, "", "local") or (
-        cfg.address is None and os.environ.get("RAY_ADDRESS")  # e.g. under `ray job submit`
+        cfg.address is None  # RAY_ADDRESS set by e.g. `ray job submit`
+        and os.environ.get("RAY_ADDRESS", "local") not in ("", "local")
     )
     if not joining:
         # "local", not None: a stale /tmp/ray/ray_current_cluster left by a killed cluster
