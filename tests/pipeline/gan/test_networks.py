@@ -156,7 +156,7 @@ def test_noise_init_gives_each_sample_its_own_layout() -> None:
     spec = PRESETS["tiny64"]
     flat = TrainState.create(spec, StepConfig(), seed=0).G
     noisy = TrainState.create(spec, StepConfig(noise_init=1.0), seed=0).G
-    assert all(float(m.noise_strength) == 1.0 for m in noisy.synthesis.convs)
+    assert all(m.noise_strength.item() == 1.0 for m in noisy.synthesis.convs)
     flat_corr = layout_correlation(generate(flat, 32, seed=1))
     assert flat_corr == layout_correlation(generate(flat, 32, seed=1, noise_mode="const"))
     noisy_corr = layout_correlation(generate(noisy, 32, seed=1))
