@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stylepath-installed
 
-.PHONY: demo test lint bench bench-inversion clean-demo
+.PHONY: demo demo-radiology test lint bench bench-inversion clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/stylepath demo configs/demo.yaml
+
+demo-radiology: $(STAMP)
+	$(BIN)/stylepath demo configs/radiology_demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -29,4 +32,4 @@ bench-inversion: $(STAMP)
 	PYTHONPATH=. $(BIN)/python bench/inversion.py --config configs/demo.yaml
 
 clean-demo:
-	rm -rf work/demo
+	rm -rf work/demo work/radiology_demo

@@ -2,7 +2,8 @@
 
 Columns: ``slide_id`` (unique; letters, digits, ``._-``), ``path`` (relative to the table's
 folder, or absolute), optional ``label``, optional ``mpp`` (per-slide override of the level-0
-µm/px) and any number of metadata columns (center, scanner, patient, …).
+µm/px; for radiology images the pixel spacing in µm), optional ``frame`` (radiology: the frame
+of a multi-frame file) and any number of metadata columns (center, scanner, patient, …).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def validate_cohort(df: pd.DataFrame, base_dir: Path, source: str = "cohort") ->
         if bad_mpp:
             raise CohortError(f"{source}: mpp must be a positive number; bad for {bad_mpp[:5]}")
         df["mpp"] = mpp
+    if "frame" in df.columns:
+        frame = pd.to_numeric(df["frame"], errors="coerce")
+        bad_frame = df.loc[df["frame"].notna() & (frame.isna() | (frame < 0) | (frame % 1 != 0)),
+                           "slide_id"].tolist()  # fmt: skip
+        if bad_frame:
+            raise CohortError(f"{source}: frame must be an integer >= 0; bad for {bad_frame[:5]}")
+        df["frame"] = frame.astype("Int64")
     if df.empty:
         raise CohortError(f"{source}: the cohort has no slides")
     return df.reset_index(drop=True)
@@ -70,5 +78,6 @@ def read_cohort(path: Path) -> pd.DataFrame:
 
 
 def metadata_columns(cohort: pd.DataFrame) -> list[str]:
-    """Columns carried into tile tables (everything except the file path and mpp override)."""
-    return [c for c in cohort.columns if c not in ("path", "mpp")]
+    """Columns carried into tile tables (everything except the file path and the reading
+    overrides ``mpp`` and ``frame``)."""
+    return [c for c in cohort.columns if c not in ("path", "mpp", "frame")]

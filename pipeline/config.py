@@ -71,6 +71,36 @@ class TilingConfig(_Section):
         return self.stride or self.size
 
 
+class RadiologyConfig(_Section):
+    """Radiology images (``modality: radiology``): one image → one tile of ``tiling.size`` px."""
+
+    frame: int = Field(
+        0, ge=0, description="frame of multi-frame files (a cohort column `frame` overrides it)"
+    )
+    window: Literal["auto", "file", "percentile", "minmax", "fixed"] = Field(
+        "auto",
+        description="auto: the file's VOI LUT or window, else percentiles (8-bit PNG/JPEG as "
+        "stored); file: require the file's; percentile/minmax/fixed: ignore the file's",
+    )
+    voi_index: int = Field(0, ge=0, description="which of several windows / VOI LUTs to use")
+    percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="low/high percentiles mapped to 0 and 1 without a file window"
+    )
+    window_center: float | None = Field(None, description="window: fixed (modality units)")
+    window_width: float | None = Field(None, gt=0, description="window: fixed (modality units)")
+    pad_value: float = Field(0.0, ge=0, le=1, description="grey level of the padding")
+    images_per_task: int = Field(16, ge=1, description="images read by one Ray task")
+
+    @model_validator(mode="after")
+    def _window(self) -> RadiologyConfig:
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.window == "fixed" and (self.window_center is None or self.window_width is None):
+            raise ValueError("window: fixed needs window_center and window_width")
+        return self
+
+
 class StorageConfig(_Section):
     """Zarr layout of the tile arrays."""
 
@@ -102,7 +132,10 @@ class RayConfig(_Section):
 class GanTrainConfig(_Section):
     """StyleGAN2 training (``stylepath train-gan``)."""
 
-    preset: Literal["tiny32", "tiny64", "paper256"] = "tiny64"
+    preset: Literal["mini32", "tiny32", "tiny64", "paper256"] = "tiny64"
+    channels: int | None = Field(
+        None, ge=1, le=4, description="image channels of G and D (default: the tiles', 3 or 1)"
+    )
     resize_tiles: bool = Field(False, description="resize stored tiles to the preset resolution")
     total_kimg: float = Field(200.0, gt=0, description="train until this many thousand images")
     batch_size: int = Field(32, ge=2, description="total batch over all workers")
@@ -203,8 +236,11 @@ class ClassifierConfig(_Section):
     weights: str | None = Field(None, description="safetensors state dict for entry_point")
     entry_kwargs: dict[str, Any] = Field({}, description="keyword arguments of entry_point")
     input_size: int | None = Field(None, ge=1, le=4096, description="tiles are resized to it")
-    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] RGB")
-    std: list[float] | None = Field(None, description="per-channel std on [0, 1] RGB")
+    channels: int | None = Field(
+        None, ge=1, le=4, description="input channels of the model (default: card, else tiles)"
+    )
+    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] (RGB or grey)")
+    std: list[float] | None = Field(None, description="per-channel std on [0, 1] (RGB or grey)")
     normalize: bool = Field(True, description="false: feed [0, 1] RGB even if the card has mean")
     class_names: list[str] | None = Field(None, description="names of the outputs")
     explain: str | int | None = Field(None, description="class name or output index to explain")
@@ -221,10 +257,14 @@ class ClassifierConfig(_Section):
             raise ValueError("entry_point needs weights (a safetensors file)")
         if (self.mean is None) != (self.std is None):
             raise ValueError("set both mean and std, or neither")
+        n = self.channels
         for name in ("mean", "std"):
             v = getattr(self, name)
-            if v is not None and len(v) != 3:
-                raise ValueError(f"{name} must have 3 values (R, G, B)")
+            if v is not None and len(v) not in ((n,) if n else (1, 3)):
+                want = f"{n} value(s)" if n else "3 values (R, G, B) or 1 (grey)"
+                raise ValueError(f"{name} must have {want}, one per input channel")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError("std must be > 0")
         return self
@@ -365,7 +405,13 @@ class Config(_Section):
         description="fsspec options for a URL workdir and storage paths (e.g. endpoint_url, "
         "profile); credentials are better left to the environment",
     )
+    modality: Literal["histology", "radiology"] = Field(
+        "histology",
+        description="histology: whole-slide images tiled on a grid (RGB); radiology: each "
+        "DICOM/PNG/JPEG image becomes one grey tile (1 channel)",
+    )
     tiling: TilingConfig = TilingConfig()
+    radiology: RadiologyConfig = RadiologyConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     gan: GanTrainConfig = GanTrainConfig()

@@ -123,14 +123,15 @@ def _sample_and_score(gen_dir: WorkPath, spec: ClassifierSpec, n: int, seed: int
 class Shifter:
     """Synthesises, scores and measures shifted latents; loads G and the classifier once."""
 
-    def __init__(self, gen_dir: WorkPath, spec: ClassifierSpec, mpp: float, features: list[str],
-                 tiles_root: WorkPath, acfg: AnalysisConfig) -> None:  # fmt: skip
+    def __init__(self, gen_dir: WorkPath, spec: ClassifierSpec, modality: str,
+                 features: list[str], tiles_root: WorkPath, acfg: AnalysisConfig
+                 ) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(acfg.num_cpus)))
         self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.gen = load_generator(gen_dir)
         self.gen.G.to(self.device)
         self.clf = load_classifier(spec, self.device)
-        self.mpp, self.features = mpp, features
+        self.modality, self.features = modality, features
         self.store = TileStore(tiles_root)
 
     def _score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,8 @@ class Shifter:
 
     def shift(self, key: str, direction: str, vector: np.ndarray, sigma: float,
               alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray) -> tuple:  # fmt: skip
-        """One part: ``tiles`` (tile_id, slide_id) × α → rows with prediction and features."""
+        """One part: ``tiles`` (tile_id, slide_id, mpp) × α → rows with prediction and features
+        (each frame measured at its source tile's µm/px)."""
         shifted = shift_latents(latents, vector, np.asarray(alphas, np.float32), sigma)
         n, a = shifted.shape[:2]
         w = torch.from_numpy(shifted.reshape(n * a, *shifted.shape[2:])).to(self.device)
@@ -148,7 +150,8 @@ class Shifter:
             img = self.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
         logit, prob = self._score(img)
         u8 = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        feats = compute_features(u8, self.mpp, self.features)
+        mpp = np.repeat(tiles["mpp"].to_numpy(np.float64), a)
+        feats = compute_features(u8, mpp, self.features, modality=self.modality)
         rows = pd.DataFrame({
             "tile_id": np.repeat(tiles["tile_id"].to_numpy(), a),
             "slide_id": np.repeat(tiles["slide_id"].to_numpy(), a),
@@ -157,22 +160,27 @@ class Shifter:
         })  # fmt: skip
         return key, pd.concat([rows, feats], axis=1)
 
-    def real(self, key: str, slide_id: str, indices: np.ndarray) -> tuple:
+    def real(self, key: str, slide_id: str, indices: np.ndarray, mpp: np.ndarray) -> tuple:
         """Features (and predictions) of real tiles, for the features' SD over real tiles."""
-        tiles = self.store.read_tiles(slide_id, np.sort(indices))
+        order = np.argsort(indices)
+        tiles = self.store.read_tiles(slide_id, indices[order])
+        mpp = np.asarray(mpp, np.float64)[order]
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div(255).to(self.device)
         logit, prob = self._score(x)
         rows = pd.DataFrame({"slide_id": slide_id, "index": np.sort(indices), "logit": logit,
                              "prediction": prob})  # fmt: skip
-        return key, pd.concat([rows, compute_features(tiles, self.mpp, self.features)], axis=1)
+        feats = compute_features(tiles, mpp, self.features, modality=self.modality)
+        return key, pd.concat([rows, feats], axis=1)
 
 
 # -- driver ------------------------------------------------------------------------------------
 def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
     files = files_sha256([gen_dir / "generator.safetensors",
                           InversionStore(cfg.workdir / "inversion").table])  # fmt: skip
-    blob = json.dumps([files, spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp],
-                      sort_keys=True)  # fmt: skip
+    parts = [files, spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
+    if cfg.modality != "histology":
+        parts.append(cfg.modality)
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -234,12 +242,14 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
     missing = [c for c in a.metadata if c not in inv.columns]
     if missing:
         raise AnalysisInputError(f"analysis.metadata: cohort has no column(s) {missing}")
-    features = a.features or feature_names()
-    unknown = [f for f in features if f not in feature_names()]
+    registered = feature_names(cfg.modality)
+    features = a.features or registered
+    unknown = [f for f in features if f not in registered]
     if unknown:
-        raise AnalysisInputError(f"analysis.features: unknown {unknown}")
-    tile_size = TileStore(cfg.workdir / "tiles").array(str(inv["slide_id"].iloc[0])).shape[1]
-    spec = resolve_spec(cfg.classifier, cfg.workdir, int(tile_size))
+        raise AnalysisInputError(f"analysis.features: unknown {unknown} for modality "
+                                 f"{cfg.modality} (registered: {registered})")  # fmt: skip
+    tile_size, channels = TileStore(cfg.workdir / "tiles").tile_shape()
+    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
     load_classifier(spec)  # checked before any work
     out = cfg.workdir / OUT
     fp = fingerprint(cfg, gen_dir, spec)
@@ -272,17 +282,18 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                 key = f"shift-{hashlib.sha1(d.name.encode()).hexdigest()[:10]}-{b:06d}"
                 if not (parts / f"{key}.parquet").is_file():
                     jobs.append(("shift", key, d.name, d.vector, sigmas[d.name], a.alphas,
-                                 sel.iloc[b : b + a.batch_size][["tile_id", "slide_id"]],
+                                 sel.iloc[b : b + a.batch_size][["tile_id", "slide_id", "mpp"]],
                                  lat_sel[b : b + a.batch_size]))  # fmt: skip
         for sid, g in sel.groupby("slide_id", sort=True):
             key = f"real-{sid}"
             if not (parts / f"{key}.parquet").is_file():
-                jobs.append(("real", key, str(sid), g["index"].to_numpy()))
+                jobs.append(("real", key, str(sid), g["index"].to_numpy(),
+                             g["mpp"].to_numpy(np.float64)))  # fmt: skip
         if jobs:
             actor = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
                                                 max_restarts=a.max_restarts,
                                                 max_task_retries=a.max_task_retries)  # fmt: skip
-            actors = [actor.remote(gen_dir, spec, cfg.tiling.mpp, features,
+            actors = [actor.remote(gen_dir, spec, cfg.modality, features,
                                    cfg.workdir / "tiles", a)
                       for _ in range(min(a.concurrency, len(jobs)))]  # fmt: skip
             pool = ActorPool(actors)

@@ -54,11 +54,15 @@ def cmd_tile(args: argparse.Namespace) -> int:
 
 
 def cmd_make_cohort(args: argparse.Namespace) -> int:
-    from tasks.make_cohort import make_cohort
+    from tasks.make_cohort import make_cohort, make_ct_cohort
 
+    if args.modality == "radiology":
+        table = make_ct_cohort(args.out, n_images=args.slides or 240, seed=args.seed)
+        print(f"synthetic CT cohort: {table}")
+        return EXIT_OK
     table = make_cohort(
         args.out,
-        n_slides=args.slides,
+        n_slides=args.slides or 16,
         seed=args.seed,
         size_um=args.size_um,
         mpp=args.mpp,
@@ -70,13 +74,16 @@ def cmd_make_cohort(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tasks.make_cohort import make_cohort
+    from tasks.make_cohort import make_cohort, make_ct_cohort
 
     overrides = list(args.overrides)
     if args.train_gan:
         overrides.append("inversion.generator=null")  # train workdir/gan from scratch
     cfg = load_config(args.config, overrides)
-    table = make_cohort(cfg.cohort.parent, n_slides=args.slides, seed=args.seed)
+    if cfg.modality == "radiology":
+        table = make_ct_cohort(cfg.cohort.parent, n_images=args.slides or 240, seed=args.seed)
+    else:
+        table = make_cohort(cfg.cohort.parent, n_slides=args.slides or 16, seed=args.seed)
     print(f"demo cohort: {table}")
     return _run_job(cfg, until=args.until)
 
@@ -304,9 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_invert)
 
-    p = sub.add_parser("make-cohort", help="write the synthetic H&E demo cohort")
-    p.add_argument("out", type=Path, help="output folder (slides + cohort.csv)")
-    p.add_argument("--slides", type=int, default=16)
+    p = sub.add_parser("make-cohort", help="write a synthetic cohort (H&E slides or CT images)")
+    p.add_argument("out", type=Path, help="output folder (slides or images + cohort.csv)")
+    p.add_argument(
+        "--modality",
+        choices=["histology", "radiology"],
+        default="histology",
+        help="histology: H&E whole slides; radiology: abdominal CT slices",
+    )
+    p.add_argument(
+        "--slides",
+        type=int,
+        default=None,
+        help="slides (default 16) or, for radiology, images (default 240)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size-um", type=float, default=2048.0, help="slide side in µm")
     p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px of the slides")
@@ -317,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="make the demo cohort and run the pipeline on it")
     p.add_argument("config", type=Path, nargs="?", default=Path("configs/demo.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--slides", type=int, default=16)
+    p.add_argument(
+        "--slides",
+        type=int,
+        default=None,
+        help="slides (default 16) or, for radiology, images (default 240)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--train-gan",

@@ -147,14 +147,19 @@ def prepare(cfg: Config) -> Prepared:
     manifest = store.read_manifest()
     if manifest.empty:
         raise InversionInputError(f"{store.tiles_manifest}: no tiles to invert")
-    tile_size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
+    tile_size, channels = store.tile_shape(manifest)
+    if channels != gen.spec.img_channels:
+        raise InversionInputError(
+            f"tiles have {channels} channel(s) but the generator in {folder} makes "
+            f"{gen.spec.img_channels}; use a generator trained on this modality"
+        )
     res = gen.spec.resolution
     if tile_size != res and not cfg.inversion.resize_tiles:
         raise InversionInputError(
             f"tiles are {tile_size} px but the generator in {folder} makes {res} px; "
             "re-tile, use another generator, or set inversion.resize_tiles: true"
         )
-    clf_spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size)
+    clf_spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
     load_classifier(clf_spec)  # the contract checks (ClassifierError)
     selection = select_tiles(manifest, cfg.inversion.selection, cfg.workdir / "predictions.parquet")
     if selection.empty:
@@ -169,7 +174,8 @@ def prepare(cfg: Config) -> Prepared:
 # -- the encoder -------------------------------------------------------------------------------
 def encoder_spec(gen: TrainedGenerator, icfg: InversionConfig) -> EncoderSpec:
     return EncoderSpec(resolution=gen.spec.resolution, w_dim=gen.w_dim, num_ws=gen.num_ws,
-                       plus=icfg.space == "W+", width=icfg.encoder.width)  # fmt: skip
+                       plus=icfg.space == "W+", width=icfg.encoder.width,
+                       channels=gen.spec.img_channels)  # fmt: skip
 
 
 def encoder_key(gen_fp: str, spec: EncoderSpec, icfg: InversionConfig) -> str:

@@ -74,3 +74,53 @@ def make_cohort(
     atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
     atomic_write_json(stamp, params)
     return table
+
+
+# Bump when the synthetic CT rendering or file writing changes.
+CT_GENERATOR_VERSION = 1
+
+
+def make_ct_cohort(out: str | Path, *, n_images: int = 240, seed: int = 0,
+                   steatosis_fraction: float = 0.5,
+                   png_fraction: float = 0.25) -> Path:  # fmt: skip
+    """Write the synthetic abdominal CT cohort (``pipeline.synthetic.ct``) into ``out``:
+    ``images/<id>.dcm`` (12-bit CT, rescale intercept −1024, the abdomen window, pixel
+    spacing) or ``images/<id>.png`` (the same slice already windowed to 8 bits), and
+    ``cohort.csv`` (PNG rows carry the pixel spacing in its ``mpp`` column, as a PACS export
+    would lose it); a no-op when the same cohort is already there. Rendering is ~10 ms an
+    image, so it runs in this process (no Ray)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.io.dicom_writer import write_dicom
+    from pipeline.io.images import save_png
+    from pipeline.synthetic.ct import SPACING_MM, WINDOW, plan_ct_cohort, render_ct, window_to_unit
+
+    out = Path(out).absolute()
+    params = {"kind": "ct", "n_images": n_images, "seed": seed,
+              "steatosis_fraction": steatosis_fraction, "png_fraction": png_fraction,
+              "version": CT_GENERATOR_VERSION}  # fmt: skip
+    table, stamp = out / "cohort.csv", out / "cohort.json"
+    rows = plan_ct_cohort(n_images, seed, steatosis_fraction=steatosis_fraction,
+                          png_fraction=png_fraction)  # fmt: skip
+    for r in rows:
+        r["path"] = f"images/{r['slide_id']}.{r['format']}"
+        r["mpp"] = SPACING_MM * 1000.0 if r["format"] == "png" else None
+    done = stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params
+    if done and all((out / r["path"]).is_file() for r in rows):
+        return table
+    stamp.unlink(missing_ok=True)
+    for r in rows:
+        hu = render_ct(r)
+        if r["format"] == "dcm":
+            stored = np.clip(np.round(hu + 1024.0), 0, 4095).astype(np.uint16)
+            write_dicom(out / r["path"], stored, modality="CT", spacing_mm=(SPACING_MM,) * 2,
+                        rescale=(1.0, -1024.0), window=WINDOW, bits_stored=12,
+                        uid_seed=f"{seed}-{r['slide_id']}")  # fmt: skip
+        else:
+            grey = np.round(window_to_unit(hu) * 255.0).astype(np.uint8)
+            save_png(out / r["path"], grey[..., None])
+    cohort = pd.DataFrame(rows).drop(columns=["seed"])
+    atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
+    atomic_write_json(stamp, params)
+    return table

@@ -35,7 +35,7 @@ from pipeline.classifier.heatmaps import find_layer, gradcam, occlusion, overlay
 from pipeline.config import Config, PredictConfig
 from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.heatmap_store import HeatmapStore
-from pipeline.io.images import image_grid, save_png
+from pipeline.io.images import as_rgb, image_grid, save_png
 from pipeline.io.parquet import write_parquet
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
@@ -143,8 +143,8 @@ def prepare(cfg: Config) -> tuple[pd.DataFrame, ClassifierSpec, list[str], str, 
     manifest = store.read_manifest()
     if manifest.empty:
         raise PredictInputError(f"{store.tiles_manifest}: no tiles to score")
-    tile_size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
-    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size)
+    tile_size, channels = store.tile_shape(manifest)
+    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
     clf = load_classifier(spec)
     methods = heatmap_methods(cfg.classifier.predict.heatmaps, clf.is_script)
     if "gradcam" in methods:
@@ -163,7 +163,7 @@ def _overview(store: TileStore, heat: HeatmapStore, preds: pd.DataFrame, methods
     rows = pd.concat([ranked.tail(n).iloc[::-1], ranked.head(n)])
     cells = []
     for r in rows.itertuples():
-        tile = store.read_tiles(r.slide_id, [r.index])[0]
+        tile = as_rgb(store.read_tiles(r.slide_id, [r.index])[0])
         cells.append(tile)
         for m in methods:
             hm = heat.read(m, r.slide_id, [r.index])[0]

@@ -17,7 +17,7 @@ from pipeline.directions import shift_latents
 from pipeline.gan.generator import load_generator
 from pipeline.io.files import atomic_write_text
 from pipeline.io.heatmap_store import HeatmapStore
-from pipeline.io.images import save_gif
+from pipeline.io.images import as_rgb, save_gif
 from pipeline.io.parquet import read_parquet, read_provenance
 from pipeline.io.tile_store import TileStore
 from pipeline.reports.html import DirectionSection, Report, render, strip
@@ -41,7 +41,22 @@ def _representatives(shifts: pd.DataFrame, direction: str, k: int) -> list[str]:
     return list(dict.fromkeys(at0[:k] + at0[-k:]))
 
 
+def _images(cfg: Config, preds: pd.DataFrame, max_images: int) -> list[bytes]:
+    """Radiology: each image's tile with the classifier's probability (highest first)."""
+    store = TileStore(cfg.workdir / "tiles")
+    ranked = preds.sort_values("prob", ascending=False, kind="stable")
+    pick = pd.concat([ranked.head(max_images // 2), ranked.tail(max_images - max_images // 2)])
+    out = []
+    for r in pick.drop_duplicates("tile_id").itertuples():
+        tile = as_rgb(store.read_tiles(str(r.slide_id), [int(r.index)])[0])
+        out.append(slide_overview(tile, np.zeros((0, 4)), np.zeros(0),
+                                  f"{r.slide_id} (P {r.prob:.2f})"))  # fmt: skip
+    return out
+
+
 def _slides(cfg: Config, preds: pd.DataFrame, max_slides: int) -> list[bytes]:
+    if cfg.modality == "radiology":
+        return _images(cfg, preds, max_slides)
     store = TileStore(cfg.workdir / "tiles")
     slides = store.read_slides()
     slides = slides[slides["status"] == "ok"].head(max_slides)

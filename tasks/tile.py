@@ -1,5 +1,9 @@
 """The tiling stage on Ray: one planning task per slide, then read tasks over shard-aligned
-parts of its tile array; the driver commits each slide when all its parts are written."""
+parts of its tile array; the driver commits each slide when all its parts are written.
+
+Radiology cohorts (``modality: radiology``): tasks of ``radiology.images_per_task`` images each
+decode and tile their images (one grey tile per image) into staging arrays; the driver commits
+every image as it comes back, so a failed image never holds up the others."""
 
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ import ray
 from tqdm import tqdm
 
 from pipeline.cohort import read_cohort
-from pipeline.config import Config, StorageConfig, TilingConfig
+from pipeline.config import Config, RadiologyConfig, StorageConfig, TilingConfig
 from pipeline.io.files import atomic_write_yaml, workdir_lock
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
 from pipeline.slides import SlideError, open_slide
 from pipeline.tiling import (
+    ImagePlan,
     SlidePlan,
+    image_record,
+    image_rows,
     is_done,
     plan_slide,
     read_tiles,
@@ -29,6 +36,7 @@ from pipeline.tiling import (
     slides_table,
     tile_rows,
     tiles_table,
+    try_plan_image,
 )
 from tasks.runtime import ensure_ray
 
@@ -73,6 +81,77 @@ def _read_task(plan: SlidePlan, staging: WorkPath, start: int, stop: int, shard:
     except SlideError as exc:
         return {"error": str(exc), "seconds": time.perf_counter() - t0}
     return {"n": stop - start, "seconds": time.perf_counter() - t0}
+
+
+@ray.remote
+def _image_task(items: list[tuple[str, str, float | None, int | None]], tiling: TilingConfig,
+                radiology: RadiologyConfig, storage: StorageConfig, store_root: str
+                ) -> list[dict[str, Any]]:  # fmt: skip
+    """Decode and tile radiology images; each tile goes to its own staging array."""
+    out = []
+    store = TileStore(store_root)
+    for sid, path, mpp, frame in items:
+        t0 = time.perf_counter()
+        system = False
+        try:
+            plan, error = try_plan_image(sid, path, mpp, frame, tiling, radiology)
+        except Exception as exc:  # noqa: BLE001 - a bug or an odd file: this image only
+            plan, system = None, True
+            error = f"{path}: unexpected error reading the image ({type(exc).__name__}: {exc})"
+        res: dict[str, Any] = {"slide_id": sid, "error": error, "plan": plan, "system": system}
+        if plan is not None:
+            staging = store.create_staging(sid, 1, tiling.size, storage, channels=1)
+            TileStore.write_tiles(staging, 0, plan.tile[None])
+            res["staging"] = staging
+        res["seconds"] = time.perf_counter() - t0
+        out.append(res)
+    return out
+
+
+def _tile_images(
+    cfg: Config, store: TileStore, jobs: dict[str, _SlideJob], cohort_mpp: dict[str, Any],
+    frames: dict[str, int | None], summary: TilingSummary, records: dict[str, dict],
+    progress: bool,
+) -> None:  # fmt: skip
+    rc = cfg.ray
+    fn = _image_task.options(num_cpus=rc.tile_task_cpus, max_retries=rc.max_retries)
+    items = [(sid, job.path, cohort_mpp.get(sid), frames.get(sid)) for sid, job in jobs.items()]
+    k = cfg.radiology.images_per_task
+    inflight = {
+        fn.remote(items[a : a + k], cfg.tiling, cfg.radiology, cfg.storage, str(store.root)):
+        [it[0] for it in items[a : a + k]]
+        for a in range(0, len(items), k)
+    }  # fmt: skip
+    bar = tqdm(total=len(items), unit="image", desc="tiling", disable=not progress,
+               file=sys.stderr)  # fmt: skip
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        sids = inflight.pop(ready[0])
+        try:
+            results = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001 - lost worker after retries, or a bug
+            results = [{"slide_id": s, "plan": None, "seconds": 0.0, "system": True,
+                        "error": f"{jobs[s].path}: image task failed: {type(exc).__name__}: "
+                                 f"{exc}"} for s in sids]  # fmt: skip
+        for r in results:
+            job = jobs[r["slide_id"]]
+            plan: ImagePlan | None = r["plan"]
+            if r["error"] or plan is None:
+                rec = image_record(job.slide_id, job.path, job.fingerprint, error=r["error"],
+                                   cacheable=not r.get("system"), seconds=r["seconds"])  # fmt: skip
+                store.commit_failed(job.slide_id, rec, r.get("staging"))
+                summary.n_failed += 1
+                summary.failed[job.slide_id] = r["error"]
+            else:
+                rec = image_record(job.slide_id, job.path, job.fingerprint, plan=plan,
+                                   seconds=r["seconds"])  # fmt: skip
+                store.commit_ok(job.slide_id, r["staging"], image_rows(plan), rec)
+                summary.n_ok += 1
+                summary.n_tiles_read += 1
+            records[job.slide_id] = rec
+            bar.update(1)
+        bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, refresh=False)
+    bar.close()
 
 
 def split_parts(n_tiles: int, tiles_per_task: int, shard: int) -> list[tuple[int, int]]:
@@ -179,16 +258,24 @@ def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
         store.ensure()
         atomic_write_yaml(cfg.workdir / "config.yaml", cfg.dump())
         atomic_write_yaml(store.root / "config.yaml", cfg.dump())
-        config_hash = cfg.section_hash("tiling", "storage")
+        radiology = cfg.modality == "radiology"
+        config_hash = (cfg.section_hash("tiling", "storage", "radiology", "modality") if radiology
+                       else cfg.section_hash("tiling", "storage"))  # fmt: skip
         has_mpp = "mpp" in cohort.columns
         cohort_mpp = {
             r.slide_id: (None if not has_mpp or pd.isna(r.mpp) else float(r.mpp))
             for r in cohort.itertuples()
         }
+        has_frame = radiology and "frame" in cohort.columns
+        frames = {
+            r.slide_id: (None if not has_frame or pd.isna(r.frame) else int(r.frame))
+            for r in cohort.itertuples()
+        }
         records: dict[str, dict] = {}
         jobs: dict[str, _SlideJob] = {}
         for row in cohort.itertuples():
-            fp = slide_fingerprint(row.path, cohort_mpp[row.slide_id], config_hash)
+            fp = slide_fingerprint(row.path, cohort_mpp[row.slide_id], config_hash,
+                                   frames[row.slide_id] if radiology else None)  # fmt: skip
             rec = store.record(row.slide_id)
             if is_done(rec, fp):
                 records[row.slide_id] = rec
@@ -201,7 +288,10 @@ def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
         if jobs:
             store.clear_staging()
             ensure_ray(cfg.ray)
-            _tile_pending(cfg, store, jobs, cohort_mpp, summary, records, progress)
+            if radiology:
+                _tile_images(cfg, store, jobs, cohort_mpp, frames, summary, records, progress)
+            else:
+                _tile_pending(cfg, store, jobs, cohort_mpp, summary, records, progress)
         ordered = [records[s] for s in cohort["slide_id"]]
         slides = slides_table(ordered)
         ok_ids = [r["slide_id"] for r in ordered if r["status"] == "ok"]

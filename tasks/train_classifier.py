@@ -96,8 +96,9 @@ def _read_all(store: TileStore, manifest: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _build(t: ClassifierTrainConfig, n_classes: int) -> TileCNN:
-    return TileCNN(tuple(t.channels), 1 if n_classes == 2 else n_classes)
+def _build(t: ClassifierTrainConfig, n_classes: int, in_channels: int = 3) -> TileCNN:
+    return TileCNN(tuple(t.channels), 1 if n_classes == 2 else n_classes,
+                   in_channels=in_channels)  # fmt: skip
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -110,7 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(t.cpus_per_worker)
     device = ray.train.torch.get_device() if t.use_gpu else torch.device("cpu")
     torch.manual_seed(t.seed)  # identical init on every worker
-    model = _build(t, len(names))
+    model = _build(t, len(names), len(config["mean"]))
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     rows: list[dict[str, float]] = []
     ckpt = ray.train.get_checkpoint()
@@ -180,7 +181,7 @@ def export_classifier(checkpoint_dir: Path, cfg: Config, names: list[str], mean:
     t = cfg.classifier.train
     out = cfg.workdir / BUILTIN_DIR
     saved = load_state(checkpoint_dir)
-    model = _build(t, len(names))
+    model = _build(t, len(names), len(mean))
     model.load_state_dict(saved["model"])
     model.eval()
     n_outputs = model.n_outputs
@@ -188,13 +189,18 @@ def export_classifier(checkpoint_dir: Path, cfg: Config, names: list[str], mean:
     card = {
         "format": "torchscript",
         "input_size": int(sample.shape[1]),
+        "channels": int(sample.shape[-1]),
         "mean": mean,
         "std": std,
         "class_names": names,
         "explain": names[-1] if len(names) == 2 else names[0],
         "outputs": "logit of class_names[1], [N]" if n_outputs == 1 else "logits [N, C]",
         "entry_point": ENTRY_POINT,
-        "entry_kwargs": {"channels": list(t.channels), "n_outputs": n_outputs},
+        "entry_kwargs": {
+            "channels": list(t.channels),
+            "n_outputs": n_outputs,
+            **({"in_channels": len(mean)} if len(mean) != 3 else {}),
+        },
         "weights": "model.safetensors",
         "gradcam_layer": f"features.{len(t.channels) - 1}",
         "tile_mpp": cfg.tiling.mpp,
@@ -205,8 +211,9 @@ def export_classifier(checkpoint_dir: Path, cfg: Config, names: list[str], mean:
     save_torchscript(scripted, out / "model.pt")
     write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out / METRICS_FILE)
     reloaded = load_torchscript(out / "model.pt")
-    x = (tiles_to_tensor(sample) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
-        1, 3, 1, 1
+    c = len(mean)
+    x = (tiles_to_tensor(sample) - torch.tensor(mean).view(1, c, 1, 1)) / torch.tensor(std).view(
+        1, c, 1, 1
     )
     with torch.no_grad():
         if not torch.equal(model(x), reloaded(x)):
@@ -265,6 +272,7 @@ def run_train_classifier(cfg: Config) -> dict[str, Any]:
         card = export_classifier(Path(d), cfg, names, mean, std, sample[:256])
     # The exported model must meet the contract it promises (checked as a user would load it).
     exported = ClassifierConfig(model=str(out / "model.pt"))
-    load_classifier(resolve_spec(exported, cfg.workdir, int(sample.shape[1])))
+    load_classifier(resolve_spec(exported, cfg.workdir, int(sample.shape[1]),
+                                 int(sample.shape[-1])))  # fmt: skip
     metrics = read_parquet(out / METRICS_FILE)
     return {"card": card, "metrics": metrics, "fit_seconds": fit_seconds}

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
-from pipeline.gan.presets import PRESETS
+from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
 from pipeline.gan.quality import NucleiTracker
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
@@ -82,7 +82,10 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
     g = cfg.gan
     if len(manifest) < g.batch_size:
         raise GanInputError(f"{store.tiles_manifest}: {len(manifest)} tiles < one batch")
-    size = int(store.array(str(manifest["slide_id"].iloc[0])).shape[1])
+    size, channels = store.tile_shape(manifest)
+    if g.channels is not None and g.channels != channels:
+        raise GanInputError(f"gan.channels is {g.channels} but the tiles have {channels} "
+                            "channel(s); leave gan.channels unset to follow the tiles")  # fmt: skip
     res = PRESETS[g.preset].resolution
     if size != res and not g.resize_tiles:
         raise GanInputError(
@@ -110,12 +113,25 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
     return sync if world_size > 1 else no_sync  # single worker: average_grads skips work
 
 
+def gan_spec(cfg: Config) -> NetworkSpec:
+    """The preset's architecture with the tiles' channels (or ``gan.channels``)."""
+    g = cfg.gan
+    channels = g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
+    return preset_spec(g.preset, channels)
+
+
+def state_channels(train_sd: dict[str, Any]) -> int:
+    """Image channels of a training checkpoint (D's from_rgb input)."""
+    return int(train_sd["D"]["from_rgb.weight"].shape[1])
+
+
 def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     """G and G_ema (and D when saved) and the augmentation probability from an exported
     generator; optimizers start fresh, images seen from 0."""
     weights, meta = load_generator_files(folder)
-    if meta.get("spec") != PRESETS[preset].to_dict():
-        raise CheckpointError(f"{folder}: exported generator is not preset {preset}")
+    if meta.get("spec") != state.G.spec.to_dict():
+        raise CheckpointError(f"{folder}: exported generator is not preset {preset} with "
+                              f"{state.G.spec.img_channels} channel(s)")  # fmt: skip
     state.G.load_state_dict(weights)
     state.G_ema.load_state_dict(weights)
     state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
@@ -158,7 +174,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         torch.backends.cudnn.benchmark = True
     else:
         torch.set_num_threads(g.cpus_per_worker)
-    spec = PRESETS[g.preset]
+    spec = gan_spec(cfg)
     scfg = step_config(g, world)
     state = TrainState.create(spec, scfg, seed=g.seed, device=wk.device)  # same on every rank
     rows: list[dict[str, float]] = []
@@ -255,7 +271,7 @@ def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *
     warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
     train_sd = saved["train"]
-    spec = PRESETS[cfg.gan.preset]
+    spec = preset_spec(cfg.gan.preset, state_channels(train_sd))
     meta = {
         "spec": spec.to_dict(),
         "preset": cfg.gan.preset,

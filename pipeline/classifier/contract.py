@@ -1,10 +1,12 @@
 """The classifier contract: what a model to explain must be, and loading it safely.
 
-A classifier takes float32 RGB ``[N, 3, H, W]`` in [0, 1] (normalised with its mean/std when it
-has one) at its ``input_size`` and returns logits ``[N]`` (binary: the logit of class 1) or
-``[N, C]``. It comes as a TorchScript file or as a ``module:callable`` returning an
-``nn.Module`` plus a safetensors state dict; nothing is unpickled. ``load_classifier`` checks
-the model on a probe batch before any work and raises ``ClassifierError`` naming the file.
+A classifier takes float32 ``[N, C, H, W]`` in [0, 1] — RGB (C = 3) for histology, grey
+(C = 1) for radiology; its ``channels`` — (normalised with its mean/std when it has one) at its
+``input_size`` and returns logits ``[N]`` (binary: the logit of class 1) or ``[N, C]``. Grey
+tiles are repeated to 3 channels for an RGB model (e.g. an ImageNet-pretrained radiology
+model). It comes as a TorchScript file or as a ``module:callable`` returning an ``nn.Module``
+plus a safetensors state dict; nothing is unpickled. ``load_classifier`` checks the model on a
+probe batch before any work and raises ``ClassifierError`` naming the file.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ClassifierSpec:
     class_names: tuple[str, ...] | None = None
     explain: str | int | None = None
     gradcam_layer: str | None = None  # module name; None: the last Conv2d
+    channels: int = 3  # input channels the model takes (3 RGB, 1 grey)
 
     def files(self) -> list[WorkPath]:
         """The files whose bytes define the model (for fingerprints)."""
@@ -63,6 +66,8 @@ class ClassifierSpec:
         meta = (self.kind, self.entry_point, sorted(self.entry_kwargs.items()),
                 self.input_size, self.mean, self.std, self.class_names, self.explain,
                 self.gradcam_layer)  # fmt: skip
+        if self.channels != 3:  # (RGB fingerprints stay as they were before channels existed)
+            meta = (*meta, self.channels)
         h.update(repr(meta).encode())
         return h.hexdigest()[:16]
 
@@ -82,9 +87,11 @@ def _resolve_path(
     return p
 
 
-def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int) -> ClassifierSpec:
+def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int,
+                 tile_channels: int = 3) -> ClassifierSpec:  # fmt: skip
     """Config + the model's JSON card → spec. Without ``model``/``entry_point``: the built-in
-    classifier of ``workdir`` (loaded as an ``nn.Module`` so GradCAM can see inside)."""
+    classifier of ``workdir`` (loaded as an ``nn.Module`` so GradCAM can see inside). The
+    model's input channels: ``classifier.channels``, else the card's, else the tiles'."""
     kwargs: dict[str, Any] = {}
     workdir = as_path(workdir)
     # Model URLs are opened like the workdir (same endpoint and options) when it is remote too.
@@ -123,6 +130,15 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int) -> C
     if not ccfg.normalize:
         mean = std = None
     names = ccfg.class_names if ccfg.class_names is not None else card.get("class_names")
+    channels = int(ccfg.channels or card.get("channels") or tile_channels)
+    source = kwargs["source"]
+    for name, v in (("mean", mean), ("std", std)):
+        if v is not None and len(v) != channels:
+            raise ClassifierError(f"{source}: {name} has {len(v)} value(s) for a model with "
+                                  f"{channels} input channel(s)")  # fmt: skip
+    if not (channels == tile_channels or (channels == 3 and tile_channels == 1)):
+        raise ClassifierError(f"{source}: the model takes {channels} channel(s) but the tiles "
+                              f"have {tile_channels}; set classifier.channels")  # fmt: skip
     return ClassifierSpec(
         input_size=int(ccfg.input_size or card.get("input_size") or tile_size),
         mean=tuple(float(v) for v in mean) if mean is not None else None,
@@ -130,6 +146,7 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int) -> C
         class_names=tuple(str(n) for n in names) if names is not None else None,
         explain=ccfg.explain if ccfg.explain is not None else card.get("explain"),
         gradcam_layer=ccfg.predict.gradcam_layer or card.get("gradcam_layer"),
+        channels=channels,
         **kwargs,
     )
 
@@ -182,13 +199,14 @@ def load_model(spec: ClassifierSpec, device: str | torch.device = "cpu") -> nn.M
 
 
 def tiles_to_tensor(tiles: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` → float32 ``[N, 3, H, W]`` in [0, 1]."""
+    """uint8 ``[N, H, W, C]`` → float32 ``[N, C, H, W]`` in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class Classifier(nn.Module):
-    """A checked classifier: ``forward`` takes [0, 1] RGB at any size (resized, normalised);
-    ``prob``/``score`` pick the explained class from the logits. Differentiable."""
+    """A checked classifier: ``forward`` takes [0, 1] images of its channels at any size
+    (resized, normalised; grey repeated to RGB for a 3-channel model); ``prob``/``score``
+    pick the explained class from the logits. Differentiable."""
 
     def __init__(self, model: nn.Module, spec: ClassifierSpec, n_outputs: int,
                  explain_index: int, class_names: tuple[str, ...]) -> None:  # fmt: skip
@@ -199,17 +217,25 @@ class Classifier(nn.Module):
         self.explain_index = explain_index
         self.class_names = class_names
         self.input_size = spec.input_size
-        mean = spec.mean if spec.mean is not None else (0.0, 0.0, 0.0)
-        std = spec.std if spec.std is not None else (1.0, 1.0, 1.0)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        c = spec.channels
+        mean = spec.mean if spec.mean is not None else (0.0,) * c
+        std = spec.std if spec.std is not None else (1.0,) * c
+        self.register_buffer("mean", torch.tensor(mean).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, c, 1, 1), persistent=False)
 
     @property
     def explained_class(self) -> str:
         return self.class_names[self.explain_index]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] RGB → what the model eats: resized to ``input_size`` and normalised."""
+        """[0, 1] images → what the model eats: its channels, resized to ``input_size``,
+        normalised."""
+        c = self.spec.channels
+        if x.shape[1] != c:
+            if x.shape[1] == 1 and c == 3:
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                raise ValueError(f"{self.spec.source}: takes {c} channel(s), got {x.shape[1]}")
         s = self.input_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
@@ -241,18 +267,19 @@ class Classifier(nn.Module):
 
 
 def _probe(model: nn.Module, spec: ClassifierSpec, n: int, device) -> torch.Tensor:
-    s = spec.input_size
+    s, c = spec.input_size, spec.channels
     gen = torch.Generator().manual_seed(n)
-    x = torch.rand(n, 3, s, s, generator=gen)
+    x = torch.rand(n, c, s, s, generator=gen)
     if spec.mean is not None:
-        x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+        x = (x - torch.tensor(spec.mean).view(1, c, 1, 1)) / torch.tensor(spec.std).view(1, c, 1, 1)
     try:
         with torch.no_grad():
             out = model(x.to(device))
     except Exception as exc:  # noqa: BLE001 - the model cannot take this input
         raise ClassifierError(
-            f"{spec.source}: fails on input [{n}, 3, {s}, {s}] (input_size {s} impossible for "
-            f"this model? set classifier.input_size): {_first_line(exc)}"
+            f"{spec.source}: fails on input [{n}, {c}, {s}, {s}] (input_size {s} or {c} "
+            f"channel(s) impossible for this model? set classifier.input_size / "
+            f"classifier.channels): {_first_line(exc)}"
         ) from None
     if not isinstance(out, torch.Tensor):
         raise ClassifierError(f"{spec.source}: returns {type(out).__name__}, not a tensor")
@@ -261,7 +288,7 @@ def _probe(model: nn.Module, spec: ClassifierSpec, n: int, device) -> torch.Tens
     )
     if not ok or (out.ndim == 2 and out.shape[1] < 1):
         raise ClassifierError(
-            f"{spec.source}: output {out.dtype} {list(out.shape)} for input [{n}, 3, {s}, {s}]; "
+            f"{spec.source}: output {out.dtype} {list(out.shape)} for input [{n}, {c}, {s}, {s}]; "
             f"the contract is float logits [N] or [N, C]"
         )
     if not torch.isfinite(out).all():

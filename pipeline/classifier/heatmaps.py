@@ -116,11 +116,14 @@ def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
 
 def overlay(tile: np.ndarray, heat: np.ndarray, *, signed: bool = False, alpha: float = 0.5,
             scale: float | None = None) -> np.ndarray:  # fmt: skip
-    """A heatmap ``[g, g]`` blended over its tile (uint8 ``[H, W, 3]``) → uint8 ``[H, W, 3]``.
+    """A heatmap ``[g, g]`` blended over its tile (uint8 ``[H, W, 3]``, or grey ``[H, W, 1]``)
+    → uint8 ``[H, W, 3]``.
 
     The map is bilinearly resized to the tile; ``scale`` divides it first (default: 1 for
     GradCAM maps in [0, 1]; the largest absolute value for signed occlusion maps).
     """
+    if tile.ndim == 2 or tile.shape[-1] == 1:
+        tile = np.repeat(tile.reshape(*tile.shape[:2], 1), 3, axis=-1)
     h, w = tile.shape[:2]
     m = torch.from_numpy(np.asarray(heat, dtype=np.float32))[None, None]
     m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()

@@ -9,16 +9,18 @@ from torch import nn
 class TileCNN(nn.Module):
     """conv3×3-BN-ReLU blocks (max-pool between), global average pool, linear head.
 
-    Takes normalised float32 ``[N, 3, H, W]`` (any H, W ≥ 2^(blocks-1)); returns logits ``[N]``
+    Takes normalised float32 ``[N, C, H, W]`` (C = ``in_channels``: 3 RGB, 1 grey; any H, W ≥
+    2^(blocks-1)); returns logits ``[N]``
     for ``n_outputs == 1`` (binary: the logit of class 1), else ``[N, n_outputs]``. The last
     block's conv (``features.<last>.conv``) is the GradCAM layer.
     """
 
     def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64, 64),
-                 n_outputs: int = 1, dropout: float = 0.1) -> None:  # fmt: skip
+                 n_outputs: int = 1, dropout: float = 0.1,
+                 in_channels: int = 3) -> None:  # fmt: skip
         super().__init__()
         blocks = []
-        c_in = 3
+        c_in = in_channels
         for i, c in enumerate(channels):
             block = nn.Sequential()
             if i > 0:
@@ -41,6 +43,7 @@ class TileCNN(nn.Module):
         return out
 
 
-def tile_cnn(channels: list[int] | None = None, n_outputs: int = 1) -> TileCNN:
+def tile_cnn(channels: list[int] | None = None, n_outputs: int = 1, in_channels: int = 3
+             ) -> TileCNN:  # fmt: skip
     """Entry point (``pipeline.classifier.model:tile_cnn``) used by the exported model card."""
-    return TileCNN(tuple(channels or (16, 32, 64, 64)), n_outputs)
+    return TileCNN(tuple(channels or (16, 32, 64, 64)), n_outputs, in_channels=in_channels)

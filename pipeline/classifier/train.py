@@ -62,8 +62,8 @@ def class_names_of(labels: pd.Series) -> list[str]:
 
 
 def channel_stats(tiles: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 ``[N, H, W, 3]`` tiles on the [0, 1] scale."""
-    x = tiles.reshape(-1, 3).astype(np.float64) / 255.0
+    """Per-channel mean and std of uint8 ``[N, H, W, C]`` tiles on the [0, 1] scale."""
+    x = tiles.reshape(-1, tiles.shape[-1]).astype(np.float64) / 255.0
     return x.mean(0).round(6).tolist(), np.maximum(x.std(0), 1e-3).round(6).tolist()
 
 
@@ -104,7 +104,7 @@ def cosine_lr(step: int, total: int, floor: float = 0.05) -> float:
 
 
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def train_epoch(

@@ -1,10 +1,17 @@
-"""Features measured on tiles (histology first): the numbers behind biomarker and bias findings.
+"""Features measured on tiles: the numbers behind biomarker and bias findings, per modality.
 
-``compute_features(tiles, mpp)`` measures every registered feature; ``feature(...)`` registers
-a new one (see ``pipeline.features.registry``)."""
+``compute_features(tiles, mpp, modality=...)`` measures every registered feature of a modality;
+``feature(...)`` registers a new one (see ``pipeline.features.registry``)."""
 
 from pipeline.features import histology as _histology  # noqa: F401  (registers the features)
-from pipeline.features.registry import REGISTRY, compute_features, feature, feature_names
+from pipeline.features import radiology as _radiology  # noqa: F401
+from pipeline.features.registry import (
+    REGISTRIES,
+    REGISTRY,
+    compute_features,
+    feature,
+    feature_names,
+)
 
 HISTOLOGY_FEATURES = (
     "hematoxylin_mean", "eosin_mean", "nuclei_density", "nuclear_area_mean",
@@ -12,5 +19,12 @@ HISTOLOGY_FEATURES = (
     "brightness", "saturation_mean", "hue_mean", "sharpness", "texture_contrast",
     "texture_homogeneity", "tissue_fraction",
 )  # fmt: skip
+RADIOLOGY_FEATURES = (
+    "intensity_mean", "intensity_std", "edge_density", "local_contrast", "sharpness",
+    "texture_contrast", "texture_homogeneity",
+)  # fmt: skip
 
-__all__ = ["HISTOLOGY_FEATURES", "REGISTRY", "compute_features", "feature", "feature_names"]
+__all__ = [
+    "HISTOLOGY_FEATURES", "RADIOLOGY_FEATURES", "REGISTRIES", "REGISTRY", "compute_features",
+    "feature", "feature_names",
+]  # fmt: skip

@@ -23,7 +23,7 @@ from skimage.measure import regionprops
 from skimage.segmentation import watershed
 
 from pipeline.features.nuclei import nuclei_mask
-from pipeline.features.registry import feature
+from pipeline.features.registry import feature, register_context
 
 MIN_NUCLEUS_UM2 = 12.0  # smaller objects are stain noise (a nucleus of radius 2 µm)
 TISSUE_SATURATION = 0.08  # HSV saturation above which a pixel is stained tissue
@@ -92,6 +92,9 @@ class TileContext:
         q = np.clip((self.grey * GLCM_LEVELS).astype(np.uint8), 0, GLCM_LEVELS - 1)
         angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
         return graycomatrix(q, [1], angles, levels=GLCM_LEVELS, symmetric=True, normed=True)
+
+
+register_context("histology", TileContext)
 
 
 def _mean(values: list[float]) -> float:

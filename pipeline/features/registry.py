@@ -1,9 +1,11 @@
-"""A registry of named tile features: each is a function of one RGB tile and its µm/px.
+"""A registry of named tile features, one namespace per modality (histology, radiology).
 
-Add a feature by decorating a function ``(rgb: uint8 [H, W, 3], ctx: TileContext) -> float``
-with ``@feature("name", unit="...", doc="...")``; ``compute_features`` then measures it on
-every tile. The shared context computes the expensive parts (colour spaces, nuclei) once per
-tile, whatever features ask for them.
+Add a feature by decorating a function ``(image, ctx) -> float`` with
+``@feature("name", unit="...", doc="...", modality="histology" | "radiology")``;
+``compute_features`` then measures it on every tile. Histology features receive the RGB tile
+(uint8 ``[H, W, 3]``), radiology features the grey tile (uint8 ``[H, W]``). The shared
+context computes the expensive parts (colour spaces, nuclei, the GLCM) once per tile, whatever
+features ask for them. The same name may exist in two modalities (``sharpness``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+MODALITIES = ("histology", "radiology")
+
 
 @dataclass(frozen=True)
 class FeatureInfo:
@@ -25,39 +29,70 @@ class FeatureInfo:
     modality: str
 
 
-REGISTRY: dict[str, FeatureInfo] = {}
+REGISTRIES: dict[str, dict[str, FeatureInfo]] = {m: {} for m in MODALITIES}
+REGISTRY = REGISTRIES["histology"]  # the histology features (the original, flat registry)
+CONTEXTS: dict[str, Callable[[np.ndarray, float], Any]] = {}
 
 
 def feature(name: str, *, unit: str, doc: str, modality: str = "histology"):
-    """Register ``fn`` under ``name`` (names are unique within the registry)."""
+    """Register ``fn`` under ``name`` (names are unique within a modality)."""
+    if modality not in REGISTRIES:
+        raise ValueError(f"unknown modality {modality!r}; one of {list(REGISTRIES)}")
+    registry = REGISTRIES[modality]
 
     def wrap(fn: Callable[[np.ndarray, Any], float]) -> Callable[[np.ndarray, Any], float]:
-        if name in REGISTRY and REGISTRY[name].fn is not fn:
-            raise ValueError(f"feature {name!r} is already registered")
-        REGISTRY[name] = FeatureInfo(name, fn, unit, doc, modality)
+        if name in registry and registry[name].fn is not fn:
+            raise ValueError(f"feature {name!r} is already registered for {modality}")
+        registry[name] = FeatureInfo(name, fn, unit, doc, modality)
         return fn
 
     return wrap
 
 
+def register_context(modality: str, factory: Callable[[np.ndarray, float], Any]) -> None:
+    """The per-tile context class of a modality (``factory(image, mpp)``)."""
+    CONTEXTS[modality] = factory
+
+
 def feature_names(modality: str = "histology") -> list[str]:
     """Registered feature names of a modality, in registration order."""
-    return [n for n, f in REGISTRY.items() if f.modality == modality]
+    if modality not in REGISTRIES:
+        raise ValueError(f"unknown modality {modality!r}; one of {list(REGISTRIES)}")
+    return list(REGISTRIES[modality])
 
 
-def compute_features(tiles: np.ndarray, mpp: float, names: Iterable[str] | None = None,
-                     context: Callable[[np.ndarray, float], Any] | None = None
-                     ) -> pd.DataFrame:  # fmt: skip
-    """One row per tile of uint8 [N, H, W, 3], one float column per feature."""
-    from pipeline.features.histology import TileContext
+def _as_modality_image(tile: np.ndarray, modality: str) -> np.ndarray:
+    """What a feature function receives: RGB ``[H, W, 3]`` or grey ``[H, W]`` (uint8)."""
+    if modality == "radiology":
+        if tile.ndim == 3 and tile.shape[-1] == 1:
+            return tile[..., 0]
+        if tile.ndim == 3 and tile.shape[-1] == 3:  # an RGB rendering of a grey image
+            return np.round(tile.astype(np.float32).mean(-1)).astype(np.uint8)
+    return tile
 
-    names = list(names) if names is not None else feature_names()
-    unknown = [n for n in names if n not in REGISTRY]
+
+def compute_features(tiles: np.ndarray, mpp: float | np.ndarray, names: Iterable[str] | None = None,
+                     context: Callable[[np.ndarray, float], Any] | None = None,
+                     modality: str = "histology") -> pd.DataFrame:  # fmt: skip
+    """One row per tile of uint8 [N, H, W, C], one float column per feature of ``modality``.
+
+    ``mpp``: the tiles' µm/px, one value or one per tile (radiology: the image's pixel spacing
+    after resizing; NaN when unknown)."""
+    from pipeline.features import histology as _h  # noqa: F401  (registers the built-ins)
+    from pipeline.features import radiology as _r  # noqa: F401
+
+    registry = REGISTRIES.get(modality)
+    if registry is None:
+        raise ValueError(f"unknown modality {modality!r}; one of {list(REGISTRIES)}")
+    names = list(names) if names is not None else feature_names(modality)
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        raise KeyError(f"unknown features {unknown}; registered: {sorted(REGISTRY)}")
-    make = context or TileContext
+        raise KeyError(f"unknown features {unknown}; registered for {modality}: {sorted(registry)}")
+    make = context or CONTEXTS[modality]
+    mpps = np.broadcast_to(np.asarray(mpp, dtype=np.float64), (len(tiles),))
     rows = []
-    for rgb in tiles:
-        ctx = make(rgb, mpp)
-        rows.append({n: float(REGISTRY[n].fn(rgb, ctx)) for n in names})
+    for tile, m in zip(tiles, mpps, strict=True):
+        img = _as_modality_image(tile, modality)
+        ctx = make(img, float(m))
+        rows.append({n: float(registry[n].fn(img, ctx)) for n in names})
     return pd.DataFrame(rows, columns=names)

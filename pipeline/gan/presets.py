@@ -1,7 +1,11 @@
-"""Architecture presets: tiny CPU models (32, 64 px) and a paper-sized 256 px GPU model."""
+"""Architecture presets: tiny CPU models (32, 64 px) and a paper-sized 256 px GPU model.
+
+The presets are RGB; ``preset_spec(name, img_channels)`` gives the same architecture for
+another number of image channels (1 for grey radiology tiles)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,6 +76,11 @@ PRESETS: dict[str, NetworkSpec] = {
         resolution=32, z_dim=128, w_dim=128, mapping_layers=4,
         channels={4: 128, 8: 128, 16: 64, 32: 32},
     ),
+    # CPU, fast: G 0.19 M, D 0.22 M parameters (1 channel); the radiology known-answer cohort.
+    "mini32": NetworkSpec(
+        resolution=32, z_dim=64, w_dim=64, mapping_layers=2,
+        channels={4: 64, 8: 64, 16: 32, 32: 16},
+    ),
     # CPU: G 1.4 M, D 0.9 M parameters.
     "tiny64": NetworkSpec(
         resolution=64, z_dim=256, w_dim=256, mapping_layers=8,
@@ -83,3 +92,10 @@ PRESETS: dict[str, NetworkSpec] = {
         channels={4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128},
     ),
 }  # fmt: skip
+
+
+def preset_spec(name: str, img_channels: int = 3) -> NetworkSpec:
+    """The preset's architecture for ``img_channels`` image channels (G's output, D's input)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], img_channels=int(img_channels))

@@ -11,20 +11,44 @@ from pipeline.features.nuclei import nuclei_table
 from pipeline.gan.metrics import layout_correlation, swd
 
 STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction")
+GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
+
+
+def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
+    """Samples must not be more alike in layout than the reals (tiles cut at random from
+    tissue share none; aligned radiographs share their anatomy)."""
+    rl, fl = layout_correlation(reals), layout_correlation(fakes)
+    return {"real": rl, "fake": fl, "passed": bool(fl <= rl + 0.1)}
 
 
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0
                    ) -> dict[str, Any]:  # fmt: skip
-    """Compare uint8 [N, H, W, 3] reals and samples.
+    """Compare uint8 [N, H, W, C] reals and samples.
 
-    The bar: for each nuclear statistic the samples' mean lies within one SD of the reals'
-    mean and the samples' SD within a factor 2 of the reals' SD; the same for the per-tile
-    mean of each colour channel; and the samples' layout correlation at most 0.1 above the
-    reals' (no shared arrangement of nuclei, ``layout_correlation``). Returns the figures
+    The bar: for each statistic the samples' mean lies within one SD of the reals' mean and
+    the samples' SD within a factor 2 of the reals' SD. RGB (histology): the nuclear
+    statistics and the per-tile mean of each colour channel; grey (radiology, C = 1): the
+    radiology features ``GREY_STATS``. Both: the samples' layout correlation at most 0.1
+    above the reals' (no shared arrangement, ``layout_correlation``). Returns the figures
     and ``passed``.
     """
-    r, f = nuclei_table(reals, mpp), nuclei_table(fakes, mpp)
     out: dict[str, Any] = {"n_real": len(reals), "n_fake": len(fakes), "checks": {}}
+    if reals.shape[-1] != 3:
+        from pipeline.features import compute_features
+
+        r = compute_features(reals, mpp, GREY_STATS, modality="radiology")
+        f = compute_features(fakes, mpp, GREY_STATS, modality="radiology")
+        for col in GREY_STATS:
+            rm, rs, fm, fs = r[col].mean(), r[col].std(), f[col].mean(), f[col].std()
+            ok = abs(fm - rm) <= rs and 0.5 * rs <= fs <= 2 * rs
+            out["checks"][col] = {"real_mean": float(rm), "real_sd": float(rs),
+                                  "fake_mean": float(fm), "fake_sd": float(fs),
+                                  "passed": bool(ok)}  # fmt: skip
+        out["checks"]["layout_corr"] = _layout_check(reals, fakes)
+        out["swd"] = swd(reals, fakes, seed=seed)
+        out["passed"] = all(c["passed"] for c in out["checks"].values())
+        return out
+    r, f = nuclei_table(reals, mpp), nuclei_table(fakes, mpp)
     for col in STATS:
         rm, rs, fm, fs = r[col].mean(), r[col].std(), f[col].mean(), f[col].std()
         ok = abs(fm - rm) <= rs and 0.5 * rs <= fs <= 2 * rs
@@ -40,9 +64,7 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
             "fake_mean": float(fc[:, k].mean()), "fake_sd": float(fc[:, k].std()),
             "passed": bool(ok),
         }  # fmt: skip
-    # Layout: samples must not share one arrangement of nuclei (tiles cut at random share none).
-    rl, fl = layout_correlation(reals), layout_correlation(fakes)
-    out["checks"]["layout_corr"] = {"real": rl, "fake": fl, "passed": bool(fl <= rl + 0.1)}
+    out["checks"]["layout_corr"] = _layout_check(reals, fakes)
     out["swd"] = swd(reals, fakes, seed=seed)
     out["passed"] = all(c["passed"] for c in out["checks"].values())
     return out

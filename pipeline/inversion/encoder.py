@@ -1,4 +1,4 @@
-"""A small convolutional encoder E: image [N, 3, R, R] in [0, 1] → w [N, w_dim] (or W+
+"""A small convolutional encoder E: image [N, C, R, R] in [0, 1] → w [N, w_dim] (or W+
 [N, num_ws, w_dim]). Its output is ``w_mean + w_std ⊙ out`` with the last layer zeroed, so an
 untrained encoder returns the generator's mean w."""
 
@@ -20,9 +20,13 @@ class EncoderSpec:
     num_ws: int
     plus: bool = False  # W+: one w per synthesis layer
     width: int = 32  # channels of the first conv; doubled per level up to 8 × width
+    channels: int = 3  # image channels (3 RGB, 1 grey)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["channels"] == 3:  # RGB specs (and cache keys) stay as before channels existed
+            d.pop("channels")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
@@ -35,7 +39,8 @@ class Encoder(nn.Module):
     def __init__(self, spec: EncoderSpec, w_mean: torch.Tensor, w_std: torch.Tensor) -> None:
         super().__init__()
         self.spec = spec
-        layers: list[nn.Module] = [nn.Conv2d(3, spec.width, 3, padding=1), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [nn.Conv2d(spec.channels, spec.width, 3, padding=1),
+                                   nn.LeakyReLU(0.2)]  # fmt: skip
         ch, res = spec.width, spec.resolution
         while res > 4:
             nxt = min(ch * 2, spec.width * 8)

@@ -9,6 +9,14 @@ from pipeline.io.files import atomic_write
 from pipeline.io.paths import WorkPath
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 [..., H, W, 1] grey (or [..., H, W] ) → [..., H, W, 3] for display; RGB passes."""
+    if image.shape[-1] == 3:
+        return image
+    grey = image[..., 0] if image.shape[-1] == 1 else image
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
     """uint8 [N, H, W, C] → one [rows·H, cols·W, C] mosaic (missing cells white)."""
     n, h, w, c = images.shape
@@ -37,7 +45,8 @@ def png_bytes(image: np.ndarray) -> bytes:
 def save_gif(
     path: WorkPath | str, frames: np.ndarray, ms_per_frame: int = 250, scale: int = 1
 ) -> None:
-    """uint8 [A, H, W, 3] → a looping GIF that plays forward and back."""
+    """uint8 [A, H, W, 3] (or grey [A, H, W, 1]) → a looping GIF that plays forward and back."""
+    frames = as_rgb(frames)
     imgs = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
             for f in frames]  # fmt: skip
     seq = imgs + imgs[-2:0:-1]

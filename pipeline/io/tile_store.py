@@ -2,7 +2,8 @@
 
 ```
 workdir/tiles/
-  tiles.zarr/<slide_id>     uint8 [N, H, W, 3] per slide (zarr v3, chunked by tile, sharded)
+  tiles.zarr/<slide_id>     uint8 [N, H, W, C] per slide (C = 3 RGB histology, 1 grey radiology;
+                            zarr v3, chunked by tile, sharded)
   parts/<slide_id>.parquet  the slide's tile rows        (written after its array)
   parts/<slide_id>.json     the slide's record + fingerprint (written last: the commit mark)
   tiles.parquet             all tiles of the cohort, with the cohort's metadata
@@ -91,18 +92,18 @@ class TileStore:
         return read_parquet(self._rows_path(slide_id))
 
     # -- writing a slide -----------------------------------------------------------------------
-    def create_staging(
-        self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig
-    ) -> WorkPath:
-        """Create an empty staging array for a slide; returns its path."""
+    def create_staging(self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig,
+                       channels: int = 3) -> WorkPath:  # fmt: skip
+        """Create an empty staging array for a slide (``channels`` per pixel); returns its
+        path."""
         path = self.staging_dir / f"{slide_id}-{uuid.uuid4().hex[:12]}"
         chunk = storage.tiles_per_chunk
         shard = storage.tiles_per_shard
         zarr.create_array(
             zarr_store(path),
-            shape=(n_tiles, size, size, 3),
-            chunks=(chunk, size, size, 3),
-            shards=(shard, size, size, 3),
+            shape=(n_tiles, size, size, channels),
+            chunks=(chunk, size, size, channels),
+            shards=(shard, size, size, channels),
             dtype="uint8",
             compressors=_compressors(storage),
             dimension_names=("tile", "y", "x", "channel"),
@@ -161,8 +162,14 @@ class TileStore:
     def array(self, slide_id: str) -> zarr.Array:
         return zarr.open_array(zarr_store(self.zarr_path / slide_id, read_only=True), mode="r")
 
+    def tile_shape(self, manifest: pd.DataFrame | None = None) -> tuple[int, int]:
+        """(tile side in px, channels) of the cohort's tiles (its first slide with tiles)."""
+        manifest = self.read_manifest() if manifest is None else manifest
+        shape = self.array(str(manifest["slide_id"].iloc[0])).shape
+        return int(shape[1]), int(shape[3])
+
     def read_tiles(self, slide_id: str, indices: np.ndarray | slice | None = None) -> np.ndarray:
-        """Tiles of one slide (all, a slice, or an index array): uint8 [n, H, W, 3]."""
+        """Tiles of one slide (all, a slice, or an index array): uint8 [n, H, W, C]."""
         arr = self.array(slide_id)
         if indices is None:
             return arr[:]

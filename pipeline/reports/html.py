@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from pipeline.io.images import png_bytes
+from pipeline.io.images import as_rgb, png_bytes
 
 
 def data_uri(png: bytes) -> str:
@@ -19,9 +19,10 @@ def data_uri(png: bytes) -> str:
 
 def strip(frames: np.ndarray, labels: list[str], scale: int = 2,
           lead: list[tuple[np.ndarray, str]] | None = None) -> bytes:  # fmt: skip
-    """A row of frames (uint8 [A, H, W, 3]) with a caption under each; ``lead``: extra
-    captioned images first (the real tile, its heatmap)."""
-    cells = [*(lead or []), *zip(frames, labels, strict=True)]
+    """A row of frames (uint8 [A, H, W, 3] or grey [A, H, W, 1]) with a caption under each;
+    ``lead``: extra captioned images first (the real tile, its heatmap)."""
+    cells = [(as_rgb(img), text) for img, text in
+             [*(lead or []), *zip(frames, labels, strict=True)]]  # fmt: skip
     h, w = frames.shape[1] * scale, frames.shape[2] * scale
     pad, cap = 4, 14
     out = Image.new("RGB", (len(cells) * (w + pad) + pad, h + cap + 2 * pad), "white")

@@ -35,6 +35,11 @@ def open_slide(path: str | Path) -> Slide:
     try:
         return openslide.open_slide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
+        from pipeline.radiology.read import is_dicom
+
+        if is_dicom(path):
+            raise SlideError(path, "unsupported format for histology: a DICOM image (radiology "
+                             "images need modality: radiology)") from None  # fmt: skip
         raise SlideError(
             path, "unsupported format (not a slide or image openslide can read)"
         ) from None
