@@ -6,7 +6,8 @@ encoder once per generator and encoder config (a Ray task; cached in
 the classifier once — inverts batches of one slide's tiles (encoder + batched refinement +
 fidelity). The driver writes each finished batch as an atomic part file as it arrives and
 finally consolidates the parts into ``inversion.parquet`` + ``latents.zarr``. A re-run skips
-tiles that have a part; a dead actor is restarted and its batch retried by Ray.
+tiles that have a part. Actors lost with their process or node are replaced and their
+batches redone by ``tasks.pool.ResilientPool`` (rounds of fresh actors on live nodes).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ prediction per slide, inversion per tile, analysis per part keyed by its inputs)
 and do only what changed — for new slides: tile, score, invert and shift only their tiles,
 then re-fit the cohort-level directions and re-aggregate. The others are skipped when their
 stamp in ``workdir/runs/stamps/<stage>.json`` matches; a trained model (GAN, classifier)
-also records the slides it was trained on and stays valid while those are unchanged. Every run writes
-``workdir/runs/<timestamp>/manifest.json`` (stages run or skipped and why, fingerprints,
-timings, package versions, the Ray cluster's resources) and the resolved ``config.yaml``.
+also records the slides it was trained on and stays valid while those are unchanged. Every
+run writes ``workdir/runs/<timestamp>/manifest.json`` (stages run or skipped and why,
+fingerprints, timings, package versions, the Ray cluster's resources) and the resolved
+``config.yaml``.
 """
 
 from __future__ import annotations
