@@ -197,6 +197,7 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
     slides = TileStore(workdir / "tiles").slide_fingerprints()
     if is_done(workdir, fp, slides):
         summary.skipped = True
+        summary.n_reused = len(manifest)
         summary.seconds = time.perf_counter() - t0
         return summary
     p = cfg.classifier.predict
