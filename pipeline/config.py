@@ -373,10 +373,12 @@ class InversionConfig(_Section):
     concurrency: int = Field(2, ge=1, description="actors (each loads G, E, D, classifier once)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
-    max_restarts: int = Field(3, ge=0, description="restarts of a dead actor")
-    max_task_retries: int = Field(3, ge=0, description="retries of a call on a dead actor")
+    max_restarts: int = Field(3, ge=0, description="fresh actors replacing dead ones, per round")
+    max_task_retries: int = Field(
+        3, ge=0, description="retries of a batch whose actor died; then its tiles are failed"
+    )
     task_timeout_s: float = Field(
-        900.0, gt=0, description="no batch finishing for this long → error (stuck pool)"
+        900.0, gt=0, description="no batch finishing for this long → new round, or error (stuck)"
     )
 
 

@@ -5,7 +5,8 @@
    with the metadata directions projected out (conditional).
 2. Shifts (a Ray actor pool; each actor loads G and the classifier once): every selected
    inverted tile moved along every direction over the α grid, synthesised, scored, measured.
-   Results are written as part files as they complete; a re-run skips finished parts.
+   Results are written as part files as they complete, keyed by their inputs (direction,
+   tiles, latents): a re-run — also one with new slides — computes only the missing parts.
 3. Reports under ``workdir/analysis/``: ``directions.parquet``, ``shifts.parquet``,
    ``feature_effects.parquet``, ``cohort_bias.parquet`` (each with provenance metadata).
 """
@@ -16,6 +17,7 @@ import hashlib
 import json
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from pipeline.directions import (
 )
 from pipeline.features import compute_features, feature_names
 from pipeline.gan.generator import load_generator
-from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
+from pipeline.io.files import atomic_write, atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath, remove_tree
@@ -53,6 +55,7 @@ from tasks.invert import generator_folder
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
+PARTS_VERSION = 2  # bump when a part's content changes for the same key
 
 
 class AnalysisInputError(ValueError):
@@ -65,6 +68,7 @@ class AnalysisSummary:
     not_estimable: list[dict] = field(default_factory=list)
     n_tiles: int = 0
     n_frames: int = 0
+    n_parts_reused: int = 0  # shift/real parts kept from earlier runs (same inputs)
     skipped: bool = False
     seconds: float = 0.0
     out: Path | None = None
@@ -91,10 +95,11 @@ def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
-    """Up to ``per_slide`` inverted tiles per slide, drawn reproducibly."""
-    rng = np.random.default_rng(seed)
+    """Up to ``per_slide`` inverted tiles per slide, drawn reproducibly and per slide (a new
+    slide leaves the other slides' picks, and so their cached shifts, alone)."""
     parts = []
-    for _, g in inv.groupby("slide_id", sort=True):
+    for sid, g in inv.groupby("slide_id", sort=True):
+        rng = np.random.default_rng([seed, zlib.crc32(str(sid).encode())])
         pick = np.sort(rng.choice(len(g), min(per_slide, len(g)), replace=False))
         parts.append(g.iloc[pick])
     return pd.concat(parts)
@@ -174,7 +179,7 @@ class Shifter:
 
 
 # -- driver ------------------------------------------------------------------------------------
-def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
+def fingerprint(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec) -> str:
     files = files_sha256([gen_dir / "generator.safetensors",
                           InversionStore(cfg.workdir / "inversion").table])  # fmt: skip
     parts = [files, spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
@@ -184,13 +189,55 @@ def fingerprint(cfg: Config, gen_dir: Path, spec: ClassifierSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def parts_fingerprint(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec) -> str:
+    """What every part depends on (generator, classifier, settings) — not which tiles were
+    inverted: part keys name their own inputs (direction, tiles, latents)."""
+    parts = [PARTS_VERSION, files_sha256([gen_dir / "generator.safetensors"]),
+             spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]  # fmt: skip
+    if cfg.modality != "histology":
+        parts.append(cfg.modality)
+    blob = json.dumps(parts, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _key(*items: object) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(it.tobytes() if isinstance(it, np.ndarray) else json.dumps(it).encode())
+        h.update(b"|")
+    return h.hexdigest()[:20]
+
+
+def sampled_latents(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec, cache: WorkPath
+                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``n_samples`` latents and their logits (a Ray task), cached in ``cache`` by generator,
+    classifier, count and seed."""
+    a = cfg.analysis
+    key = _key(files_sha256([gen_dir / "generator.safetensors"]), spec.fingerprint(),
+               a.n_samples, a.seed)  # fmt: skip
+    try:
+        with cache.open("rb") as fh, np.load(fh) as z:
+            if str(z["key"]) == key:
+                return z["w"], z["logits"]
+    except (FileNotFoundError, KeyError, ValueError, OSError):
+        pass
+    task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+    w, logits = ray.get(task.remote(gen_dir, spec, a.n_samples, a.seed, int(a.num_cpus)))
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # np.savez(path) would append ".npz" to the temp name
+            np.savez(fh, key=np.array(key), w=w, logits=logits)
+
+    atomic_write(cache, save)
+    return w, logits
+
+
 def fit_directions(
-    cfg: Config, gen_dir: Path, spec: ClassifierSpec, inv: pd.DataFrame, latents: np.ndarray
+    cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec, inv: pd.DataFrame, latents: np.ndarray
 ) -> tuple[list[Direction], list[dict], np.ndarray]:
     """All directions (with what could not be estimated) and the sampled latents."""
     a = cfg.analysis
-    task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w, logits = ray.get(task.remote(gen_dir, spec, a.n_samples, a.seed, int(a.num_cpus)))
+    w, logits = sampled_latents(cfg, gen_dir, spec, cfg.workdir / OUT / "samples.npz")
     clf = load_classifier(spec)
     try:
         names = list(clf.class_names)
@@ -265,10 +312,11 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         stamp.unlink(missing_ok=True)
         parts = out / "parts"
         part_stamp = parts / "fingerprint.txt"
-        if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != fp):
-            remove_tree(parts)  # parts of another configuration
+        part_fp = parts_fingerprint(cfg, gen_dir, spec)
+        if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != part_fp):
+            remove_tree(parts)  # parts of another generator, classifier or configuration
         parts.mkdir(parents=True, exist_ok=True)
-        part_stamp.write_text(fp)
+        part_stamp.write_text(part_fp)
         ensure_ray(cfg.ray)
         dirs, skipped, w_samples = fit_directions(cfg, gen_dir, spec, inv, latents)
         sigmas = {d.name: latent_sigma(w_samples, d.vector) for d in dirs}
@@ -276,19 +324,32 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
 
         sel = select_tiles(inv, a.tiles_per_slide, a.seed)
         lat_sel = latents[sel.index.to_numpy()]
-        jobs = []
+        slide_fps = TileStore(cfg.workdir / "tiles").slide_fingerprints()
+        # Part keys name their inputs, so a new slide adds parts and leaves the others valid;
+        # a direction re-fitted on the grown cohort (metadata) gets new parts for every tile.
+        jobs, keys = [], {"shift": [], "real": []}
+        alphas = [float(x) for x in a.alphas]
         for d in dirs:
-            for b in range(0, len(sel), a.batch_size):
-                key = f"shift-{hashlib.sha1(d.name.encode()).hexdigest()[:10]}-{b:06d}"
-                if not (parts / f"{key}.parquet").is_file():
-                    jobs.append(("shift", key, d.name, d.vector, sigmas[d.name], a.alphas,
-                                 sel.iloc[b : b + a.batch_size][["tile_id", "slide_id", "mpp"]],
-                                 lat_sel[b : b + a.batch_size]))  # fmt: skip
+            vec = np.asarray(d.vector, np.float32)
+            for rows in sel.groupby("slide_id", sort=True).indices.values():
+                for b in range(0, len(rows), a.batch_size):
+                    r = rows[b : b + a.batch_size]
+                    tiles, lat = sel.iloc[r][["tile_id", "slide_id", "mpp"]], lat_sel[r]
+                    key = "shift-" + _key(d.name, vec, float(sigmas[d.name]), alphas,
+                                          tiles["tile_id"].astype(str).tolist(),
+                                          np.ascontiguousarray(lat, np.float32))  # fmt: skip
+                    keys["shift"].append(key)
+                    if not (parts / f"{key}.parquet").is_file():
+                        jobs.append(("shift", key, d.name, vec, sigmas[d.name], alphas, tiles,
+                                     lat))  # fmt: skip
         for sid, g in sel.groupby("slide_id", sort=True):
-            key = f"real-{sid}"
+            idx = np.sort(g["index"].to_numpy())
+            key = "real-" + _key(str(sid), slide_fps.get(str(sid), ""), idx.tolist())
+            keys["real"].append(key)
             if not (parts / f"{key}.parquet").is_file():
-                jobs.append(("real", key, str(sid), g["index"].to_numpy(),
-                             g["mpp"].to_numpy(np.float64)))  # fmt: skip
+                mpp = g["mpp"].to_numpy(np.float64)[np.argsort(g["index"].to_numpy())]
+                jobs.append(("real", key, str(sid), idx, mpp))
+        summary.n_parts_reused = len(keys["shift"]) + len(keys["real"]) - len(jobs)
         if jobs:
             actor = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
                                                 max_restarts=a.max_restarts,
@@ -316,11 +377,14 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
             bar.close()
             for act in actors:
                 ray.kill(act)
+        current = {f"{k}.parquet" for k in keys["shift"] + keys["real"]} | {part_stamp.name}
+        for p in parts.iterdir():  # parts of earlier directions or tile picks
+            if p.name not in current and not p.name.startswith("."):
+                p.unlink()
 
-        shifts = pd.concat([read_parquet(p) for p in sorted(parts.glob("shift-*.parquet"))],
+        shifts = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["shift"]],
                            ignore_index=True)  # fmt: skip
-        shifts = shifts.drop_duplicates(["direction", "tile_id", "alpha"], ignore_index=True)
-        real = pd.concat([read_parquet(p) for p in sorted(parts.glob("real-*.parquet"))],
+        real = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["real"]],
                          ignore_index=True)  # fmt: skip
         write_parquet(shifts, out / "shifts.parquet", prov)
         real_sd = real[features].std()

@@ -6,7 +6,8 @@ encoder once per generator and encoder config (a Ray task; cached in
 the classifier once — inverts batches of one slide's tiles (encoder + batched refinement +
 fidelity). The driver writes each finished batch as an atomic part file as it arrives and
 finally consolidates the parts into ``inversion.parquet`` + ``latents.zarr``. A re-run skips
-tiles that have a part; a dead actor is restarted and its batch retried by Ray.
+tiles that have a part. Actors lost with their process or node are replaced and their
+batches redone by ``tasks.pool.ResilientPool`` (rounds of fresh actors on live nodes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import pandas as pd
 import ray
 import torch
 import torch.nn.functional as F
-from ray.util import ActorPool
 from tqdm import tqdm
 
 from pipeline.classifier.contract import (
@@ -50,9 +50,11 @@ from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
 from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
+from tasks.pool import PoolStuckError, ResilientPool
 from tasks.runtime import ensure_ray
 
 FAULT_ENV = "STYLEPATH_FAULT_EXIT_ONCE"  # test hook: marker path; an actor exits on its 1st batch
+Job = tuple[str, list[int], list[str]]  # slide id, tile indices, tile ids
 COLUMNS = ["tile_id", "slide_id", "index", "latent_row", "mse", "ssim", "prob_real",
            "prob_recon", "steps", "seconds", "status", "error"]  # fmt: skip
 
@@ -113,11 +115,12 @@ def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path
     """The tiles to invert, in manifest order."""
     if sel.mode == "all":
         return manifest
-    if sel.mode == "per_slide":
-        order = np.random.default_rng(sel.seed).permutation(len(manifest))
-        shuffled = manifest.iloc[order]
-        keep = shuffled.groupby("slide_id", sort=False).cumcount() < sel.n
-        return manifest.loc[manifest.index.isin(shuffled.index[keep.to_numpy()])]
+    if sel.mode == "per_slide":  # drawn per slide: a new slide leaves the others' picks alone
+        keep = np.zeros(len(manifest), bool)
+        for sid, rows in manifest.groupby("slide_id", sort=False).indices.items():
+            rng = np.random.default_rng([sel.seed, zlib.crc32(str(sid).encode())])
+            keep[rows[rng.permutation(len(rows))[: sel.n]]] = True
+        return manifest[keep]
     if not predictions.is_file():
         raise InversionInputError(
             f"selection top_confident needs {predictions}; run `stylepath predict` first"
@@ -279,6 +282,10 @@ class Inverter:
         )  # fmt: skip
         self.fault_marker = fault_marker
 
+    def ready(self) -> bool:
+        """Answers once the models are loaded (the pool gives work only to ready actors)."""
+        return True
+
     def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
         if self.fault_marker and not os.path.exists(self.fault_marker):
             Path(self.fault_marker).touch()
@@ -304,7 +311,7 @@ class Inverter:
             "status": ["failed" if f else "ok" for f in out.failed],
             "error": [f or "" for f in out.failed],
         })  # fmt: skip
-        return {"name": f"{slide_id}-{indices[0]:07d}", "rows": rows,
+        return {"name": part_name(slide_id, indices), "rows": rows,
                 "latents": latents.float().cpu().numpy()}  # fmt: skip
 
 
@@ -321,12 +328,15 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
             "classifier": prep.clf_spec.fingerprint(),
-            "tiles": files_sha256([TileStore(prep.cfg.workdir / "tiles").tiles_manifest]),
         }
     )
 
 
-def _jobs(todo: pd.DataFrame, batch: int) -> list[tuple[str, list[int], list[str]]]:
+def part_name(slide_id: str, indices: list[int]) -> str:
+    return f"{slide_id}-{indices[0]:07d}"
+
+
+def _jobs(todo: pd.DataFrame, batch: int) -> list[Job]:
     jobs = []
     for sid, g in todo.groupby("slide_id", sort=False):
         g = g.sort_values("index")
@@ -334,6 +344,20 @@ def _jobs(todo: pd.DataFrame, batch: int) -> list[tuple[str, list[int], list[str
         jobs += [(str(sid), idx[a : a + batch], ids[a : a + batch])
                  for a in range(0, len(idx), batch)]  # fmt: skip
     return jobs
+
+
+def failed_part(job: Job, error: str, prep: Prepared) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of a batch given up (its actors kept dying), NaN latents: reported, not analysed."""
+    sid, indices, ids = job
+    n = len(ids)
+    nan = np.full(n, np.nan, np.float32)
+    rows = pd.DataFrame({
+        "tile_id": ids, "slide_id": sid, "index": np.asarray(indices, np.int64),
+        "mse": nan, "ssim": nan, "prob_real": nan, "prob_recon": nan,
+        "steps": np.int32(0), "seconds": nan, "status": "failed", "error": error,
+    })  # fmt: skip
+    n_ws = prep.gen.num_ws if prep.cfg.inversion.space == "W+" else 1
+    return rows, np.full((n, n_ws, prep.gen.w_dim), np.nan, np.float32)
 
 
 def consolidate(store: InversionStore, selection: pd.DataFrame) -> pd.DataFrame:
@@ -384,7 +408,8 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
         _, meta, trained = ensure_encoder(prep, store)
         summary.encoder_trained = trained
         summary.encoder_seconds = float(meta.get("seconds", 0.0)) if trained else 0.0
-        store.reset_parts(parts_fingerprint(prep, meta["key"]))
+        slides = TileStore(cfg.workdir / "tiles").slide_fingerprints()
+        store.reset_parts(parts_fingerprint(prep, meta["key"]), slides)
         done = store.finished_ids()
         todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
         summary.n_skipped = len(prep.selection) - len(todo)
@@ -392,38 +417,44 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
         t_work = time.perf_counter()
         if jobs:
             ensure_ray(cfg.ray)
-            actor_cls = ray.remote(Inverter).options(
-                num_cpus=icfg.num_cpus, num_gpus=icfg.num_gpus, max_restarts=icfg.max_restarts,
-                max_task_retries=icfg.max_task_retries,
-            )  # fmt: skip
-            # Small arguments only: a restarted actor re-reads the encoder from the workdir.
+            # Ray's own restarts and retries are off: ResilientPool replaces dead actors
+            # itself (a restart pinned to a lost node's resources would wait forever).
+            actor_cls = ray.remote(Inverter).options(num_cpus=icfg.num_cpus,
+                                                     num_gpus=icfg.num_gpus)  # fmt: skip
+            # Small arguments only: a new actor re-reads the encoder from the workdir.
             # Paths stay path objects: a URL keeps its storage options.
             args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
                     prep.clf_spec, cfg.workdir / "tiles", icfg,
                     os.environ.get(FAULT_ENV))  # fmt: skip
-            actors = [actor_cls.remote(*args) for _ in range(min(icfg.concurrency, len(jobs)))]
-            pool = ActorPool(actors)
-            for job in jobs:
-                pool.submit(lambda a, j: a.invert.remote(*j), job)
             bar = tqdm(total=len(todo), unit="tile", desc="invert", disable=not progress,
                        file=sys.stderr)  # fmt: skip
+
+            def on_result(job: Job, r: dict[str, Any]) -> None:
+                store.write_part(r["name"], r["rows"], r["latents"])
+                summary.n_inverted += len(r["rows"])
+                bar.update(len(r["rows"]))
+
+            def on_give_up(job: Job, why: str) -> None:
+                rows, lat = failed_part(job, why, prep)
+                store.write_part(part_name(job[0], job[1]), rows, lat)
+                bar.update(len(rows))
+
+            pool: ResilientPool[Job] = ResilientPool(
+                make_actor=lambda: actor_cls.remote(*args),
+                call=lambda actor, job: actor.invert.remote(*job),
+                concurrency=icfg.concurrency, timeout_s=icfg.task_timeout_s,
+                max_replacements=icfg.max_restarts, max_job_failures=icfg.max_task_retries + 1,
+            )  # fmt: skip
             try:
-                while pool.has_next():
-                    try:
-                        r = pool.get_next_unordered(timeout=icfg.task_timeout_s)
-                    except TimeoutError:
-                        raise InversionStuckError(
-                            f"no inversion batch finished in {icfg.task_timeout_s:.0f} s "
-                            "(inversion.task_timeout_s): the actor pool looks stuck; finished "
-                            "batches are kept and a re-run resumes"
-                        ) from None
-                    store.write_part(r["name"], r["rows"], r["latents"])
-                    summary.n_inverted += len(r["rows"])
-                    bar.update(len(r["rows"]))
+                stats = pool.run(jobs, on_result, on_give_up)
+            except PoolStuckError as exc:
+                raise InversionStuckError(
+                    f"inversion stopped: {exc} (inversion.task_timeout_s); finished batches "
+                    "are kept and a re-run resumes"
+                ) from None
             finally:
                 bar.close()
-                for actor in actors:
-                    ray.kill(actor)
+            summary.extras["pool"] = {k: v for k, v in vars(stats).items() if k != "errors"}
         summary.work_seconds = time.perf_counter() - t_work
         table = consolidate(store, prep.selection)
         ok = table[table["status"] == "ok"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import ray
 from tqdm import tqdm
 
@@ -124,3 +125,23 @@ def make_ct_cohort(out: str | Path, *, n_images: int = 240, seed: int = 0,
     atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
     atomic_write_json(stamp, params)
     return table
+
+
+def grow_cohort(table: str | Path, out: str | Path, *, n_new: int, seed: int,
+                size_um: float = 2048.0, prefix: str = "new") -> Path:  # fmt: skip
+    """A cohort that grew: ``table``'s slides plus ``n_new`` new synthetic slides (rendered
+    into ``out``, ids ``<prefix>_000``…), as ``out/cohort.csv`` with absolute paths — the
+    scheduled re-analysis case (benchmarks and tests of incremental runs)."""
+    out = Path(out).absolute()
+    new_table = make_cohort(out / "new", n_slides=n_new, seed=seed, size_um=size_um)
+    old, new = read_table(Path(table)), read_table(new_table)
+    old["path"] = [str((Path(table).absolute().parent / p).absolute()) for p in old["path"]]
+    new["path"] = [str(new_table.parent / p) for p in new["path"]]
+    rename = {s: f"{prefix}_{i:03d}" for i, s in enumerate(new["slide_id"])}
+    new["slide_id"] = new["slide_id"].map(rename)
+    if "patient" in new:
+        new["patient"] = [f"{prefix}_patient_{i:03d}" for i in range(len(new))]
+    grown = pd.concat([old, new], ignore_index=True)
+    path = out / "cohort.csv"
+    atomic_write(path, lambda tmp: grown.to_csv(tmp, index=False))
+    return path

@@ -33,16 +33,17 @@ from pipeline.classifier.contract import (
 )
 from pipeline.classifier.heatmaps import find_layer, gradcam, occlusion, overlay
 from pipeline.config import Config, PredictConfig
-from pipeline.io.files import atomic_write_json, files_sha256, workdir_lock
+from pipeline.io.files import atomic_write_json, workdir_lock
 from pipeline.io.heatmap_store import HeatmapStore
 from pipeline.io.images import as_rgb, image_grid, save_png
-from pipeline.io.parquet import write_parquet
+from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
 from tasks.runtime import ensure_ray
 
 PREDICTIONS = "predictions.parquet"
 STAMP = "predictions.json"
+PREDICT_VERSION = 2  # bump when scoring changes
 HEATMAPS = "heatmaps"
 
 
@@ -53,6 +54,7 @@ class PredictInputError(ValueError):
 @dataclass
 class PredictSummary:
     n_tiles: int = 0
+    n_reused: int = 0  # tiles of unchanged slides, kept from the last run
     skipped: bool = False
     seconds: float = 0.0
     tiles_per_s: float = 0.0
@@ -117,22 +119,36 @@ class Scorer:
         }  # fmt: skip
 
 
-def fingerprint(spec: ClassifierSpec, manifest_path: Path, methods: list[str],
-                pcfg: PredictConfig) -> str:  # fmt: skip
-    """Model files + settings, tile manifest bytes, heatmap settings."""
+def fingerprint(spec: ClassifierSpec, methods: list[str], pcfg: PredictConfig) -> str:
+    """Model files + settings and heatmap settings (the tiles are tracked per slide)."""
     settings = {"methods": methods, "grid": pcfg.heatmap_grid, "patch": pcfg.occlusion_patch,
                 "stride": pcfg.occlusion_stride}  # fmt: skip
-    blob = json.dumps([spec.fingerprint(), files_sha256([manifest_path]), settings], sort_keys=True)
+    blob = json.dumps([PREDICT_VERSION, spec.fingerprint(), settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_done(workdir: Path, fp: str) -> bool:
+def _stamp(workdir: Path) -> dict[str, Any]:
     try:
-        stamp = json.loads((workdir / STAMP).read_text())
+        return json.loads((workdir / STAMP).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return (stamp.get("fingerprint") == fp and (workdir / PREDICTIONS).is_file()
-            and (workdir / HEATMAPS).is_dir())  # fmt: skip
+        return {}
+
+
+def reusable_slides(workdir: Path, fp: str, slides: dict[str, str]) -> set[str]:
+    """Slides whose predictions and heatmaps from the last run still hold: same model and
+    settings, same tiles (slide fingerprint)."""
+    stamp = _stamp(workdir)
+    if stamp.get("fingerprint") != fp or not (workdir / PREDICTIONS).is_file():
+        return set()
+    if (HeatmapStore(workdir / HEATMAPS).meta() or {}).get("fingerprint") != fp:
+        return set()
+    old = stamp.get("slides", {})
+    return {s for s, f in slides.items() if old.get(s) == f}
+
+
+def is_done(workdir: Path, fp: str, slides: dict[str, str]) -> bool:
+    return (_stamp(workdir).get("slides") == slides
+            and reusable_slides(workdir, fp, slides) == set(slides))  # fmt: skip
 
 
 def prepare(cfg: Config) -> tuple[pd.DataFrame, ClassifierSpec, list[str], str, Any]:
@@ -152,7 +168,7 @@ def prepare(cfg: Config) -> tuple[pd.DataFrame, ClassifierSpec, list[str], str, 
             find_layer(clf.model, spec.gradcam_layer)
         except ValueError as exc:
             raise ClassifierError(f"{spec.source}: {exc}") from None
-    fp = fingerprint(spec, store.tiles_manifest, methods, cfg.classifier.predict)
+    fp = fingerprint(spec, methods, cfg.classifier.predict)
     return manifest, spec, methods, fp, clf
 
 
@@ -172,75 +188,90 @@ def _overview(store: TileStore, heat: HeatmapStore, preds: pd.DataFrame, methods
 
 
 def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
-    """Score every tile (skipped when the fingerprint is unchanged); see the module docstring."""
+    """Score the tiles of new or changed slides (nothing when model, settings and slides are
+    unchanged); see the module docstring."""
     t0 = time.perf_counter()
     manifest, spec, methods, fp, clf = prepare(cfg)
     summary = PredictSummary(n_tiles=len(manifest), methods=methods, model=spec.source,
                              explained_class=clf.explained_class)  # fmt: skip
     workdir = cfg.workdir
-    if is_done(workdir, fp):
+    slides = TileStore(workdir / "tiles").slide_fingerprints()
+    if is_done(workdir, fp, slides):
         summary.skipped = True
+        summary.n_reused = len(manifest)
         summary.seconds = time.perf_counter() - t0
         return summary
     p = cfg.classifier.predict
     if progress is None:
         progress = sys.stderr.isatty()
     with workdir_lock(workdir):
+        reuse = reusable_slides(workdir, fp, slides)
+        old_preds = read_parquet(workdir / PREDICTIONS) if reuse else None
         (workdir / STAMP).unlink(missing_ok=True)  # not done until the new stamp is written
         HeatmapStore.clear_stale(workdir / HEATMAPS)
-        ensure_ray(cfg.ray)
-        t_work = time.perf_counter()
-        actor_cls = ray.remote(Scorer).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus)
-        tiles_root = workdir / "tiles"  # a path object: a URL keeps its storage options
-        actors = [actor_cls.remote(spec, tiles_root, methods, p) for _ in range(p.concurrency)]
-        pool = ActorPool(actors)
-        jobs = []
         counts = manifest.groupby("slide_id", sort=False)["index"].max() + 1
-        for sid, n in counts.items():
-            jobs += [(str(sid), a, min(a + p.tiles_per_task, int(n)))
-                     for a in range(0, int(n), p.tiles_per_task)]  # fmt: skip
+        todo = counts[~counts.index.astype(str).isin(reuse)]
+        summary.n_reused = int(len(manifest) - todo.sum())
+        t_work = time.perf_counter()
         n_cols = 0
         logits: dict[str, np.ndarray] = {}
         probs: dict[str, np.ndarray] = {}
         maps: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
-        bar = tqdm(total=int(counts.sum()), unit="tile", desc="predict", disable=not progress,
-                   file=sys.stderr)  # fmt: skip
-        for r in pool.map_unordered(lambda a, job: a.score.remote(*job), jobs):
-            sid, a, b = r["slide_id"], r["start"], r["stop"]
-            n_cols = r["logits"].shape[1]
-            if sid not in probs:
-                logits[sid] = np.zeros((int(counts[sid]), n_cols), np.float32)
-                probs[sid] = np.zeros(int(counts[sid]), np.float32)
+        if len(todo):
+            ensure_ray(cfg.ray)
+            actor_cls = ray.remote(Scorer).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus)
+            tiles_root = workdir / "tiles"  # a path object: a URL keeps its storage options
+            actors = [actor_cls.remote(spec, tiles_root, methods, p)
+                      for _ in range(p.concurrency)]  # fmt: skip
+            pool = ActorPool(actors)
+            jobs = []
+            for sid, n in todo.items():
+                jobs += [(str(sid), a, min(a + p.tiles_per_task, int(n)))
+                         for a in range(0, int(n), p.tiles_per_task)]  # fmt: skip
+            bar = tqdm(total=int(todo.sum()), unit="tile", desc="predict", disable=not progress,
+                       file=sys.stderr)  # fmt: skip
+            for r in pool.map_unordered(lambda a, job: a.score.remote(*job), jobs):
+                sid, a, b = r["slide_id"], r["start"], r["stop"]
+                n_cols = r["logits"].shape[1]
+                if sid not in probs:
+                    logits[sid] = np.zeros((int(counts[sid]), n_cols), np.float32)
+                    probs[sid] = np.zeros(int(counts[sid]), np.float32)
+                    for m in methods:
+                        maps[m][sid] = np.zeros((int(counts[sid]), p.heatmap_grid,
+                                                 p.heatmap_grid), np.float16)  # fmt: skip
+                logits[sid][a:b] = r["logits"]
+                probs[sid][a:b] = r["prob"]
                 for m in methods:
-                    maps[m][sid] = np.zeros((int(counts[sid]), p.heatmap_grid, p.heatmap_grid),
-                                            np.float16)  # fmt: skip
-            logits[sid][a:b] = r["logits"]
-            probs[sid][a:b] = r["prob"]
-            for m in methods:
-                maps[m][sid][a:b] = r["maps"][m]
-            bar.update(b - a)
-        bar.close()
-        for actor in actors:
-            ray.kill(actor)
+                    maps[m][sid][a:b] = r["maps"][m]
+                bar.update(b - a)
+            bar.close()
+            for actor in actors:
+                ray.kill(actor)
         work_seconds = time.perf_counter() - t_work
 
-        sids = manifest["slide_id"].astype(str).to_numpy()
-        idx = manifest["index"].to_numpy()
-        preds = pd.DataFrame({"tile_id": manifest["tile_id"], "slide_id": manifest["slide_id"],
-                              "index": manifest["index"]})  # fmt: skip
-        z = np.stack([logits[s][i] for s, i in zip(sids, idx, strict=True)])
-        if n_cols == 1:
-            preds["logit"] = z[:, 0]
-        else:
-            for k in range(n_cols):
-                preds[f"logit_{k}"] = z[:, k]
-        preds["prob"] = np.array([probs[s][i] for s, i in zip(sids, idx, strict=True)], np.float32)
-
+        new = manifest[manifest["slide_id"].astype(str).isin(probs)]
+        sids = new["slide_id"].astype(str).to_numpy()
+        idx = new["index"].to_numpy()
+        preds = new[["tile_id", "slide_id", "index"]].reset_index(drop=True)
+        if len(new):
+            z = np.stack([logits[s][i] for s, i in zip(sids, idx, strict=True)])
+            if n_cols == 1:
+                preds["logit"] = z[:, 0]
+            else:
+                for k in range(n_cols):
+                    preds[f"logit_{k}"] = z[:, k]
+            preds["prob"] = np.array([probs[s][i] for s, i in zip(sids, idx, strict=True)],
+                                     np.float32)  # fmt: skip
+        if old_preds is not None:  # the reused slides' rows, then manifest order
+            kept = old_preds[old_preds["slide_id"].astype(str).isin(reuse)]
+            preds = pd.concat([kept, preds] if len(new) else [kept], ignore_index=True)
+            preds = manifest[["tile_id"]].merge(preds, on="tile_id", how="inner")
+        old_heat = HeatmapStore(workdir / HEATMAPS)
         staging = HeatmapStore.staging(workdir / HEATMAPS)
         try:
             for m in methods:
-                for sid in counts.index:
-                    staging.write(m, str(sid), maps[m][str(sid)])
+                for sid in counts.index.astype(str):
+                    staging.write(m, sid, maps[m][sid] if sid in probs else old_heat.read(m, sid))
             meta = {"methods": methods, "grid": p.heatmap_grid, "fingerprint": fp,
                     "explained_class": clf.explained_class, "model": spec.source,
                     "occlusion_patch": p.occlusion_patch, "occlusion_stride": p.occlusion_stride,
@@ -251,14 +282,17 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
             raise
         write_parquet(preds, workdir / PREDICTIONS)
         if methods:
-            _overview(TileStore(tiles_root), heat, preds, methods, workdir / HEATMAPS / "top.png")
+            _overview(TileStore(workdir / "tiles"), heat, preds, methods,
+                      workdir / HEATMAPS / "top.png")  # fmt: skip
         summary.seconds = time.perf_counter() - t0
-        summary.tiles_per_s = len(manifest) / max(work_seconds, 1e-9)
+        n_scored = len(manifest) - summary.n_reused
+        summary.tiles_per_s = n_scored / max(work_seconds, 1e-9)
         atomic_write_json(workdir / STAMP, {
-            "fingerprint": fp, "model": spec.source, "kind": spec.kind,
+            "fingerprint": fp, "slides": slides, "model": spec.source, "kind": spec.kind,
             "class_names": list(clf.class_names), "explained_class": clf.explained_class,
             "n_outputs": clf.n_outputs, "input_size": spec.input_size,
             "mean": spec.mean, "std": spec.std, "methods": methods, "n_tiles": len(manifest),
-            "seconds": round(summary.seconds, 2), "tiles_per_s": round(summary.tiles_per_s, 1),
+            "n_scored": n_scored, "seconds": round(summary.seconds, 2),
+            "tiles_per_s": round(summary.tiles_per_s, 1),
         })  # fmt: skip
     return summary

@@ -2,11 +2,15 @@
 invert → analyze → report — with each stage skipped when its inputs are unchanged.
 
 Each stage has a fingerprint of its inputs (input file hashes, its config sections, the
-stage's code version). Stages that track finer-grained work themselves (tiling per slide,
-inversion per tile) always run and do only what changed; the others are skipped when their
-stamp in ``workdir/runs/stamps/<stage>.json`` matches. Every run writes
-``workdir/runs/<timestamp>/manifest.json`` (stages run or skipped and why, fingerprints,
-timings, package versions, the Ray cluster's resources) and the resolved ``config.yaml``.
+stage's code version). Stages that track finer-grained work themselves (tiling and
+prediction per slide, inversion per tile, analysis per part keyed by its inputs) always run
+and do only what changed — for new slides: tile, score, invert and shift only their tiles,
+then re-fit the cohort-level directions and re-aggregate. The others are skipped when their
+stamp in ``workdir/runs/stamps/<stage>.json`` matches; a trained model (GAN, classifier)
+also records the slides it was trained on and stays valid while those are unchanged. Every
+run writes ``workdir/runs/<timestamp>/manifest.json`` (stages run or skipped and why,
+fingerprints, timings, package versions, the Ray cluster's resources) and the resolved
+``config.yaml``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.io.files import atomic_write_json, atomic_write_yaml, files_sha256
 from pipeline.io.paths import WorkPath, remove_file, remove_tree, same_location
+from pipeline.io.tile_store import TileStore
 from pipeline.provenance import code_version
 
 STAGES = ["tile", "train-gan", "train-classifier", "predict", "invert", "analyze", "report"]
-STAGE_VERSION = {"train-gan": 1, "train-classifier": 1, "report": 1}
+STAGE_VERSION = {"train-gan": 2, "train-classifier": 2, "report": 1}
 PACKAGES = ["stylepath", "torch", "ray", "zarr", "numpy", "pandas", "pyarrow", "openslide-python",
             "scikit-image", "scikit-learn"]  # fmt: skip
 
@@ -41,13 +46,16 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+TRAINED_ON_SLIDES = {"train-gan", "train-classifier"}
+
+
 def stage_fingerprint(cfg: Config, stage: str) -> str:
-    """Inputs of the stages that keep no finer-grained record of their own work."""
-    tiles = cfg.workdir / "tiles" / "tiles.parquet"
+    """Inputs of the stages that keep no finer-grained record of their own work. The training
+    stages' tiles are tracked per slide in their stamps instead (``_is_fresh``)."""
     if stage == "train-gan":
-        parts = [files_sha256([tiles], missing_ok=True), cfg.section_hash("gan")]
+        parts = [cfg.section_hash("gan")]
     elif stage == "train-classifier":
-        parts = [files_sha256([tiles], missing_ok=True), cfg.section_hash("classifier")]
+        parts = [cfg.section_hash("classifier")]
     elif stage == "report":
         parts = [files_sha256([cfg.workdir / "analysis" / "analysis.json",
                                cfg.workdir / "predictions.parquet"], missing_ok=True)]  # fmt: skip
@@ -61,12 +69,28 @@ def _stamp(cfg: Config, stage: str) -> WorkPath:
     return cfg.workdir / "runs" / "stamps" / f"{stage}.json"
 
 
-def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[WorkPath]) -> bool:
+def _slides(cfg: Config) -> dict[str, str]:
+    return TileStore(cfg.workdir / "tiles").slide_fingerprints()
+
+
+def _is_fresh(cfg: Config, stage: str, fp: str, outputs: list[WorkPath]) -> str | None:
+    """Why the stage can be skipped, or None when it must run. A trained model stays valid
+    while the slides it was trained on are unchanged: new slides are analysed with it, not
+    trained on (``--force STAGE`` retrains)."""
     try:
         stamp = json.loads(_stamp(cfg, stage).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return stamp.get("fingerprint") == fp and all(p.exists() for p in outputs)
+        return None
+    if stamp.get("fingerprint") != fp or not all(p.exists() for p in outputs):
+        return None
+    if stage not in TRAINED_ON_SLIDES:
+        return "inputs unchanged"
+    trained, now = stamp.get("slides"), _slides(cfg)
+    if trained is None or any(now.get(s) != f for s, f in trained.items()):
+        return None  # a slide it was trained on changed or is gone
+    new = len(set(now) - set(trained))
+    return "inputs unchanged" + (f"; {new} new slide(s) not trained on (--force {stage} "
+                                 "retrains)" if new else "")  # fmt: skip
 
 
 def _outputs(cfg: Config, stage: str) -> list[WorkPath]:
@@ -94,6 +118,7 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
         nothing_new = s.n_skipped == s.n_slides and not s.manifests_written
         return {"slides": s.n_slides, "ok": s.n_ok, "failed": s.n_failed, "tiles": s.n_tiles,
                 "tiles_read": s.n_tiles_read, "failures": s.failed,
+                "new_or_changed_slides": s.n_slides - s.n_skipped,
                 "skipped": nothing_new}  # fmt: skip
 
     def train_gan() -> dict[str, Any]:
@@ -112,7 +137,8 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
         from tasks.predict import run_predict
 
         s = run_predict(cfg)
-        return {"tiles": s.n_tiles, "skipped": s.skipped, "tiles_per_s": s.tiles_per_s}
+        return {"tiles": s.n_tiles, "reused": s.n_reused, "skipped": s.skipped,
+                "tiles_per_s": s.tiles_per_s}  # fmt: skip
 
     def invert() -> dict[str, Any]:
         from tasks.invert import run_invert
@@ -127,7 +153,7 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
 
         s = run_analyze(cfg)
         return {"skipped": s.skipped, "directions": s.directions, "tiles": s.n_tiles,
-                "not_estimable": s.not_estimable}  # fmt: skip
+                "parts_reused": s.n_parts_reused, "not_estimable": s.not_estimable}  # fmt: skip
 
     def report() -> dict[str, Any]:
         from tasks.report import run_report
@@ -195,8 +221,9 @@ def run_all(cfg: Config, force: str | None = None, until: str | None = None) -> 
             results.append(StageResult(name, "skipped", f"using the configured classifier "
                                        f"{cfg.classifier.model}"))  # fmt: skip
             continue
-        if fp and _is_fresh(cfg, name, fp, _outputs(cfg, name)):
-            results.append(StageResult(name, "skipped", "inputs unchanged", fingerprint=fp))
+        why = _is_fresh(cfg, name, fp, _outputs(cfg, name)) if fp else None
+        if why:
+            results.append(StageResult(name, "skipped", why, fingerprint=fp))
             continue
         try:
             summary = actions[name]()
@@ -209,7 +236,10 @@ def run_all(cfg: Config, force: str | None = None, until: str | None = None) -> 
         reason = "inputs unchanged (stage's own record)" if status == "skipped" else ""
         results.append(StageResult(name, status, reason, time.perf_counter() - t0, fp, summary))
         if fp:
-            atomic_write_json(_stamp(cfg, name), {"fingerprint": fp, "finished": str(started)})
+            stamp = {"fingerprint": fp, "finished": str(started)}
+            if name in TRAINED_ON_SLIDES:
+                stamp["slides"] = _slides(cfg)
+            atomic_write_json(_stamp(cfg, name), stamp)
     resources: dict[str, Any] = {}
     try:
         import ray

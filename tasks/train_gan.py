@@ -5,18 +5,22 @@ Checkpoints every tick through Ray Train into ``gan.storage_path`` (default ``wo
 a URL such as ``s3://bucket/work/gan/ray`` goes through the same fsspec filesystem as the workdir);
 re-running the same command resumes from the last checkpoint and stops at the same total
 number of images. Outputs under ``workdir/gan/``: ``generator.safetensors`` +
-``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``.
+``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``,
+``resumes.jsonl`` (a line per resume: Ray Train's restart after a lost worker, or a re-run).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,10 @@ from pipeline.io.tile_store import TileStore
 log = logging.getLogger("stylepath")
 SAMPLE_SEED = 1234  # fixed latents of the sample grids
 METRICS_FILE = "metrics.parquet"
+RESUMES_FILE = "resumes.jsonl"  # one line per resume: from which checkpoint, when
+# Test hook, "MARKER:NIMG": once (while MARKER does not exist) the last-ranked Ray Train
+# worker process exits at its first tick past NIMG images, before reporting that tick.
+FAULT_ENV = "STYLEPATH_GAN_FAULT_EXIT_ONCE"
 
 
 class GanInputError(ValueError):
@@ -161,6 +169,21 @@ class Worker:
     sync: Sync
     report: Callable[[dict[str, float], Path | None], None]
     resume: tuple[dict[str, Any], list[dict[str, float]]] | None = None
+    fault: str | None = None  # FAULT_ENV's value (Ray Train only)
+
+
+def _maybe_die(fault: str | None, rank: int, world: int, nimg: int) -> None:
+    """The test hook of ``FAULT_ENV``: a real worker process death, once."""
+    if not fault or rank != world - 1:
+        return
+    marker, _, after = fault.rpartition(":")
+    if nimg <= int(after) or os.path.exists(marker):
+        return
+    Path(marker).touch()
+    # Ray Train registers a checkpoint once its controller has polled every worker's report
+    # (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): wait for that, so the resume point is fixed.
+    time.sleep(float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")) * 2 + 1)
+    os._exit(1)
 
 
 def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
@@ -192,6 +215,11 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
             ) from None
         cursor = DataCursor(**saved["cursor"])
         rows = list(rows)
+        if rank == 0:
+            line = {"nimg": int(state.cur_nimg), "ticks": len(rows),
+                    "time": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+            with open(out_dir / RESUMES_FILE, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
     store = TileStore(cfg.workdir / "tiles")
     manifest = store.read_manifest()
     batches = TileBatches(store, manifest, scfg.batch_size, seed=g.seed, rank=rank,
@@ -222,6 +250,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
     tick = {"n": len(rows)}
 
     def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
+        _maybe_die(wk.fault, rank, world, st.cur_nimg)
         rows.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             folder = None
@@ -260,7 +289,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     wk = Worker(rank=ctx.get_world_rank(), world_size=world, device=device,
-                sync=_allreduce_mean(world, device), report=report, resume=resume)  # fmt: skip
+                sync=_allreduce_mean(world, device), report=report, resume=resume,
+                fault=config.get("fault"))  # fmt: skip
     train_worker(cfg, as_path(config["out_dir"], cfg.storage_options), wk)
 
 
@@ -374,7 +404,8 @@ def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
     ensure_ray(cfg.ray)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.dump(), "out_dir": str(out_dir)},
+        train_loop_config={"cfg": cfg.dump(), "out_dir": str(out_dir),
+                           "fault": os.environ.get(FAULT_ENV)},
         scaling_config=ScalingConfig(
             num_workers=g.num_workers, use_gpu=g.use_gpu,
             resources_per_worker={"CPU": g.cpus_per_worker},

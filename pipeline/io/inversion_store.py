@@ -3,7 +3,7 @@
 ```
 workdir/inversion/
   encoder.safetensors + encoder.json   the cached encoder (json: spec, key, history; last)
-  parts/fingerprint.json               what the parts were computed with
+  parts/fingerprint.json               what the parts were computed with (+ each slide's tiles)
   parts/<slide>-<first index>.npy      float32 latents [n, L, w_dim] of one batch
   parts/<slide>-<first index>.parquet  its rows (written after the .npy: the commit mark)
   inversion.parquet                    one row per selected tile (consolidated from parts)
@@ -57,18 +57,37 @@ class InversionStore:
         atomic_write_json(self.encoder_meta, meta)
 
     # -- parts -----------------------------------------------------------------------------------
-    def reset_parts(self, fingerprint: str) -> bool:
-        """Keep the parts if they were made with ``fingerprint``, else drop them; True if kept."""
+    def reset_parts(self, fingerprint: str, slides: dict[str, str] | None = None) -> bool:
+        """Keep the parts if they were made with ``fingerprint``, else drop them; True if kept.
+
+        ``slides`` (slide id → fingerprint of its tiles): parts of a slide whose fingerprint
+        changed are dropped too; slides new to the map are added to it.
+        """
         stamp = self.parts_dir / "fingerprint.json"
         try:
-            if json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-                return True
+            old = json.loads(stamp.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        remove_tree(self.parts_dir)
+            old = {}
+        kept = old.get("fingerprint") == fingerprint
+        if not kept:
+            remove_tree(self.parts_dir)
+            old = {}
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(stamp, {"fingerprint": fingerprint})
-        return False
+        known: dict[str, str] = dict(old.get("slides", {}))
+        changed = {s for s, fp in (slides or {}).items() if s in known and known[s] != fp}
+        if changed:
+            remove_file(stamp)  # the map is rewritten once the stale parts are gone
+            for name in self.part_names():
+                if self._part_slide(name) in changed:
+                    remove_file(self.parts_dir / f"{name}.parquet")
+                    remove_file(self.parts_dir / f"{name}.npy")
+        slides = slides or {}
+        if not kept or changed or not slides.items() <= known.items():
+            atomic_write_json(stamp, {"fingerprint": fingerprint, "slides": {**known, **slides}})
+        return kept
+
+    def _part_slide(self, name: str) -> str:
+        return str(read_parquet(self.parts_dir / f"{name}.parquet")["slide_id"].iloc[0])
 
     def write_part(self, name: str, rows: pd.DataFrame, latents: np.ndarray) -> None:
         """Latents first, rows last (a part counts only once its rows exist)."""

@@ -158,6 +158,15 @@ class TileStore:
     def read_slides(self) -> pd.DataFrame:
         return read_parquet(self.slides_manifest)
 
+    def slide_fingerprints(self) -> dict[str, str]:
+        """Tiled (ok) slide id → the fingerprint its tiles were made with (file, MPP, tiling
+        config, code): later stages keep per-slide results while it is unchanged."""
+        if not self.slides_manifest.is_file():
+            return {}
+        s = self.read_slides()
+        s = s[s["status"] == "ok"]
+        return dict(zip(s["slide_id"].astype(str), s["fingerprint"].astype(str), strict=True))
+
     # -- reading tiles -------------------------------------------------------------------------
     def array(self, slide_id: str) -> zarr.Array:
         return zarr.open_array(zarr_store(self.zarr_path / slide_id, read_only=True), mode="r")

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's code, not the
+# installed one (`python script.py` puts only the script's folder on sys.path)
 
 
 def main(root: Path) -> None:

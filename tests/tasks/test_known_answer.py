@@ -123,3 +123,54 @@ def test_analyze_bad_inputs_fail_before_any_work(analysed) -> None:
         run_analyze(from_dict({**data, "analysis": {**data["analysis"], "features": ["x"]}}))
     after = {p: p.stat().st_mtime_ns for p in (cfg.workdir / "analysis").rglob("*")}
     assert after == before  # nothing written
+
+
+def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
+    """Scheduled re-analysis: two new slides in the cohort → only they are tiled, scored,
+    inverted and shifted; the models are reused; cohort-level results are re-aggregated."""
+    import numpy as np
+
+    from pipeline.io.inversion_store import InversionStore
+    from tasks.make_cohort import grow_cohort
+
+    cfg, first = analysed
+    work = tmp_path / "work"
+    shutil.copytree(cfg.workdir, work, symlinks=True)  # the analysed workdir, untouched
+    grown = grow_cohort(cfg.cohort, tmp_path / "grown", n_new=2, seed=11, size_um=1024)
+    cfg2 = config_from_dict({**cfg.dump(), "cohort": str(grown), "workdir": str(work)})
+    run = json.loads(run_all(cfg2).read_text())
+    st = {s["name"]: s for s in run["stages"]}
+    old = {s["name"]: s for s in first["stages"]}
+    assert st["tile"]["status"] == "ran" and st["tile"]["summary"]["new_or_changed_slides"] == 2
+    assert st["tile"]["summary"]["tiles_read"] == (
+        st["tile"]["summary"]["tiles"] - old["tile"]["summary"]["tiles"]
+    )
+    assert st["train-classifier"]["status"] == "skipped", st["train-classifier"]
+    assert "2 new slide(s) not trained on" in st["train-classifier"]["reason"]
+    assert st["predict"]["summary"]["reused"] == old["predict"]["summary"]["tiles"]
+    inv = st["invert"]["summary"]
+    assert inv["n_skipped"] == old["invert"]["summary"]["n_selected"] and inv["n_inverted"] == 24
+    assert st["analyze"]["status"] == "ran" and st["report"]["status"] == "ran"
+    # classifier-direction shifts of the 8 old slides + their real-tile features: reused
+    assert st["analyze"]["summary"]["parts_reused"] >= 16
+
+    def table(workdir: Path, name: str) -> pd.DataFrame:
+        return pd.read_parquet(workdir / name)
+
+    p1, p2 = table(cfg.workdir, "predictions.parquet"), table(work, "predictions.parquet")
+    assert len(p2) == st["tile"]["summary"]["tiles"] and p2["tile_id"].is_unique
+    pd.testing.assert_frame_equal(p2[p2["tile_id"].isin(p1["tile_id"])].reset_index(drop=True),
+                                  p1.reset_index(drop=True))  # fmt: skip
+    a, b = InversionStore(cfg.workdir / "inversion"), InversionStore(work / "inversion")
+    ta, tb = a.read_table(), b.read_table()
+    assert tb["tile_id"].is_unique and set(ta["tile_id"]) < set(tb["tile_id"])
+    old_rows = tb.set_index("tile_id").loc[ta["tile_id"], "latent_row"].to_numpy()
+    np.testing.assert_array_equal(b.read_latents(old_rows), a.read_latents())
+    s1 = table(cfg.workdir, "analysis/shifts.parquet")
+    s2 = table(work, "analysis/shifts.parquet")
+    assert s2["slide_id"].str.startswith("new_").any()
+    assert not s2.duplicated(["direction", "tile_id", "alpha"]).any()
+    key = ["direction", "tile_id", "alpha"]
+    c1 = s1[s1["direction"] == "classifier"].sort_values(key).reset_index(drop=True)
+    c2 = s2[(s2["direction"] == "classifier") & s2["tile_id"].isin(c1["tile_id"])]
+    pd.testing.assert_frame_equal(c2.sort_values(key).reset_index(drop=True), c1)

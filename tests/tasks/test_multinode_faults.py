@@ -10,14 +10,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def test_tiling_survives_a_killed_worker_node(tmp_path: Path) -> None:
-    # Own process: the cluster's head must not meet the session's embedded Ray.
-    script = str(HERE / "multinode_tiling.py")
-    out = subprocess.run([sys.executable, script, str(tmp_path)], cwd=HERE.parents[1],
+def run_script(name: str, tmp_path: Path) -> dict:
+    """Own process: the cluster's head must not meet the session's embedded Ray."""
+    out = subprocess.run([sys.executable, str(HERE / name), str(tmp_path)], cwd=HERE.parents[1],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_tiling_survives_a_killed_worker_node(tmp_path: Path) -> None:
+    r = run_script("multinode_tiling.py", tmp_path)
     assert r["killed_after_parts"] is not None and r["killed_after_parts"] < 6, r  # mid-stage
     assert r["faulty_ok"] == r["clean_ok"] == 6 and r["faulty_failed"] == 0
     assert r["n_tiles"][0] == r["n_tiles"][1] and r["duplicated_ids"] == 0
     assert r["same_manifest"] and r["same_pixels"]
+
+
+def test_inversion_survives_a_killed_worker_node(tmp_path: Path) -> None:
+    r = run_script("multinode_invert.py", tmp_path)
+    assert r["killed_after_parts"] is not None and r["killed_after_parts"] < r["n_batches"], r
+    assert r["pool"]["actor_deaths"] >= 1, r  # the actor on the lost node died mid-stage
+    assert r["n_selected"][0] == r["n_selected"][1] == r["n_rows"][0] == r["n_rows"][1], r
+    assert r["status_ok"] == r["n_rows"] and r["duplicated_ids"] == 0, r
+    assert r["same_ids"] and r["same_parts"], r  # same tiles, same batches, none missing
+    # Deterministic seeds per batch: the redone batch gets the clean run's latents.
+    assert r["max_latent_diff"] is not None and r["max_latent_diff"] <= 1e-5, r

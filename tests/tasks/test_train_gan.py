@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,12 @@ import torch
 from pipeline.config import Config, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
-from pipeline.io.checkpoints import CheckpointError
+from pipeline.io.checkpoints import CheckpointError, load_state
 from pipeline.io.tile_store import TileStore
 from tasks.cli import main
 from tasks.make_cohort import make_cohort
 from tasks.tile import run_tiling
-from tasks.train_gan import GanInputError, run_train_gan
+from tasks.train_gan import FAULT_ENV, RESUMES_FILE, GanInputError, run_train_gan
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,24 @@ def gan_config(tiles: Path, workdir: Path, **gan) -> Config:
     )
 
 
-def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
-    # Uninterrupted: 4 steps of 8 images over 2 workers, 2 ticks.
-    full_cfg = gan_config(tiles_32, tmp_path / "full")
+@pytest.fixture(scope="module")
+def full_run(tiles_32: Path, tmp_path_factory) -> Config:
+    """Uninterrupted: 4 steps of 8 images over 2 workers, 2 ticks."""
+    full_cfg = gan_config(tiles_32, tmp_path_factory.mktemp("full") / "full")
     meta = run_train_gan(full_cfg)
     assert meta["kimg"] == pytest.approx(0.032) and meta["preset"] == "tiny32"
+    assert not (full_cfg.workdir / "gan" / RESUMES_FILE).exists()
+    return full_cfg
+
+
+def same_generator(a_dir: Path, b_dir: Path, what: str) -> None:
+    a, b = load_generator(a_dir), load_generator(b_dir)
+    for (name, pa), (_, pb) in zip(a.G.state_dict().items(), b.G.state_dict().items(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=f"{name} differs {what}")
+
+
+def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path) -> None:
+    full_cfg = full_run
     out = full_cfg.workdir / "gan"
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
@@ -77,9 +91,10 @@ def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
     assert resumed_metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])  # not from 0
 
     # The resumed run replays the uninterrupted one exactly (data order, RNG, optimiser).
-    a, b = load_generator(out), load_generator(resumed_cfg.workdir / "gan")
-    for (name, pa), (_, pb) in zip(a.G.state_dict().items(), b.G.state_dict().items(), strict=True):
-        torch.testing.assert_close(pa, pb, msg=f"{name} differs after resume")
+    same_generator(out, resumed_cfg.workdir / "gan", "after resume")
+    resumes = (resumed_cfg.workdir / "gan" / RESUMES_FILE).read_text().splitlines()
+    assert [json.loads(r)["nimg"] for r in resumes] == [16]
+    a = load_generator(out)
 
     # The loading API.
     z = torch.randn(3, a.z_dim)
@@ -102,6 +117,27 @@ def test_train_resume_and_load(tiles_32: Path, tmp_path: Path) -> None:
     ).stat().st_size
     warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models))
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
+
+
+def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
+                                              tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    """Ray Train loses a worker process mid-training (os._exit in rank 1 after the checkpoint
+    at 16 images); FailureConfig restarts the group from that checkpoint."""
+    marker = tmp_path / "died"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:16")
+    cfg = gan_config(tiles_32, tmp_path / "fault", max_failures=1)
+    meta = run_train_gan(cfg)
+    assert marker.is_file()  # the worker did die
+    assert meta["kimg"] == pytest.approx(0.032)  # exactly the target, not more
+    out = cfg.workdir / "gan"
+    resumes = [json.loads(r) for r in (out / RESUMES_FILE).read_text().splitlines()]
+    assert [(r["nimg"], r["ticks"]) for r in resumes] == [(16, 1)]  # restarted once, at 16
+    # Images seen continue from the checkpoint: every tick once, none lost or repeated.
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
+    ckpts = [c for c in (out / "ray" / "train").glob("checkpoint_*") if c.is_dir()]
+    assert sorted(load_state(c)["train"]["cur_nimg"] for c in ckpts) == [16, 32]
+    same_generator(full_run.workdir / "gan", out, "after a worker was killed")
 
 
 def test_tile_batches_read_the_planned_tiles_and_resume(tiles_32: Path) -> None:

@@ -1,0 +1,64 @@
+"""ResilientPool on a real local Ray: dying actors are replaced, a batch that keeps killing
+its actors is given up, a pool that cannot progress stops with an error."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from ray import cloudpickle
+
+from tasks.pool import PoolStuckError, ResilientPool
+
+# Ray's workers cannot import this test module: ship its classes by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Worker:
+    def __init__(self, deaths: str) -> None:
+        self.deaths = Path(deaths)
+
+    def ready(self) -> bool:
+        return True
+
+    def work(self, job: int) -> int:
+        if job == 3:  # a poison job: kills every actor that takes it
+            with open(self.deaths, "a") as fh:
+                fh.write("x")
+            os._exit(1)
+        return job * job
+
+
+def test_dead_actors_are_replaced_and_a_poison_job_given_up(ray_local, tmp_path: Path) -> None:
+    deaths = tmp_path / "deaths"
+    cls = ray.remote(Worker).options(num_cpus=0.5)
+    pool: ResilientPool[int] = ResilientPool(
+        make_actor=lambda: cls.remote(str(deaths)), call=lambda a, j: a.work.remote(j),
+        concurrency=2, timeout_s=60, max_replacements=1, max_job_failures=3,
+    )  # fmt: skip
+    done: dict[int, int] = {}
+    gave_up: dict[int, str] = {}
+    stats = pool.run(list(range(8)), lambda j, r: done.__setitem__(j, r),
+                     lambda j, why: gave_up.__setitem__(j, why))  # fmt: skip
+    assert done == {j: j * j for j in range(8) if j != 3}
+    assert list(gave_up) == [3] and "3 actors died on it" in gave_up[3]
+    assert deaths.read_text() == "xxx" and stats.actor_deaths == 3
+    assert 1 <= stats.replacements <= stats.rounds  # at most one replacement per round
+
+
+class Broken:
+    def ready(self) -> bool:
+        os._exit(1)
+
+
+def test_a_round_without_progress_stops(ray_local) -> None:
+    cls = ray.remote(Broken).options(num_cpus=0.5)
+    pool: ResilientPool[int] = ResilientPool(
+        make_actor=lambda: cls.remote(), call=lambda a, j: a.work.remote(j),
+        concurrency=2, timeout_s=60, max_replacements=2,
+    )  # fmt: skip
+    with pytest.raises(PoolStuckError, match="finished none of the 4 jobs"):
+        pool.run([1, 2, 3, 4], lambda j, r: None, lambda j, why: None)
