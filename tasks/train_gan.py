@@ -45,7 +45,7 @@ from pipeline.io.checkpoints import (
     save_state,
     save_weights,
 )
-from pipeline.io.files import atomic_write_yaml
+from pipeline.io.files import atomic_write, atomic_write_yaml
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import (
@@ -218,8 +218,9 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         if rank == 0:
             line = {"nimg": int(state.cur_nimg), "ticks": len(rows),
                     "time": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-            with open(out_dir / RESUMES_FILE, "a") as fh:
-                fh.write(json.dumps(line) + "\n")
+            log_path = out_dir / RESUMES_FILE  # rewritten whole: object stores cannot append
+            old = log_path.read_text() if log_path.exists() else ""
+            atomic_write(log_path, lambda tmp: tmp.write_text(old + json.dumps(line) + "\n"))
     store = TileStore(cfg.workdir / "tiles")
     manifest = store.read_manifest()
     batches = TileBatches(store, manifest, scfg.batch_size, seed=g.seed, rank=rank,
