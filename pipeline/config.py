@@ -178,6 +178,11 @@ class GanTrainConfig(_Section):
     init_from: str | None = Field(
         None, description="warm start G (and D) from an exported generator folder, e.g. models/"
     )
+    export: Literal["last", "best"] = Field(
+        "last",
+        description="generator written to workdir/gan at the end: the last tick, or the best "
+        "snapshot (nuclear bar, then SWD; workdir/gan/best)",
+    )
 
 
 class ClassifierTrainConfig(_Section):

@@ -100,10 +100,14 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
 
 def cmd_export_gan(args: argparse.Namespace) -> int:
-    from tasks.train_gan import export_generator, latest_checkpoint
+    from tasks.train_gan import export_best, export_generator, latest_checkpoint
 
     cfg = load_config(args.config, args.overrides)
     ckpt = latest_checkpoint(cfg)
+    if args.best:
+        meta = export_best(cfg, args.out, half=args.half, metrics_from=ckpt)
+        print(f"exported the best snapshot ({meta['kimg']:.1f} kimg) -> {args.out}")
+        return EXIT_OK
     meta = export_generator(ckpt, args.out, cfg, half=args.half, with_discriminator=True)
     print(f"exported {ckpt.name} ({meta['kimg']:.1f} kimg) -> {args.out}")
     return EXIT_OK
@@ -272,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("out", type=Path, help="output folder, e.g. models/demo_tiny64")
     p.add_argument("--half", action="store_true", help="float16 weights (half the bytes)")
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="the best snapshot (workdir/gan/best: nuclear bar, then SWD)",
+    )
     p.set_defaults(func=cmd_export_gan)
 
     p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")

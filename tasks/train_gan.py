@@ -6,7 +6,9 @@ a URL such as ``s3://bucket/work/gan/ray`` goes through the same fsspec filesyst
 re-running the same command resumes from the last checkpoint and stops at the same total
 number of images. Outputs under ``workdir/gan/``: ``generator.safetensors`` +
 ``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``,
-``resumes.jsonl`` (a line per resume: Ray Train's restart after a lost worker, or a re-run).
+``resumes.jsonl`` (a line per resume: Ray Train's restart after a lost worker, or a re-run),
+``best/`` (the best G_ema so far by ``snapshot_score``: nuclear bar, then SWD; with D, for
+``export-gan --best`` and ``gan.export: best``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
-from pipeline.gan.quality import NucleiTracker
+from pipeline.gan.quality import NucleiTracker, snapshot_score
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
@@ -45,7 +47,7 @@ from pipeline.io.checkpoints import (
     save_state,
     save_weights,
 )
-from pipeline.io.files import atomic_write, atomic_write_yaml
+from pipeline.io.files import atomic_write, atomic_write_yaml, replace_dir, temp_sibling
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import (
@@ -63,6 +65,7 @@ log = logging.getLogger("stylepath")
 SAMPLE_SEED = 1234  # fixed latents of the sample grids
 METRICS_FILE = "metrics.parquet"
 RESUMES_FILE = "resumes.jsonl"  # one line per resume: from which checkpoint, when
+BEST_DIR = "best"  # the best snapshot so far (snapshot_score), an exported generator folder
 # Test hook, "MARKER:NIMG": once (while MARKER does not exist) the last-ranked Ray Train
 # worker process exits at its first tick past NIMG images, before reporting that tick.
 FAULT_ENV = "STYLEPATH_GAN_FAULT_EXIT_ONCE"
@@ -249,10 +252,16 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         guard_d_loss=g.guard_d_loss, guard_diversity=g.guard_diversity, seed=g.seed,
     )  # fmt: skip
     tick = {"n": len(rows)}
+    scores = [s for s in map(snapshot_score, rows) if s is not None]
+    best = {"score": min(scores) if scores else None}
 
     def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
         _maybe_die(wk.fault, rank, world, st.cur_nimg)
         rows.append(metrics)
+        score = snapshot_score(metrics)
+        if rank == 0 and score is not None and (best["score"] is None or score < best["score"]):
+            save_snapshot(out_dir / BEST_DIR, st.state_dict(), cfg, rows, score)
+            best["score"] = score
         with tempfile.TemporaryDirectory() as d:
             folder = None
             if rank == 0:
@@ -295,6 +304,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_worker(cfg, as_path(config["out_dir"], cfg.storage_options), wk)
 
 
+def generator_meta(train_sd: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """``generator.json`` of an exported generator: architecture, training state and config."""
+    spec = preset_spec(cfg.gan.preset, state_channels(train_sd))
+    return {
+        "spec": spec.to_dict(),
+        "preset": cfg.gan.preset,
+        "kimg": train_sd["cur_nimg"] / 1000,
+        "seed": cfg.gan.seed,
+        "augment_p": float(train_sd["augment_p"]),
+        "tile_mpp": cfg.tiling.mpp,
+        "config": cfg.dump()["gan"],
+    }
+
+
+def save_snapshot(folder: WorkPath, train_sd: dict[str, Any], cfg: Config,
+                  rows: list[dict[str, float]], score: tuple[float, float]) -> None:  # fmt: skip
+    """G_ema + D + the metrics so far into ``folder`` as an exported generator, replacing the
+    previous snapshot in one step (a reader never sees a mix of two ticks)."""
+    meta = {**generator_meta(train_sd, cfg), "snapshot_score": list(score)}
+    tmp = temp_sibling(folder)
+    save_weights(tmp / "discriminator.safetensors", train_sd["D"])
+    write_parquet(pd.DataFrame(rows), tmp / METRICS_FILE)
+    save_generator(tmp, train_sd["G_ema"], meta)
+    replace_dir(tmp, folder)
+    log.info("best snapshot so far: %.1f kimg (bar excess %.2f, SWD %.1f)",
+             meta["kimg"], *score)  # fmt: skip
+
+
 def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *,
                      half: bool = False, with_discriminator: bool = False
                      ) -> dict[str, Any]:  # fmt: skip
@@ -302,20 +339,27 @@ def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *
     warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
     train_sd = saved["train"]
-    spec = preset_spec(cfg.gan.preset, state_channels(train_sd))
-    meta = {
-        "spec": spec.to_dict(),
-        "preset": cfg.gan.preset,
-        "kimg": train_sd["cur_nimg"] / 1000,
-        "seed": cfg.gan.seed,
-        "augment_p": train_sd["augment_p"],
-        "tile_mpp": cfg.tiling.mpp,
-        "config": cfg.dump()["gan"],
-    }
+    meta = generator_meta(train_sd, cfg)
     save_generator(out_dir, train_sd["G_ema"], meta, half=half)
     if with_discriminator:
         save_weights(out_dir / "discriminator.safetensors", train_sd["D"], half=half)
     write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out_dir / METRICS_FILE)
+    return meta
+
+
+def export_best(cfg: Config, out_dir: WorkPath, *, half: bool = False,
+                metrics_from: WorkPath | None = None) -> dict[str, Any]:  # fmt: skip
+    """The best snapshot (``workdir/gan/best``) as an exported generator in ``out_dir``, with
+    the metrics of the whole run when ``metrics_from`` (a checkpoint) is given."""
+    best = cfg.workdir / "gan" / BEST_DIR
+    if not (best / "generator.json").is_file():
+        raise CheckpointError(f"{best}: no best snapshot yet (needs a tick with SWD)")
+    weights, meta = load_generator_files(best)
+    save_generator(out_dir, weights, meta, half=half)
+    d_weights = load_weights(best / "discriminator.safetensors")
+    save_weights(out_dir / "discriminator.safetensors", d_weights, half=half)
+    rows = read_parquet((metrics_from or best) / METRICS_FILE)
+    write_parquet(rows, out_dir / METRICS_FILE)
     return meta
 
 
@@ -382,6 +426,8 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
             "spread_ratio",
             "layout_corr",
             "swd",
+            "nuclei_density_z",
+            "mean_nuclear_area_um2_z",
             "sec_per_kimg",
         )
         print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown
@@ -421,7 +467,15 @@ def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
     if result.checkpoint is None:
         raise CheckpointError(f"{storage}: training produced no checkpoint")
     with result.checkpoint.as_directory() as d:  # also when storage is object storage
-        return export_generator(Path(d), out_dir, cfg)
+        return _export(cfg, Path(d), out_dir)
+
+
+def _export(cfg: Config, checkpoint_dir: WorkPath, out_dir: WorkPath) -> dict[str, Any]:
+    """The run's generator into ``workdir/gan``: the last tick, or with ``gan.export: best``
+    the best snapshot (the metrics stay the whole run's)."""
+    if cfg.gan.export == "best" and (out_dir / BEST_DIR / "generator.json").is_file():
+        return export_best(cfg, out_dir, metrics_from=checkpoint_dir)
+    return export_generator(checkpoint_dir, out_dir, cfg)
 
 
 def run_train_gan(cfg: Config, local: bool = False) -> dict[str, Any]:
@@ -435,5 +489,5 @@ def run_train_gan(cfg: Config, local: bool = False) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_yaml(out_dir / "config.yaml", cfg.dump())
     if local:
-        return export_generator(_train_local(cfg, out_dir), out_dir, cfg)
+        return _export(cfg, _train_local(cfg, out_dir), out_dir)
     return _train_ray(cfg, out_dir)

@@ -3,6 +3,8 @@ later stages rely on (nuclei, colour), and how far apart are they (SWD)?"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -87,3 +89,19 @@ class NucleiTracker:
             out[c] = float(table[c].mean())
             out[f"{c}_z"] = (out[c] - mean) / max(sd, 1e-9)
         return out
+
+
+def snapshot_score(metrics: Mapping[str, float]) -> tuple[float, float] | None:
+    """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
+
+    First how far the nuclear statistics lie outside the bar (the largest ``|<stat>_z|``
+    beyond 1, 0 when all are within; always 0 without ``NucleiTracker``), then SWD: the
+    snapshot choice of the StyleGAN papers (best FID) with the bar the later stages need.
+    """
+    d = metrics.get("swd")
+    if d is None or not math.isfinite(d):
+        return None
+    zs = [abs(float(metrics[f"{c}_z"])) for c in STATS if f"{c}_z" in metrics]
+    if any(not math.isfinite(z) for z in zs):
+        return None
+    return (max([0.0, *(z - 1.0 for z in zs)]), float(d))

@@ -15,12 +15,20 @@ import torch
 from pipeline.config import Config, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
+from pipeline.gan.quality import snapshot_score
 from pipeline.io.checkpoints import CheckpointError, load_state
 from pipeline.io.tile_store import TileStore
 from tasks.cli import main
 from tasks.make_cohort import make_cohort
 from tasks.tile import run_tiling
-from tasks.train_gan import FAULT_ENV, RESUMES_FILE, GanInputError, run_train_gan
+from tasks.train_gan import (
+    BEST_DIR,
+    FAULT_ENV,
+    RESUMES_FILE,
+    GanInputError,
+    export_best,
+    run_train_gan,
+)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +185,22 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     assert run_train_gan(full, local=True)["kimg"] == pytest.approx(0.032)
     ckpts = sorted((full.workdir / "gan" / "ray" / "local").glob("checkpoint_*"))
     assert [p.name for p in ckpts] == ["checkpoint_000000000016", "checkpoint_000000000032"]
+
+    # The best snapshot: the tick with the lowest snapshot_score, exportable on its own.
+    rows = pd.read_parquet(full.workdir / "gan" / "metrics.parquet").to_dict(orient="records")
+    scores = {r["kimg"]: snapshot_score(r) for r in rows}
+    best_kimg = min(scores, key=lambda k: scores[k])
+    best_meta = json.loads((full.workdir / "gan" / BEST_DIR / "generator.json").read_text())
+    assert best_meta["kimg"] == pytest.approx(best_kimg)
+    assert best_meta["snapshot_score"] == pytest.approx(list(scores[best_kimg]))
+    best_cfg = config_from_dict({**full.dump(), "gan": {**full.dump()["gan"], "export": "best"}})
+    assert export_best(best_cfg, tmp_path / "best_out")["kimg"] == pytest.approx(best_kimg)
+    upto = [r["kimg"] for r in rows].index(best_kimg) + 1  # the snapshot's metrics: to its tick
+    assert len(pd.read_parquet(tmp_path / "best_out" / "metrics.parquet")) == upto
+    load_generator(tmp_path / "best_out")
+    # gan.export: best writes the best snapshot to workdir/gan, with the whole run's metrics.
+    assert run_train_gan(best_cfg, local=True)["kimg"] == pytest.approx(best_kimg)
+    assert len(pd.read_parquet(full.workdir / "gan" / "metrics.parquet")) == len(rows)
 
     part = gan_config(tiles_32, tmp_path / "lpart", num_workers=1, cpus_per_worker=1)
     cfg_file = tmp_path / "part.yaml"

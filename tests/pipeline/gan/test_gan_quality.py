@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
-from pipeline.gan.quality import quality_report
+from pipeline.features.nuclei import nuclei_table
+from pipeline.gan.quality import STATS, NucleiTracker, quality_report, snapshot_score
 from pipeline.synthetic import plan_cohort, render_slide
 
 
@@ -34,3 +36,30 @@ def test_one_layout_in_every_sample_fails() -> None:
     assert rep["checks"]["layout_corr"]["fake"] > 0.9
     assert not rep["checks"]["layout_corr"]["passed"] and not rep["passed"]
     assert abs(rep["checks"]["layout_corr"]["real"]) < 0.1
+
+
+def test_nuclei_tracker_z_is_the_distance_in_real_sds() -> None:
+    reals, others = demo_tiles(1), demo_tiles(2)
+    tracker = NucleiTracker(reals, mpp=1.0)
+    same = tracker(reals)
+    assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in STATS)
+    r, f = nuclei_table(reals, 1.0), nuclei_table(others, 1.0)
+    got = tracker(others)
+    for c in STATS:
+        assert got[c] == pytest.approx(f[c].mean())
+        assert got[f"{c}_z"] == pytest.approx((f[c].mean() - r[c].mean()) / r[c].std())
+    # Twice as many nuclei per tile (two tiles side by side, halved): density z is large.
+    dense = np.concatenate([reals[:, :, ::2], reals[:, :, 1::2]], axis=2)
+    assert tracker(dense)["nuclei_density_z"] > 1
+
+
+def test_snapshot_score_prefers_the_bar_then_swd() -> None:
+    z = {f"{c}_z": 0.5 for c in STATS}
+    assert snapshot_score({"d_loss": 1.0}) is None  # no SWD at this tick
+    assert snapshot_score({"swd": float("nan")}) is None
+    assert snapshot_score({"swd": 150.0}) == (0.0, 150.0)  # grey tiles: SWD only
+    within = snapshot_score({**z, "swd": 200.0})
+    outside = snapshot_score({**z, "nuclei_density_z": -1.6, "swd": 120.0})
+    assert within == (0.0, 200.0) and outside == (pytest.approx(0.6), 120.0)
+    assert within < outside < snapshot_score({**z, "nuclei_density_z": 2.0, "swd": 90.0})
+    assert snapshot_score({**z, "swd": 180.0}) < within
