@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 
 def main(root: Path) -> None:
     import ray
+    from node_killer import NodeKiller  # beside this script (on sys.path as its folder)
     from ray.cluster_utils import Cluster
 
     from pipeline.config import RayConfig, config_from_dict
@@ -71,24 +71,11 @@ def main(root: Path) -> None:
     (faulty_cfg.workdir / "inversion").mkdir()
     for f in ("encoder.safetensors", "encoder.json"):  # the same encoder, not trained twice
         shutil.copy(clean_cfg.workdir / "inversion" / f, faulty_cfg.workdir / "inversion" / f)
-    killed: dict = {"after_parts": None}
-
-    def killer() -> None:
-        parts = faulty_cfg.workdir / "inversion" / "parts"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if parts.is_dir() and any(parts.glob("*.parquet")):
-                cluster.remove_node(workers[1], allow_graceful=False)
-                killed["after_parts"] = len(list(parts.glob("*.parquet")))
-                return
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    t0 = time.perf_counter()
-    faulty = run_invert(faulty_cfg)
-    faulty_seconds = time.perf_counter() - t0
-    t.join()
+    parts = faulty_cfg.workdir / "inversion" / "parts"
+    with NodeKiller(cluster, workers[1], parts) as killer:
+        t0 = time.perf_counter()
+        faulty = run_invert(faulty_cfg)
+        faulty_seconds = time.perf_counter() - t0
     alive = sum(n["Alive"] for n in ray.nodes())
     ray.shutdown()
     cluster.shutdown()
@@ -99,7 +86,7 @@ def main(root: Path) -> None:
     la, lb = a.read_latents(), b.read_latents()
     n_batches = -(-ta.groupby("slide_id").size() // 8).sum()
     print(json.dumps({
-        "killed_after_parts": killed["after_parts"], "n_batches": int(n_batches),
+        "killed_after_parts": killer.after_parts, "n_batches": int(n_batches),
         "alive_nodes_after": alive, "pool": faulty.extras.get("pool"),
         "faulty_seconds": round(faulty_seconds, 1), "clean_seconds": round(clean.seconds, 1),
         "n_selected": [faulty.n_selected, clean.n_selected],

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 
 def main(root: Path) -> None:
     import ray
+    from node_killer import NodeKiller  # beside this script (on sys.path as its folder)
     from ray.cluster_utils import Cluster
 
     from pipeline.config import config_from_dict
@@ -35,22 +34,8 @@ def main(root: Path) -> None:
     ray_cfg = {"address": cluster.address, "tiles_per_task": 64, "max_retries": 3}
     cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "faulty"),
                             "tiling": tiling, "ray": ray_cfg})  # fmt: skip
-    killed = {"at": None}
-
-    def killer() -> None:
-        parts = cfg.workdir / "tiles" / "parts"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if parts.is_dir() and any(parts.glob("*.parquet")):
-                cluster.remove_node(workers[1], allow_graceful=False)
-                killed["at"] = len(list(parts.glob("*.parquet")))
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    faulty = run_tiling(cfg)
-    t.join()
+    with NodeKiller(cluster, workers[1], cfg.workdir / "tiles" / "parts", poll_s=0.05) as killer:
+        faulty = run_tiling(cfg)
     ray.shutdown()
     cluster.shutdown()
 
@@ -64,7 +49,7 @@ def main(root: Path) -> None:
     same_pixels = all(np.array_equal(a.read_tiles(s), b.read_tiles(s))
                       for s in mb["slide_id"].unique())  # fmt: skip
     print(json.dumps({
-        "killed_after_parts": killed["at"], "faulty_ok": faulty.n_ok,
+        "killed_after_parts": killer.after_parts, "faulty_ok": faulty.n_ok,
         "faulty_failed": faulty.n_failed,
         "clean_ok": clean.n_ok, "n_tiles": [len(ma), len(mb)],
         "duplicated_ids": int(ma["tile_id"].duplicated().sum()),
