@@ -226,6 +226,13 @@ class PredictConfig(_Section):
     )
     occlusion_patch: int = Field(16, ge=1, description="occluded square, px at model input")
     occlusion_stride: int = Field(16, ge=1, description="occlusion step, px at model input")
+    max_restarts: int = Field(3, ge=0, description="fresh actors replacing dead ones, per round")
+    max_task_retries: int = Field(
+        2, ge=0, description="retries of a job whose actor died; then the stage fails"
+    )
+    task_timeout_s: float = Field(
+        900.0, gt=0, description="no job finishing for this long → new round, or error (stuck)"
+    )
 
 
 class ClassifierConfig(_Section):
@@ -299,9 +306,13 @@ class AnalysisConfig(_Section):
     concurrency: int = Field(2, ge=1, description="actors (each loads G and the classifier)")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
-    max_restarts: int = Field(2, ge=0)
-    max_task_retries: int = Field(2, ge=0)
-    task_timeout_s: float = Field(600.0, gt=0, description="a pool silent this long is stuck")
+    max_restarts: int = Field(2, ge=0, description="fresh actors replacing dead ones, per round")
+    max_task_retries: int = Field(
+        2, ge=0, description="retries of a part whose actor died; then the stage fails"
+    )
+    task_timeout_s: float = Field(
+        600.0, gt=0, description="no part finishing for this long → new round, or error (stuck)"
+    )
 
     @model_validator(mode="after")
     def _alphas(self) -> AnalysisConfig:

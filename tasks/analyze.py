@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
-from ray.util import ActorPool
 from tqdm import tqdm
 
 from pipeline.classifier.contract import ClassifierSpec, load_classifier, resolve_spec
@@ -52,6 +51,7 @@ from pipeline.provenance import provenance
 from pipeline.reports.bias import conditional_rows, cosine_rows
 from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
 from tasks.invert import generator_folder
+from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
@@ -129,8 +129,8 @@ class Shifter:
     """Synthesises, scores and measures shifted latents; loads G and the classifier once."""
 
     def __init__(self, gen_dir: WorkPath, spec: ClassifierSpec, modality: str,
-                 features: list[str], tiles_root: WorkPath, acfg: AnalysisConfig
-                 ) -> None:  # fmt: skip
+                 features: list[str], tiles_root: WorkPath, acfg: AnalysisConfig,
+                 fault: str | None = None) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(acfg.num_cpus)))
         self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.gen = load_generator(gen_dir)
@@ -138,6 +138,11 @@ class Shifter:
         self.clf = load_classifier(spec, self.device)
         self.modality, self.features = modality, features
         self.store = TileStore(tiles_root)
+        self.fault = fault
+
+    def ready(self) -> bool:
+        """Answers once G and the classifier are loaded (work goes only to ready actors)."""
+        return True
 
     def _score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -148,6 +153,7 @@ class Shifter:
               alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray) -> tuple:  # fmt: skip
         """One part: ``tiles`` (tile_id, slide_id, mpp) × α → rows with prediction and features
         (each frame measured at its source tile's µm/px)."""
+        exit_once(self.fault)  # the test hook: die mid-job, once
         shifted = shift_latents(latents, vector, np.asarray(alphas, np.float32), sigma)
         n, a = shifted.shape[:2]
         w = torch.from_numpy(shifted.reshape(n * a, *shifted.shape[2:])).to(self.device)
@@ -167,6 +173,7 @@ class Shifter:
 
     def real(self, key: str, slide_id: str, indices: np.ndarray, mpp: np.ndarray) -> tuple:
         """Features (and predictions) of real tiles, for the features' SD over real tiles."""
+        exit_once(self.fault)
         order = np.argsort(indices)
         tiles = self.store.read_tiles(slide_id, indices[order])
         mpp = np.asarray(mpp, np.float64)[order]
@@ -351,32 +358,37 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                 jobs.append(("real", key, str(sid), idx, mpp))
         summary.n_parts_reused = len(keys["shift"]) + len(keys["real"]) - len(jobs)
         if jobs:
-            actor = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
-                                                max_restarts=a.max_restarts,
-                                                max_task_retries=a.max_task_retries)  # fmt: skip
-            actors = [actor.remote(gen_dir, spec, cfg.modality, features,
-                                   cfg.workdir / "tiles", a)
-                      for _ in range(min(a.concurrency, len(jobs)))]  # fmt: skip
-            pool = ActorPool(actors)
-            for job in jobs:
-                kind, args = job[0], job[1:]
-                pool.submit(lambda act, v, k=kind: (act.shift if k == "shift" else act.real)
-                            .remote(*v), args)  # fmt: skip
+            actor_cls = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+            fault = fault_marker()
             bar = tqdm(total=len(jobs), unit="part", desc="analyze", disable=not progress,
                        file=sys.stderr)  # fmt: skip
-            while pool.has_next():
-                try:
-                    key, df = pool.get_next_unordered(timeout=a.task_timeout_s)
-                except TimeoutError:
-                    raise RuntimeError(
-                        f"analysis pool silent for {a.task_timeout_s:.0f} s: "
-                        "stuck actors (raise analysis.task_timeout_s?)"
-                    ) from None
-                write_parquet(df, parts / f"{key}.parquet")
+
+            def on_result(job: tuple, result: tuple[str, pd.DataFrame]) -> None:
+                key, df = result
+                write_parquet(df, parts / f"{key}.parquet")  # committed: a re-run skips it
                 bar.update(1)
-            bar.close()
-            for act in actors:
-                ray.kill(act)
+
+            given_up: list[str] = []
+            # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
+            # live nodes itself (a restart pinned to a lost node would wait forever).
+            pool: ResilientPool[tuple] = ResilientPool(
+                make_actor=lambda: actor_cls.remote(gen_dir, spec, cfg.modality, features,
+                                                    cfg.workdir / "tiles", a, fault),
+                call=lambda act, job: (act.shift if job[0] == "shift" else act.real
+                                       ).remote(*job[1:]),
+                concurrency=min(a.concurrency, len(jobs)), timeout_s=a.task_timeout_s,
+                max_replacements=a.max_restarts, max_job_failures=a.max_task_retries + 1,
+            )  # fmt: skip
+            try:
+                pool.run(jobs, on_result, lambda job, why: given_up.append(f"{job[1]}: {why}"))
+            except PoolStuckError as exc:
+                raise RuntimeError(f"analyze stopped: {exc} (analysis.task_timeout_s); finished "
+                                   "parts are kept and a re-run resumes") from None  # fmt: skip
+            finally:
+                bar.close()
+            if given_up:
+                raise RuntimeError(f"analyze: actors kept dying on {len(given_up)} part(s) "
+                                   f"({given_up[0]}); finished parts are kept")  # fmt: skip
         current = {f"{k}.parquet" for k in keys["shift"] + keys["real"]} | {part_stamp.name}
         for p in parts.iterdir():  # parts of earlier directions or tile picks
             if p.name not in current and not p.name.startswith("."):

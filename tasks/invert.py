@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 import zlib
@@ -50,10 +49,9 @@ from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
 from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
-from tasks.pool import PoolStuckError, ResilientPool
+from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
-FAULT_ENV = "STYLEPATH_FAULT_EXIT_ONCE"  # test hook: marker path; an actor exits on its 1st batch
 Job = tuple[str, list[int], list[str]]  # slide id, tile indices, tile ids
 COLUMNS = ["tile_id", "slide_id", "index", "latent_row", "mse", "ssim", "prob_real",
            "prob_recon", "steps", "seconds", "status", "error"]  # fmt: skip
@@ -287,9 +285,7 @@ class Inverter:
         return True
 
     def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
-        if self.fault_marker and not os.path.exists(self.fault_marker):
-            Path(self.fault_marker).touch()
-            os._exit(1)  # the test hook: die mid-batch, once
+        exit_once(self.fault_marker)  # the test hook: die mid-batch, once
         t0 = time.perf_counter()
         tiles = self.store.read_tiles(slide_id, np.asarray(indices))
         x = tiles_to_tensor(tiles).to(self.device)
@@ -425,7 +421,7 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
             # Paths stay path objects: a URL keeps its storage options.
             args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
                     prep.clf_spec, cfg.workdir / "tiles", icfg,
-                    os.environ.get(FAULT_ENV))  # fmt: skip
+                    fault_marker())  # fmt: skip
             bar = tqdm(total=len(todo), unit="tile", desc="invert", disable=not progress,
                        file=sys.stderr)  # fmt: skip
 

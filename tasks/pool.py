@@ -23,6 +23,7 @@ done only then, so a killed driver resumes from the committed parts.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ from ray.exceptions import (
 )
 
 J = TypeVar("J")
+# Test hook of the actor pools (invert, predict, analyze): a marker path; while it does not
+# exist, an actor creates it and exits on its first job (a real process death, once).
+FAULT_ENV = "STYLEPATH_FAULT_EXIT_ONCE"
 # Failures of the machinery, not of the job's code: the job is retried on another actor.
 SYSTEM_ERRORS = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError,
                  ActorUnschedulableError)  # fmt: skip
@@ -157,6 +161,19 @@ class ResilientPool(Generic[J]):
             return
         self.stats.given_up += 1
         on_give_up(jobs[job], f"{failures[job]} actors died on it; last: {self.stats.errors[-1]}")
+
+
+def fault_marker() -> str | None:
+    """The driver's ``FAULT_ENV`` value, to pass to the actors it starts."""
+    return os.environ.get(FAULT_ENV) or None
+
+
+def exit_once(marker: str | None) -> None:
+    """In an actor: the test hook of ``FAULT_ENV``; die mid-job once per marker."""
+    if marker and not os.path.exists(marker):
+        with open(marker, "a"):
+            pass
+        os._exit(1)
 
 
 def _kill(actor: Any) -> None:

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
-from ray.util import ActorPool
 from tqdm import tqdm
 
 from pipeline.classifier.contract import (
@@ -39,6 +38,7 @@ from pipeline.io.images import as_rgb, image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
+from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 PREDICTIONS = "predictions.parquet"
@@ -82,7 +82,7 @@ class Scorer:
     """Logits, explained-class probability and heatmaps for runs of one slide's tiles."""
 
     def __init__(self, spec: ClassifierSpec, tiles_root: WorkPath, methods: list[str],
-                 pcfg: PredictConfig) -> None:  # fmt: skip
+                 pcfg: PredictConfig, fault: str | None = None) -> None:  # fmt: skip
         torch.set_num_threads(max(1, int(pcfg.num_cpus)))
         use_cuda = pcfg.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_cuda else "cpu")
@@ -93,8 +93,14 @@ class Scorer:
         self.layer = (
             find_layer(self.clf.model, spec.gradcam_layer) if "gradcam" in methods else None
         )
+        self.fault = fault
+
+    def ready(self) -> bool:
+        """Answers once the model is loaded (the pool gives work only to ready actors)."""
+        return True
 
     def score(self, slide_id: str, start: int, stop: int) -> dict[str, Any]:
+        exit_once(self.fault)  # the test hook: die mid-job, once
         clf, p = self.clf, self.pcfg
         tiles = self.store.read_tiles(slide_id, slice(start, stop))
         logits, probs = [], []
@@ -221,16 +227,15 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
             ensure_ray(cfg.ray)
             actor_cls = ray.remote(Scorer).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus)
             tiles_root = workdir / "tiles"  # a path object: a URL keeps its storage options
-            actors = [actor_cls.remote(spec, tiles_root, methods, p)
-                      for _ in range(p.concurrency)]  # fmt: skip
-            pool = ActorPool(actors)
             jobs = []
             for sid, n in todo.items():
                 jobs += [(str(sid), a, min(a + p.tiles_per_task, int(n)))
                          for a in range(0, int(n), p.tiles_per_task)]  # fmt: skip
             bar = tqdm(total=int(todo.sum()), unit="tile", desc="predict", disable=not progress,
                        file=sys.stderr)  # fmt: skip
-            for r in pool.map_unordered(lambda a, job: a.score.remote(*job), jobs):
+
+            def on_result(job: tuple[str, int, int], r: dict[str, Any]) -> None:
+                nonlocal n_cols
                 sid, a, b = r["slide_id"], r["start"], r["stop"]
                 n_cols = r["logits"].shape[1]
                 if sid not in probs:
@@ -244,9 +249,30 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
                 for m in methods:
                     maps[m][sid][a:b] = r["maps"][m]
                 bar.update(b - a)
-            bar.close()
-            for actor in actors:
-                ray.kill(actor)
+
+            given_up: list[str] = []
+            fault = fault_marker()
+            # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
+            # live nodes itself (a restart pinned to a lost node would wait forever).
+            pool: ResilientPool[tuple[str, int, int]] = ResilientPool(
+                make_actor=lambda: actor_cls.remote(spec, tiles_root, methods, p, fault),
+                call=lambda actor, job: actor.score.remote(*job),
+                concurrency=p.concurrency, timeout_s=p.task_timeout_s,
+                max_replacements=p.max_restarts, max_job_failures=p.max_task_retries + 1,
+            )  # fmt: skip
+            try:
+                pool.run(
+                    jobs,
+                    on_result,
+                    lambda job, why: given_up.append(f"{job[0]} tiles {job[1]}-{job[2]}: {why}"),
+                )
+            except PoolStuckError as exc:
+                raise RuntimeError(f"predict stopped: {exc} (classifier.predict.task_timeout_s)"
+                                   ) from None  # fmt: skip
+            finally:
+                bar.close()
+            if given_up:
+                raise RuntimeError("predict: actors kept dying on " + "; ".join(given_up[:3]))
         work_seconds = time.perf_counter() - t_work
 
         new = manifest[manifest["slide_id"].astype(str).isin(probs)]

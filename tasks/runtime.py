@@ -44,4 +44,18 @@ def ensure_ray(cfg: RayConfig) -> None:
     elif cfg.address:
         kwargs["address"] = cfg.address
     ray.init(**kwargs)
+    if not joining:
+        _publish_address(cfg.temp_dir)
     log.debug("ray resources: %s", ray.cluster_resources())
+
+
+def _publish_address(temp_dir: str | None) -> None:
+    """Point ``ray_current_cluster`` at the Ray just started, as ``ray start`` does.
+
+    Ray Train's controller finds its cluster through the state API's "auto" address, which
+    reads that file; a stale one left by a killed cluster made ``TorchTrainer.fit`` wait on a
+    dead GCS ("Timed out while waiting for GCS to become available") and hang.
+    """
+    from ray._private.utils import write_ray_address  # Ray's own helper (pinned Ray)
+
+    write_ray_address(ray.get_runtime_context().gcs_address, temp_dir)

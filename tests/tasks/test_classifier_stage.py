@@ -16,6 +16,7 @@ from pipeline.io.heatmap_store import HeatmapStore
 from pipeline.io.tile_store import TileStore
 from tasks.cli import EXIT_FATAL, main
 from tasks.make_cohort import make_cohort
+from tasks.pool import FAULT_ENV
 from tasks.predict import run_predict
 from tasks.tile import run_tiling
 from tasks.train_classifier import run_train_classifier
@@ -122,6 +123,25 @@ def test_user_torchscript_end_to_end(tiles_4: Path, tmp_path: Path) -> None:
     # A changed model file is a new fingerprint: scored again.
     torch.jit.save(torch.jit.script(nn.Sequential(RedScore())), str(model_path))
     assert not run_predict(cfg).skipped
+
+
+def test_a_predict_actor_killed_mid_job(tiles_4: Path, tmp_path: Path, monkeypatch) -> None:
+    """The pool replaces an actor that died on its first job; the tiles it held are scored
+    by the new one: every tile once, with the same scores as a clean run."""
+    model_path = tmp_path / "red.pt"
+    torch.jit.save(torch.jit.script(RedScore()), str(model_path))
+    kw = {"model": str(model_path), "input_size": 16, "class_names": ["other", "red"]}
+    clean_cfg = workdir_with(tiles_4, tmp_path / "clean", **kw)
+    run_predict(clean_cfg)
+    marker = tmp_path / "fault.marker"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    cfg = workdir_with(tiles_4, tmp_path / "faulty", **kw)
+    summary = run_predict(cfg)
+    assert marker.is_file()  # an actor did die
+    got = pd.read_parquet(cfg.workdir / "predictions.parquet")
+    want = pd.read_parquet(clean_cfg.workdir / "predictions.parquet")
+    assert got["tile_id"].is_unique and summary.n_tiles == len(got) == len(want)
+    pd.testing.assert_frame_equal(got, want)
 
 
 class NanModel(nn.Module):

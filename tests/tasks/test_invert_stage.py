@@ -16,8 +16,9 @@ from pipeline.gan.step import StepConfig, TrainState
 from pipeline.io.checkpoints import save_generator, save_weights
 from pipeline.io.inversion_store import InversionStore
 from tasks.cli import EXIT_FATAL, main
-from tasks.invert import FAULT_ENV, run_invert, run_train_encoder
+from tasks.invert import run_invert, run_train_encoder
 from tasks.make_cohort import make_cohort
+from tasks.pool import FAULT_ENV
 from tasks.tile import run_tiling
 
 

@@ -125,6 +125,29 @@ def test_analyze_bad_inputs_fail_before_any_work(analysed) -> None:
     assert after == before  # nothing written
 
 
+def test_analyze_survives_an_actor_killed_mid_part(analysed, tmp_path: Path,
+                                                   monkeypatch) -> None:  # fmt: skip
+    """An analysis actor dies on its first part: the part is redone by a fresh actor and the
+    shifts equal the clean run's, none lost or duplicated."""
+    from tasks.analyze import run_analyze
+    from tasks.pool import FAULT_ENV
+
+    cfg, _ = analysed
+    work = tmp_path / "work"
+    shutil.copytree(cfg.workdir, work, symlinks=True)
+    shutil.rmtree(work / "analysis")
+    marker = tmp_path / "fault.marker"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    run_analyze(config_from_dict({**cfg.dump(), "workdir": str(work)}))
+    assert marker.is_file()
+    key = ["direction", "tile_id", "alpha"]
+    a = pd.read_parquet(cfg.workdir / "analysis" / "shifts.parquet")
+    b = pd.read_parquet(work / "analysis" / "shifts.parquet")
+    assert not b.duplicated(key).any() and len(a) == len(b)
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True),
+                                  b.sort_values(key).reset_index(drop=True))  # fmt: skip
+
+
 def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
     """Scheduled re-analysis: two new slides in the cohort → only they are tiled, scored,
     inverted and shifted; the models are reused; cohort-level results are re-aggregated."""

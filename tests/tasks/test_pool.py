@@ -62,3 +62,13 @@ def test_a_round_without_progress_stops(ray_local) -> None:
     )  # fmt: skip
     with pytest.raises(PoolStuckError, match="finished none of the 4 jobs"):
         pool.run([1, 2, 3, 4], lambda j, r: None, lambda j, why: None)
+
+
+def test_embedded_ray_publishes_its_address(ray_local) -> None:
+    """``ensure_ray`` points ``ray_current_cluster`` at the Ray it started: Ray Train's
+    controller resolves its cluster through that file, and a stale one (a killed
+    ``cluster_utils.Cluster``) made it wait on a dead GCS."""
+    from ray._common.utils import get_ray_address_file
+
+    with open(get_ray_address_file(None)) as fh:
+        assert fh.read().strip() == ray.get_runtime_context().gcs_address
