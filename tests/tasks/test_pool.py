@@ -70,5 +70,10 @@ def test_embedded_ray_publishes_its_address(ray_local) -> None:
     ``cluster_utils.Cluster``) made it wait on a dead GCS."""
     from ray._common.utils import get_ray_address_file
 
-    with open(get_ray_address_file(None)) as fh:
-        assert fh.read().strip() == ray.get_runtime_context().gcs_address
+    from tasks.runtime import _publish_address
+
+    path = Path(get_ray_address_file(None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("192.0.2.1:6379")  # a dead cluster's address
+    _publish_address(None)
+    assert path.read_text().strip() == ray.get_runtime_context().gcs_address
