@@ -473,8 +473,11 @@ def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
 def _export(cfg: Config, checkpoint_dir: WorkPath, out_dir: WorkPath) -> dict[str, Any]:
     """The run's generator into ``workdir/gan``: the last tick, or with ``gan.export: best``
     the best snapshot (the metrics stay the whole run's)."""
-    if cfg.gan.export == "best" and (out_dir / BEST_DIR / "generator.json").is_file():
-        return export_best(cfg, out_dir, metrics_from=checkpoint_dir)
+    if cfg.gan.export == "best":
+        if (out_dir / BEST_DIR / "generator.json").is_file():
+            return export_best(cfg, out_dir, metrics_from=checkpoint_dir)
+        log.warning("gan.export is best but no tick measured SWD (gan.metric_ticks): "
+                    "exporting the last tick")  # fmt: skip
     return export_generator(checkpoint_dir, out_dir, cfg)
 
 
