@@ -5,10 +5,8 @@ nuclei per 10,000 µm² of *tissue* for density; [0, 1] for fractions, brightnes
 saturation; hue in turns [0, 1) as a circular mean; GLCM statistics of the grey image
 quantised to 32 levels at distance 1 px, averaged over four angles.
 
-Nuclei: classical segmentation of the hematoxylin stain — a threshold on dense, basophilic
-stain (``pipeline.features.nuclei.nuclei_mask``), then a watershed on the distance transform
-seeded at its peaks, so touching nuclei are split; objects below ``MIN_NUCLEUS_UM2`` are
-dropped.
+Nuclei: ``pipeline.features.nuclei.segment_nuclei``, the segmentation the GAN quality bar uses
+too (a stain threshold, then a distance-transform watershed).
 """
 
 from __future__ import annotations
@@ -18,41 +16,14 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 from skimage.color import rgb2hed, rgb2hsv
-from skimage.feature import graycomatrix, graycoprops, peak_local_max
+from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import regionprops
-from skimage.segmentation import watershed
 
-from pipeline.features.nuclei import nuclei_mask
+from pipeline.features.nuclei import segment_nuclei
 from pipeline.features.registry import feature, register_context
 
-MIN_NUCLEUS_UM2 = 12.0  # smaller objects are stain noise (a nucleus of radius 2 µm)
 TISSUE_SATURATION = 0.08  # HSV saturation above which a pixel is stained tissue
 GLCM_LEVELS = 32
-
-
-def segment_nuclei(rgb: np.ndarray, mpp: float) -> np.ndarray:
-    """Label image of nuclei (0 background): threshold + distance-transform watershed."""
-    mask = nuclei_mask(rgb)
-    min_px = MIN_NUCLEUS_UM2 / (mpp * mpp)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return labels
-    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    mask &= np.isin(labels, np.flatnonzero(areas >= min_px) + 1)
-    dist = ndimage.distance_transform_edt(mask)
-    min_dist = max(1, int(round(3.0 / mpp)))  # nuclei centres ≥ 3 µm apart
-    peaks = peak_local_max(dist, min_distance=min_dist, threshold_abs=1.0 / mpp,
-                           labels=ndimage.label(mask)[0], exclude_border=False)  # fmt: skip
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    out = watershed(-dist, markers, mask=mask)
-    # Watershed pieces too small to be nuclei go back to background; labels stay 1..n.
-    sizes = np.bincount(out.ravel())
-    keep = np.flatnonzero(sizes >= min_px)
-    keep = keep[keep > 0]
-    relabel = np.zeros(len(sizes), dtype=np.int32)
-    relabel[keep] = np.arange(1, len(keep) + 1)
-    return relabel[out]
 
 
 class TileContext:

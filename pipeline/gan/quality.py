@@ -8,12 +8,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipeline.features.nuclei import nuclei_table
-from pipeline.gan.metrics import layout_correlation, swd
+from pipeline.gan.metrics import fine_detail, layout_correlation, swd
 
-STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction")
+STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "fine_detail")
 GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
+
+
+def tile_stats(tiles: np.ndarray, mpp: float) -> pd.DataFrame:
+    """Per RGB tile the ``STATS`` of the bar: nuclear statistics and fine detail."""
+    table = nuclei_table(tiles, mpp)
+    table["fine_detail"] = fine_detail(tiles)
+    return table
 
 
 def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
@@ -28,11 +36,11 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     """Compare uint8 [N, H, W, C] reals and samples.
 
     The bar: for each statistic the samples' mean lies within one SD of the reals' mean and
-    the samples' SD within a factor 2 of the reals' SD. RGB (histology): the nuclear
-    statistics and the per-tile mean of each colour channel; grey (radiology, C = 1): the
-    radiology features ``GREY_STATS``. Both: the samples' layout correlation at most 0.1
-    above the reals' (no shared arrangement, ``layout_correlation``). Returns the figures
-    and ``passed``.
+    the samples' SD within a factor 2 of the reals' SD. RGB (histology): ``STATS`` (nuclear
+    statistics and fine detail) and the per-tile mean of each colour channel; grey
+    (radiology, C = 1): the radiology features ``GREY_STATS``. Both: the samples' layout
+    correlation at most 0.1 above the reals' (no shared arrangement, ``layout_correlation``).
+    Returns the figures and ``passed``.
     """
     out: dict[str, Any] = {"n_real": len(reals), "n_fake": len(fakes), "checks": {}}
     if reals.shape[-1] != 3:
@@ -50,7 +58,7 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
         out["swd"] = swd(reals, fakes, seed=seed)
         out["passed"] = all(c["passed"] for c in out["checks"].values())
         return out
-    r, f = nuclei_table(reals, mpp), nuclei_table(fakes, mpp)
+    r, f = tile_stats(reals, mpp), tile_stats(fakes, mpp)
     for col in STATS:
         rm, rs, fm, fs = r[col].mean(), r[col].std(), f[col].mean(), f[col].std()
         ok = abs(fm - rm) <= rs and 0.5 * rs <= fs <= 2 * rs
@@ -72,18 +80,18 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     return out
 
 
-class NucleiTracker:
-    """The nuclear part of the bar, cheap enough for every metric tick of training: called
+class StatsTracker:
+    """The ``STATS`` part of the bar, cheap enough for every metric tick of training: called
     with uint8 samples, returns per statistic the samples' mean and its distance from the
     reals' mean in reals' SDs (``<stat>_z``; the bar wants |z| ≤ 1)."""
 
     def __init__(self, reals: np.ndarray, mpp: float) -> None:
-        table = nuclei_table(reals, mpp)
+        table = tile_stats(reals, mpp)
         self.mpp = mpp
         self.real = {c: (float(table[c].mean()), float(table[c].std())) for c in STATS}
 
     def __call__(self, fakes: np.ndarray) -> dict[str, float]:
-        table = nuclei_table(fakes, self.mpp)
+        table = tile_stats(fakes, self.mpp)
         out: dict[str, float] = {}
         for c, (mean, sd) in self.real.items():
             out[c] = float(table[c].mean())
@@ -94,8 +102,8 @@ class NucleiTracker:
 def snapshot_score(metrics: Mapping[str, float]) -> tuple[float, float] | None:
     """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
 
-    First how far the nuclear statistics lie outside the bar (the largest ``|<stat>_z|``
-    beyond 1, 0 when all are within; always 0 without ``NucleiTracker``), then SWD: the
+    First how far the ``STATS`` lie outside the bar (the largest ``|<stat>_z|`` beyond 1, 0
+    when all are within; always 0 without ``StatsTracker``), then SWD: the
     snapshot choice of the StyleGAN papers (best FID) with the bar the later stages need.
     """
     d = metrics.get("swd")

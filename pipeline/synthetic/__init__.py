@@ -8,6 +8,8 @@ from pipeline.synthetic.he import (
     STAINS,
     Stain,
     center_stain,
+    planted_counts,
+    planted_nuclei,
     render_slide,
     stain_concentrations,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "Stain",
     "center_stain",
     "plan_cohort",
+    "planted_counts",
+    "planted_nuclei",
     "render_slide",
     "stain_concentrations",
 ]

@@ -374,6 +374,56 @@ def colour_lut(stain: Stain, amount: float) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(-1, 3)
 
 
+def _layout(
+    rng: np.random.Generator, spec: Mapping[str, Any]
+) -> tuple[int, np.ndarray, np.ndarray, Nuclei]:
+    """Tissue mask and stroma eosin on the ~1 µm grid (``f`` level-0 pixels per cell), and the
+    nuclei: the first draws of a slide's generator, shared by rendering and ground truth."""
+    h, w, mpp = int(spec["height_px"]), int(spec["width_px"]), float(spec["mpp"])
+    f = max(1, int(round(1.0 / mpp)))  # level-0 pixels per side of a ~1 µm cell
+    cell_um = f * mpp
+    low = (-(-h // f), -(-w // f))
+    tissue = tissue_mask(rng, low, cell_um)
+    eosin = stroma_eosin(rng, low, cell_um)
+    nuclei = place_nuclei(
+        rng, tissue, cell_um, float(spec["nuclei_per_mm2"]), float(spec["nuclear_radius_um"])
+    )
+    return f, tissue, eosin, nuclei
+
+
+def planted_nuclei(spec: Mapping[str, Any]) -> Nuclei:
+    """The nuclei ``render_slide(spec)`` draws (centres in µm from the slide's top-left): the
+    ground truth for nuclei counters."""
+    return _layout(np.random.default_rng(int(spec["slide_seed"])), spec)[3]
+
+
+def planted_counts(
+    spec: Mapping[str, Any], x_um: np.ndarray, y_um: np.ndarray, size_um: float, min_um2: float
+) -> np.ndarray:
+    """Planted nuclei per square window (top-left ``x_um, y_um``, side ``size_um``): those
+    with at least ``min_um2`` of their ellipse inside it, rasterised on a 1 µm grid (a nucleus
+    cut smaller by the window's edge is one a segmentation drops too). int64 [n]."""
+    nuclei = planted_nuclei(spec)
+    a, b, theta = nuclei.axes_um(float(spec["nuclear_radius_um"]))
+    reach = float(a.max()) + 1.0
+    n = int(np.ceil(size_um))
+    grid = np.arange(n, dtype=np.float64) + 0.5
+    xs, ys = np.asarray(x_um, dtype=np.float64), np.asarray(y_um, dtype=np.float64)
+    out = np.zeros(len(xs), dtype=np.int64)
+    for i, (x0, y0) in enumerate(zip(xs, ys, strict=True)):
+        near = np.flatnonzero(
+            (nuclei.x_um > x0 - reach) & (nuclei.x_um < x0 + size_um + reach)
+            & (nuclei.y_um > y0 - reach) & (nuclei.y_um < y0 + size_um + reach)
+        )  # fmt: skip
+        for k in near:
+            dy = (y0 + grid - nuclei.y_um[k])[:, None]
+            dx = (x0 + grid - nuclei.x_um[k])[None, :]
+            c, s = np.cos(theta[k]), np.sin(theta[k])
+            u, v = (dx * c + dy * s) / a[k], (-dx * s + dy * c) / b[k]
+            out[i] += int(np.count_nonzero(u * u + v * v <= 1.0) >= min_um2)
+    return out
+
+
 def render_slide(spec: Mapping[str, Any]) -> np.ndarray:
     """Render one row of ``plan_cohort`` as uint8 RGB [H, W, 3]; deterministic in its seed.
 
@@ -388,13 +438,9 @@ def render_slide(spec: Mapping[str, Any]) -> np.ndarray:
     amount = float(spec.get("stain_amount", 1.0))
     radius_um = float(spec["nuclear_radius_um"])
 
-    f = max(1, int(round(1.0 / mpp)))  # level-0 pixels per side of a ~1 µm cell
-    cell_um = f * mpp
-    low = (-(-h // f), -(-w // f))
-    tissue = tissue_mask(rng, low, cell_um)
-    eosin = stroma_eosin(rng, low, cell_um)
+    f, tissue, eosin, nuclei = _layout(rng, spec)
+    low = tissue.shape
     q_e = np.where(tissue, np.clip(eosin * (255 / E_MAX) + 0.5, 1, 255), 0).astype(np.uint32)
-    nuclei = place_nuclei(rng, tissue, cell_um, float(spec["nuclei_per_mm2"]), radius_um)
     q_h = stamp_nuclei(rng, (h, w), nuclei, mpp, radius_um, 255 / H_MAX)
     noise = np.frombuffer(rng.bytes(h * w), dtype=np.uint8).reshape(h, w)
 
