@@ -35,7 +35,7 @@ from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
-from pipeline.gan.quality import NucleiTracker, snapshot_score
+from pipeline.gan.quality import StatsTracker, snapshot_score
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
@@ -244,8 +244,8 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         if not (out_dir / "reals.png").exists():
             save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
-        if reals.shape[-1] == 3:  # histology: track the bar's nuclear statistics
-            stats = NucleiTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res)
+        if reals.shape[-1] == 3:  # histology: track the bar's nuclear statistics, fine detail
+            stats = StatsTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res)
     loop_cfg = LoopConfig(
         total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
         metric_ticks=g.metric_ticks, metric_images=g.metric_images,
@@ -428,6 +428,7 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
             "swd",
             "nuclei_density_z",
             "mean_nuclear_area_um2_z",
+            "fine_detail_z",
             "sec_per_kimg",
         )
         print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown
