@@ -125,6 +125,7 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
             continue
         print(f"{name:24s} real {c['real_mean']:9.2f} ± {c['real_sd']:8.2f}   "
               f"samples {c['fake_mean']:9.2f} ± {c['fake_sd']:8.2f}   "
+              f"z {c['z']:+5.2f}  sd x{c['sd_ratio']:4.2f}   "
               f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
     print(f"SWD x1e3 (mean over levels): {report['swd']['mean']:.1f}")
     print(f"quality bar {'passed' if report['passed'] else 'NOT passed'} at {report['kimg']} kimg"

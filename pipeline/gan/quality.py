@@ -14,14 +14,33 @@ from pipeline.features.nuclei import nuclei_table
 from pipeline.gan.metrics import fine_detail, layout_correlation, swd
 
 STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "fine_detail")
+COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
 
 
 def tile_stats(tiles: np.ndarray, mpp: float) -> pd.DataFrame:
-    """Per RGB tile the ``STATS`` of the bar: nuclear statistics and fine detail."""
+    """Per tile the statistics of the bar: RGB tiles ``STATS`` + ``COLOUR_STATS`` (nuclear
+    statistics, fine detail, mean of each colour channel); grey tiles ``GREY_STATS``."""
+    if tiles.shape[-1] != 3:
+        from pipeline.features import compute_features
+
+        return compute_features(tiles, mpp, GREY_STATS, modality="radiology")
     table = nuclei_table(tiles, mpp)
     table["fine_detail"] = fine_detail(tiles)
+    colour = tiles.reshape(len(tiles), -1, 3).mean(axis=1)  # [N, 3]
+    for k, name in enumerate(COLOUR_STATS):
+        table[name] = colour[:, k]
     return table
+
+
+def compare(real: pd.Series, fake: pd.Series) -> dict[str, Any]:
+    """One statistic against the bar: the samples' mean within one SD of the reals' mean
+    (``|z| <= 1``) and their SD within a factor 2 of the reals' (``sd_ratio``); NaNs (a tile
+    without nuclei has no nuclear size) are skipped."""
+    rm, rs, fm, fs = (float(v) for v in (real.mean(), real.std(), fake.mean(), fake.std()))
+    z, ratio = (fm - rm) / max(rs, 1e-12), fs / max(rs, 1e-12)
+    return {"real_mean": rm, "real_sd": rs, "fake_mean": fm, "fake_sd": fs, "z": z,
+            "sd_ratio": ratio, "passed": bool(abs(z) <= 1 and 0.5 <= ratio <= 2)}  # fmt: skip
 
 
 def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
@@ -35,81 +54,58 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
                    ) -> dict[str, Any]:  # fmt: skip
     """Compare uint8 [N, H, W, C] reals and samples.
 
-    The bar: for each statistic the samples' mean lies within one SD of the reals' mean and
-    the samples' SD within a factor 2 of the reals' SD. RGB (histology): ``STATS`` (nuclear
-    statistics and fine detail) and the per-tile mean of each colour channel; grey
-    (radiology, C = 1): the radiology features ``GREY_STATS``. Both: the samples' layout
-    correlation at most 0.1 above the reals' (no shared arrangement, ``layout_correlation``).
-    Returns the figures and ``passed``.
+    The bar (``compare``) for each statistic of ``tile_stats``: RGB (histology) the nuclear
+    statistics, fine detail and the per-tile mean of each colour channel; grey (radiology,
+    C = 1) the radiology features ``GREY_STATS``. Both: the samples' layout correlation at
+    most 0.1 above the reals' (no shared arrangement, ``layout_correlation``). Returns the
+    figures and ``passed``.
     """
-    out: dict[str, Any] = {"n_real": len(reals), "n_fake": len(fakes), "checks": {}}
-    if reals.shape[-1] != 3:
-        from pipeline.features import compute_features
-
-        r = compute_features(reals, mpp, GREY_STATS, modality="radiology")
-        f = compute_features(fakes, mpp, GREY_STATS, modality="radiology")
-        for col in GREY_STATS:
-            rm, rs, fm, fs = r[col].mean(), r[col].std(), f[col].mean(), f[col].std()
-            ok = abs(fm - rm) <= rs and 0.5 * rs <= fs <= 2 * rs
-            out["checks"][col] = {"real_mean": float(rm), "real_sd": float(rs),
-                                  "fake_mean": float(fm), "fake_sd": float(fs),
-                                  "passed": bool(ok)}  # fmt: skip
-        out["checks"]["layout_corr"] = _layout_check(reals, fakes)
-        out["swd"] = swd(reals, fakes, seed=seed)
-        out["passed"] = all(c["passed"] for c in out["checks"].values())
-        return out
     r, f = tile_stats(reals, mpp), tile_stats(fakes, mpp)
-    for col in STATS:
-        rm, rs, fm, fs = r[col].mean(), r[col].std(), f[col].mean(), f[col].std()
-        ok = abs(fm - rm) <= rs and 0.5 * rs <= fs <= 2 * rs
-        out["checks"][col] = {"real_mean": rm, "real_sd": rs, "fake_mean": fm, "fake_sd": fs,
-                              "passed": bool(ok)}  # fmt: skip
-    rc = reals.reshape(len(reals), -1, 3).mean(axis=1)  # per-tile mean colour
-    fc = fakes.reshape(len(fakes), -1, 3).mean(axis=1)
-    for k, name in enumerate("RGB"):
-        rs, fs = rc[:, k].std(), fc[:, k].std()
-        ok = abs(fc[:, k].mean() - rc[:, k].mean()) <= rs and 0.5 * rs <= fs <= 2 * rs
-        out["checks"][f"mean_{name}"] = {
-            "real_mean": float(rc[:, k].mean()), "real_sd": float(rc[:, k].std()),
-            "fake_mean": float(fc[:, k].mean()), "fake_sd": float(fc[:, k].std()),
-            "passed": bool(ok),
-        }  # fmt: skip
-    out["checks"]["layout_corr"] = _layout_check(reals, fakes)
-    out["swd"] = swd(reals, fakes, seed=seed)
-    out["passed"] = all(c["passed"] for c in out["checks"].values())
-    return out
+    checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns if c in _BAR}
+    checks["layout_corr"] = _layout_check(reals, fakes)
+    return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
+            "swd": swd(reals, fakes, seed=seed),
+            "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
+
+
+_BAR = (*STATS, *COLOUR_STATS, *GREY_STATS)
 
 
 class StatsTracker:
-    """The ``STATS`` part of the bar, cheap enough for every metric tick of training: called
-    with uint8 samples, returns per statistic the samples' mean and its distance from the
-    reals' mean in reals' SDs (``<stat>_z``; the bar wants |z| ≤ 1)."""
+    """The per-tile part of the bar, cheap enough for every metric tick of training: called
+    with uint8 samples, returns per statistic of ``tile_stats`` the samples' mean, its
+    distance from the reals' mean in reals' SDs (``<stat>_z``; the bar wants |z| <= 1) and
+    the ratio of SDs (``<stat>_sd_ratio``; the bar wants 0.5 to 2)."""
 
     def __init__(self, reals: np.ndarray, mpp: float) -> None:
-        table = tile_stats(reals, mpp)
         self.mpp = mpp
-        self.real = {c: (float(table[c].mean()), float(table[c].std())) for c in STATS}
+        self.real = tile_stats(reals, mpp)
 
     def __call__(self, fakes: np.ndarray) -> dict[str, float]:
-        table = tile_stats(fakes, self.mpp)
+        fake = tile_stats(fakes, self.mpp)
         out: dict[str, float] = {}
-        for c, (mean, sd) in self.real.items():
-            out[c] = float(table[c].mean())
-            out[f"{c}_z"] = (out[c] - mean) / max(sd, 1e-9)
+        for c in self.real.columns:
+            if c in _BAR:
+                cmp = compare(self.real[c], fake[c])
+                out[c], out[f"{c}_z"], out[f"{c}_sd_ratio"] = (
+                    cmp["fake_mean"], cmp["z"], cmp["sd_ratio"])  # fmt: skip
         return out
 
 
 def snapshot_score(metrics: Mapping[str, float]) -> tuple[float, float] | None:
     """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
 
-    First how far the ``STATS`` lie outside the bar (the largest ``|<stat>_z|`` beyond 1, 0
-    when all are within; always 0 without ``StatsTracker``), then SWD: the
-    snapshot choice of the StyleGAN papers (best FID) with the bar the later stages need.
+    First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
+    excess of ``|<stat>_z|`` over 1 or of ``|log2 <stat>_sd_ratio|`` over 1, 0 when all are
+    within and without a tracker; then SWD: the snapshot choice of the StyleGAN papers (best
+    FID) with the bar the later stages need.
     """
     d = metrics.get("swd")
     if d is None or not math.isfinite(d):
         return None
-    zs = [abs(float(metrics[f"{c}_z"])) for c in STATS if f"{c}_z" in metrics]
-    if any(not math.isfinite(z) for z in zs):
+    z = [float(metrics[f"{c}_z"]) for c in _BAR if f"{c}_z" in metrics]
+    ratio = [float(metrics[f"{c}_sd_ratio"]) for c in _BAR if f"{c}_sd_ratio" in metrics]
+    excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
+    if any(not math.isfinite(e) for e in excess):
         return None
-    return (max([0.0, *(z - 1.0 for z in zs)]), float(d))
+    return (max([0.0, *excess]), float(d))

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.gan.quality import STATS, StatsTracker, quality_report, snapshot_score, tile_stats
+from pipeline.gan.quality import (
+    COLOUR_STATS,
+    STATS,
+    StatsTracker,
+    quality_report,
+    snapshot_score,
+    tile_stats,
+)
 from pipeline.synthetic import plan_cohort, render_slide
 
 
@@ -44,16 +51,21 @@ def test_one_layout_in_every_sample_fails() -> None:
     assert abs(rep["checks"]["layout_corr"]["real"]) < 0.1
 
 
-def test_nuclei_tracker_z_is_the_distance_in_real_sds() -> None:
+def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
     reals, others = demo_tiles(1), demo_tiles(2)
     tracker = StatsTracker(reals, mpp=1.0)
     same = tracker(reals)
-    assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in STATS)
+    tracked = (*STATS, *COLOUR_STATS)
+    assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in tracked)
+    assert all(same[f"{c}_sd_ratio"] == pytest.approx(1.0) for c in tracked)
     r, f = tile_stats(reals, 1.0), tile_stats(others, 1.0)
     got = tracker(others)
-    for c in STATS:
+    report = quality_report(reals, others, mpp=1.0)["checks"]
+    for c in tracked:
         assert got[c] == pytest.approx(f[c].mean())
         assert got[f"{c}_z"] == pytest.approx((f[c].mean() - r[c].mean()) / r[c].std())
+        assert got[f"{c}_sd_ratio"] == pytest.approx(f[c].std() / r[c].std())
+        assert report[c]["z"] == pytest.approx(got[f"{c}_z"])  # one rule for both
     # Twice as many nuclei per tile (two tiles side by side, halved): density z is large.
     dense = np.concatenate([reals[:, :, ::2], reals[:, :, 1::2]], axis=2)
     assert tracker(dense)["nuclei_density_z"] > 1
@@ -69,3 +81,8 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     assert within == (0.0, 200.0) and outside == (pytest.approx(0.6), 120.0)
     assert within < outside < snapshot_score({**z, "nuclei_density_z": 2.0, "swd": 90.0})
     assert snapshot_score({**z, "swd": 180.0}) < within
+    # An SD outside half to twice the reals' counts like a mean outside one SD.
+    spread = snapshot_score({**z, "nuclei_density_sd_ratio": 3.0, "swd": 100.0})
+    assert spread == (pytest.approx(np.log2(3.0) - 1.0), 100.0)
+    assert snapshot_score({**z, "fine_detail_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
+    assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
