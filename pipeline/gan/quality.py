@@ -13,7 +13,8 @@ import pandas as pd
 from pipeline.features.nuclei import nuclei_table
 from pipeline.gan.metrics import fine_detail, layout_correlation, swd
 
-STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "fine_detail")
+STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "nuclear_solidity",
+         "fine_detail")  # fmt: skip
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
 

@@ -26,6 +26,7 @@ def test_glass_and_pink_stroma_have_no_nuclei() -> None:
     assert not nuclei_mask(glass).any() and not nuclei_mask(pink).any()
     row = nuclei_table(pink, 1.0).iloc[0]
     assert row["nuclei_count"] == 0 and np.isnan(row["mean_nuclear_area_um2"])  # no size
+    assert np.isnan(row["nuclear_solidity"])
 
 
 def test_nuclei_counts_match_the_planted_nuclei_tile_by_tile() -> None:

@@ -39,6 +39,19 @@ def test_real_tiles_pass_and_blobs_fail() -> None:
         assert bad["checks"]["nuclei_density"]["passed"], bad["checks"]["nuclei_density"]
 
 
+def test_ragged_nuclei_fail_on_solidity() -> None:
+    """Nuclei holed by stroma-coloured pixels (as speckle clusters are) keep a passing count
+    but lose their compact shape."""
+    reals, others = demo_tiles(1), demo_tiles(2)
+    ragged = others.copy()
+    holes = np.random.default_rng(0).random(ragged.shape[:3]) < 0.1
+    ragged[holes] = np.array([225, 165, 230], np.uint8)
+    checks = quality_report(reals, ragged, mpp=1.0)["checks"]
+    assert checks["nuclei_density"]["passed"], checks["nuclei_density"]
+    assert not checks["nuclear_solidity"]["passed"] and checks["nuclear_solidity"]["z"] < -3
+    assert quality_report(reals, others, mpp=1.0)["checks"]["nuclear_solidity"]["passed"]
+
+
 def test_one_layout_in_every_sample_fails() -> None:
     """Samples that recolour one tile (the tiny G's failure on the demo) fail on layout."""
     reals, others = demo_tiles(1), demo_tiles(2)
