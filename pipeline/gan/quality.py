@@ -17,6 +17,7 @@ STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "nu
          "fine_detail")  # fmt: skip
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
+_BAR = (*STATS, *COLOUR_STATS, *GREY_STATS)  # every per-tile statistic the bar compares
 
 
 def tile_stats(tiles: np.ndarray, mpp: float) -> pd.DataFrame:
@@ -67,9 +68,6 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
             "swd": swd(reals, fakes, seed=seed),
             "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
-
-
-_BAR = (*STATS, *COLOUR_STATS, *GREY_STATS)
 
 
 class StatsTracker:
