@@ -4,6 +4,7 @@ from scipy import ndimage
 
 from pipeline.gan.quality import (
     COLOUR_STATS,
+    GREY_STATS,
     STATS,
     StatsTracker,
     quality_report,
@@ -99,3 +100,13 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     assert spread == (pytest.approx(np.log2(3.0) - 1.0), 100.0)
     assert snapshot_score({**z, "fine_detail_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
+
+
+def test_grey_tiles_are_held_to_the_radiology_statistics() -> None:
+    grey = demo_tiles(1).mean(axis=3, keepdims=True).astype(np.uint8)  # [N, 64, 64, 1]
+    other = demo_tiles(2).mean(axis=3, keepdims=True).astype(np.uint8)
+    good = quality_report(grey, other, mpp=1.0)
+    assert set(good["checks"]) == {*GREY_STATS, "layout_corr"} and good["passed"], good
+    bright = np.clip(other.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+    bad = quality_report(grey, bright, mpp=1.0)["checks"]
+    assert not bad["intensity_mean"]["passed"] and bad["intensity_mean"]["z"] > 1
