@@ -3,7 +3,7 @@ a watershed on the distance transform seeded at its peaks (touching nuclei are s
 
 Checked against the nuclei the synthetic renderer planted (``pipeline.synthetic.planted_nuclei``,
 tests/pipeline/test_nuclei.py): on the demo cohort's 64 µm tiles the count is off by 0.6
-nuclei per tile on average, r 0.98 (docs/gan.md, "Counting nuclei")."""
+nuclei per tile on average, r 0.98 (docs/gan.md, "The quality bar")."""
 
 from __future__ import annotations
 
