@@ -146,6 +146,11 @@ class GanTrainConfig(_Section):
     pl_weight: float = Field(0.0, ge=0, description="path-length regularisation (0: off)")
     style_mixing: float = Field(0.9, ge=0, le=1)
     ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
+    score_raw_g: bool = Field(
+        True,
+        description="at SWD ticks also measure the raw G; the best snapshot keeps whichever "
+        "of G and G_ema is closer to the bar (short runs: G_ema can be the softer)",
+    )
     ada: bool = Field(True, description="adaptive augmentation (for cohorts of few tiles)")
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)

@@ -103,13 +103,15 @@ def cmd_export_gan(args: argparse.Namespace) -> int:
     from tasks.train_gan import export_best, export_generator, latest_checkpoint
 
     cfg = load_config(args.config, args.overrides)
-    ckpt = latest_checkpoint(cfg)
+    ckpt = args.checkpoint or latest_checkpoint(cfg)
     if args.best:
         meta = export_best(cfg, args.out, half=args.half, metrics_from=ckpt)
-        print(f"exported the best snapshot ({meta['kimg']:.1f} kimg) -> {args.out}")
+        net = meta.get("net", "G_ema")  # best/ folders from before "net" was recorded
+        print(f"exported the best snapshot ({net}, {meta['kimg']:.1f} kimg) -> {args.out}")
         return EXIT_OK
-    meta = export_generator(ckpt, args.out, cfg, half=args.half, with_discriminator=True)
-    print(f"exported {ckpt.name} ({meta['kimg']:.1f} kimg) -> {args.out}")
+    meta = export_generator(ckpt, args.out, cfg, half=args.half, with_discriminator=True,
+                            net=args.net)  # fmt: skip
+    print(f"exported {args.net} of {ckpt.name} ({meta['kimg']:.1f} kimg) -> {args.out}")
     return EXIT_OK
 
 
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train_gan)
 
-    p = sub.add_parser("export-gan", help="export G_ema (+ D) from the latest checkpoint")
+    p = sub.add_parser("export-gan", help="export G_ema or G (+ D) from a checkpoint")
     _add_config_args(p)
     p.add_argument("out", type=Path, help="output folder, e.g. models/demo_tiny64")
     p.add_argument("--half", action="store_true", help="float16 weights (half the bytes)")
@@ -282,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the best snapshot (workdir/gan/best: nuclear bar, then SWD)",
     )
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint folder (default: the run's latest)")  # fmt: skip
+    p.add_argument("--net", choices=["G_ema", "G"], default="G_ema",
+                   help="G_ema (default) or the raw generator G")  # fmt: skip
     p.set_defaults(func=cmd_export_gan)
 
     p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")

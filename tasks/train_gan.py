@@ -7,8 +7,9 @@ re-running the same command resumes from the last checkpoint and stops at the sa
 number of images. Outputs under ``workdir/gan/``: ``generator.safetensors`` +
 ``generator.json`` (G_ema), ``metrics.parquet``, ``samples/kimg*.png``, ``reals.png``,
 ``resumes.jsonl`` (a line per resume: Ray Train's restart after a lost worker, or a re-run),
-``best/`` (the best G_ema so far by ``snapshot_score``: nuclear bar, then SWD; with D, for
-``export-gan --best`` and ``gan.export: best``).
+``best/`` (the best generator so far by ``snapshot_score``: nuclear bar, then SWD; G_ema or,
+with ``gan.score_raw_g``, the raw G when it scores better; with D, for ``export-gan --best``
+and ``gan.export: best``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
-from pipeline.gan.quality import StatsTracker, snapshot_score
+from pipeline.gan.quality import StatsTracker, best_net
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.io.checkpoints import (
     STATE_FILE,
@@ -250,18 +251,19 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
         metric_ticks=g.metric_ticks, metric_images=g.metric_images,
         guard_d_loss=g.guard_d_loss, guard_diversity=g.guard_diversity, seed=g.seed,
+        score_raw_g=g.score_raw_g,
     )  # fmt: skip
     tick = {"n": len(rows)}
-    scores = [s for s in map(snapshot_score, rows) if s is not None]
+    scores = [found[0] for found in map(best_net, rows) if found is not None]
     best = {"score": min(scores) if scores else None}
 
     def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
         _maybe_die(wk.fault, rank, world, st.cur_nimg)
         rows.append(metrics)
-        score = snapshot_score(metrics)
-        if rank == 0 and score is not None and (best["score"] is None or score < best["score"]):
-            save_snapshot(out_dir / BEST_DIR, st.state_dict(), cfg, rows, score)
-            best["score"] = score
+        found = best_net(metrics)
+        if rank == 0 and found is not None and (best["score"] is None or found[0] < best["score"]):
+            save_snapshot(out_dir / BEST_DIR, st.state_dict(), cfg, rows, *found)
+            best["score"] = found[0]
         with tempfile.TemporaryDirectory() as d:
             folder = None
             if rank == 0:
@@ -304,11 +306,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_worker(cfg, as_path(config["out_dir"], cfg.storage_options), wk)
 
 
-def generator_meta(train_sd: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    """``generator.json`` of an exported generator: architecture, training state and config."""
+def generator_meta(train_sd: dict[str, Any], cfg: Config, net: str = "G_ema") -> dict[str, Any]:
+    """``generator.json`` of an exported generator: architecture, which network (``G_ema``
+    or the raw ``G``), training state and config."""
     spec = preset_spec(cfg.gan.preset, state_channels(train_sd))
     return {
         "spec": spec.to_dict(),
+        "net": net,
         "preset": cfg.gan.preset,
         "kimg": train_sd["cur_nimg"] / 1000,
         "seed": cfg.gan.seed,
@@ -319,28 +323,30 @@ def generator_meta(train_sd: dict[str, Any], cfg: Config) -> dict[str, Any]:
 
 
 def save_snapshot(folder: WorkPath, train_sd: dict[str, Any], cfg: Config,
-                  rows: list[dict[str, float]], score: tuple[float, float]) -> None:  # fmt: skip
-    """G_ema + D + the metrics so far into ``folder`` as an exported generator, replacing the
-    previous snapshot in one step (a reader never sees a mix of two ticks)."""
-    meta = {**generator_meta(train_sd, cfg), "snapshot_score": list(score)}
+                  rows: list[dict[str, float]], score: tuple[float, float],
+                  net: str = "G_ema") -> None:  # fmt: skip
+    """G_ema (or the raw G, ``net="G"``) + D + the metrics so far into ``folder`` as an
+    exported generator, replacing the previous snapshot in one step (a reader never sees a
+    mix of two ticks)."""
+    meta = {**generator_meta(train_sd, cfg, net), "snapshot_score": list(score)}
     tmp = temp_sibling(folder)
     save_weights(tmp / "discriminator.safetensors", train_sd["D"])
     write_parquet(pd.DataFrame(rows), tmp / METRICS_FILE)
-    save_generator(tmp, train_sd["G_ema"], meta)
+    save_generator(tmp, train_sd[net], meta)
     replace_dir(tmp, folder)
-    log.info("best snapshot so far: %.1f kimg (bar excess %.2f, SWD %.1f)",
-             meta["kimg"], *score)  # fmt: skip
+    log.info("best snapshot so far: %s at %.1f kimg (bar excess %.2f, SWD %.1f)",
+             net, meta["kimg"], *score)  # fmt: skip
 
 
 def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *,
-                     half: bool = False, with_discriminator: bool = False
-                     ) -> dict[str, Any]:  # fmt: skip
-    """G_ema weights + architecture + metrics from a checkpoint into ``out_dir`` (and D, for
-    warm-starting a later run with ``gan.init_from``)."""
+                     half: bool = False, with_discriminator: bool = False,
+                     net: str = "G_ema") -> dict[str, Any]:  # fmt: skip
+    """G_ema (or the raw G, ``net="G"``) weights + architecture + metrics from a checkpoint
+    into ``out_dir`` (and D, for warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
     train_sd = saved["train"]
-    meta = generator_meta(train_sd, cfg)
-    save_generator(out_dir, train_sd["G_ema"], meta, half=half)
+    meta = generator_meta(train_sd, cfg, net)
+    save_generator(out_dir, train_sd[net], meta, half=half)
     if with_discriminator:
         save_weights(out_dir / "discriminator.safetensors", train_sd["D"], half=half)
     write_parquet(read_parquet(checkpoint_dir / METRICS_FILE), out_dir / METRICS_FILE)

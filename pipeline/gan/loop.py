@@ -15,9 +15,13 @@ import numpy as np
 import torch
 
 from pipeline.gan.metrics import layout_correlation, swd
+from pipeline.gan.quality import RAW_PREFIX
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync, train_step
 
 log = logging.getLogger("stylepath")
+
+
+SampleStats = Callable[[np.ndarray], dict[str, float]]  # samples -> domain metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,6 +38,7 @@ class LoopConfig:
     guard_diversity: float = 0.2
     max_rollbacks: int = 5
     seed: int = 0
+    score_raw_g: bool = False  # also measure the raw G at SWD ticks (``raw_*`` metrics)
 
 
 def tick_seed(seed: int, rank: int, nimg: int) -> int:
@@ -53,6 +58,8 @@ def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
     inputs then shows the same layout in every sample (spread and SWD look worse than G is).
     """
     dev = next(G.parameters()).device
+    was_training = G.training
+    G.eval()  # sampling must not move a training G's running w_avg
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
     z = z.to(dev)
     out = []
@@ -62,12 +69,21 @@ def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
             img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode=noise_mode)
             img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
             out.append(img.cpu().numpy())
+    G.train(was_training)
     return np.concatenate(out)
 
 
 def spread(images: np.ndarray) -> float:
     """Mean per-pixel standard deviation across a set of images (0 for a collapsed set)."""
     return float(images.astype(np.float32).std(axis=0).mean())
+
+
+def _quality(
+    reals: np.ndarray, fakes: np.ndarray, seed: int, sample_stats: SampleStats | None
+) -> dict[str, float]:
+    """SWD and the domain statistics of one generator's samples."""
+    out = {"swd": swd(reals, fakes, seed=seed)["mean"]}
+    return {**out, **(sample_stats(fakes) if sample_stats is not None else {})}
 
 
 def _finite(metrics: dict[str, float]) -> bool:
@@ -85,14 +101,15 @@ def train(
     sync: Sync = no_sync,
     rank: int = 0,
     world_size: int = 1,
-    sample_stats: Callable[[np.ndarray], dict[str, float]] | None = None,
+    sample_stats: SampleStats | None = None,
 ) -> TrainState:
     """Train until ``cfg.total_nimg``; call ``on_tick`` at every tick boundary.
 
     Guard: a non-finite loss or a D loss above ``guard_d_loss`` (divergence), or G_ema samples
     whose spread falls below ``guard_diversity`` × the reals' (mode collapse), rolls the state
     back to the last good tick, with a warning, instead of training on garbage.
-    ``sample_stats(samples)`` adds domain metrics (e.g. nuclei) at the SWD ticks.
+    ``sample_stats(samples)`` adds domain metrics (e.g. nuclei) at the SWD ticks; with
+    ``cfg.score_raw_g`` the raw G is measured there too (``raw_swd``, ``raw_<stat>``...).
     """
     real_spread = spread(reals_for_metrics) if reals_for_metrics is not None else None
     good = copy.deepcopy(state.state_dict())
@@ -124,9 +141,11 @@ def train(
                 ratio = metrics["spread_ratio"]
                 bad = f"mode collapse at {state.cur_nimg} images (spread ratio {ratio:.2f})"
             elif tick % cfg.metric_ticks == 0 or state.cur_nimg >= cfg.total_nimg:
-                metrics["swd"] = swd(reals_for_metrics, fakes, seed=cfg.seed)["mean"]
-                if sample_stats is not None:
-                    metrics.update(sample_stats(fakes))
+                metrics.update(_quality(reals_for_metrics, fakes, cfg.seed, sample_stats))
+                if cfg.score_raw_g:
+                    raw = generate(state.G, cfg.metric_images, seed=cfg.seed + 1)
+                    q = _quality(reals_for_metrics, raw, cfg.seed, sample_stats)
+                    metrics.update({RAW_PREFIX + k: v for k, v in q.items()})
         bad_flag = sync(torch.tensor([1.0 if bad else 0.0]))
         if float(bad_flag) > 0:
             rollbacks += 1

@@ -91,20 +91,33 @@ class StatsTracker:
         return out
 
 
-def snapshot_score(metrics: Mapping[str, float]) -> tuple[float, float] | None:
+RAW_PREFIX = "raw_"  # training metrics of the raw G (not G_ema) carry this prefix
+
+
+def snapshot_score(metrics: Mapping[str, float], prefix: str = "") -> tuple[float, float] | None:
     """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
+    ``prefix=RAW_PREFIX`` scores the raw G from its ``raw_*`` metrics instead.
 
     First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
     excess of ``|<stat>_z|`` over 1 or of ``|log2 <stat>_sd_ratio|`` over 1, 0 when all are
     within and without a tracker; then SWD: the snapshot choice of the StyleGAN papers (best
     FID) with the bar the later stages need.
     """
-    d = metrics.get("swd")
+    d = metrics.get(f"{prefix}swd")
     if d is None or not math.isfinite(d):
         return None
-    z = [float(metrics[f"{c}_z"]) for c in _BAR if f"{c}_z" in metrics]
-    ratio = [float(metrics[f"{c}_sd_ratio"]) for c in _BAR if f"{c}_sd_ratio" in metrics]
+    z = [float(metrics[k]) for c in _BAR if (k := f"{prefix}{c}_z") in metrics]
+    ratio = [float(metrics[k]) for c in _BAR if (k := f"{prefix}{c}_sd_ratio") in metrics]
     excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
     if any(not math.isfinite(e) for e in excess):
         return None
     return (max([0.0, *excess]), float(d))
+
+
+def best_net(metrics: Mapping[str, float]) -> tuple[tuple[float, float], str] | None:
+    """The better of a tick's two generators by ``snapshot_score``: ``(score, "G_ema")`` or,
+    when the raw G was measured too (``raw_*`` metrics) and scores lower, ``(score, "G")``.
+    On short runs G_ema can lag a fast-moving G and average its fine detail away."""
+    found = [(s, net) for net, prefix in (("G_ema", ""), ("G", RAW_PREFIX))
+             if (s := snapshot_score(metrics, prefix)) is not None]  # fmt: skip
+    return min(found, key=lambda f: f[0]) if found else None  # a tie keeps G_ema

@@ -15,8 +15,8 @@ import torch
 from pipeline.config import Config, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
-from pipeline.gan.quality import snapshot_score
-from pipeline.io.checkpoints import CheckpointError, load_state
+from pipeline.gan.quality import best_net
+from pipeline.io.checkpoints import CheckpointError, load_state, load_weights
 from pipeline.io.tile_store import TileStore
 from tasks.cli import main
 from tasks.make_cohort import make_cohort
@@ -186,13 +186,19 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     ckpts = sorted((full.workdir / "gan" / "ray" / "local").glob("checkpoint_*"))
     assert [p.name for p in ckpts] == ["checkpoint_000000000016", "checkpoint_000000000032"]
 
-    # The best snapshot: the tick with the lowest snapshot_score, exportable on its own.
+    # The best snapshot: the tick and generator (G_ema or the raw G) with the lowest
+    # snapshot_score, exportable on its own.
     rows = pd.read_parquet(full.workdir / "gan" / "metrics.parquet").to_dict(orient="records")
-    scores = {r["kimg"]: snapshot_score(r) for r in rows}
-    best_kimg = min(scores, key=lambda k: scores[k])
+    assert all(np.isfinite(r["raw_swd"]) and "raw_nuclei_density_z" in r for r in rows)
+    found = {r["kimg"]: best_net(r) for r in rows}
+    best_kimg = min(found, key=lambda k: found[k][0])
     best_meta = json.loads((full.workdir / "gan" / BEST_DIR / "generator.json").read_text())
     assert best_meta["kimg"] == pytest.approx(best_kimg)
-    assert best_meta["snapshot_score"] == pytest.approx(list(scores[best_kimg]))
+    assert best_meta["snapshot_score"] == pytest.approx(list(found[best_kimg][0]))
+    assert best_meta["net"] == found[best_kimg][1]
+    ckpt = load_state(ckpts[[0.016, 0.032].index(round(best_kimg, 3))])["train"]
+    for k, v in load_weights(full.workdir / "gan" / BEST_DIR / "generator.safetensors").items():
+        torch.testing.assert_close(v, ckpt[best_meta["net"]][k])
     best_cfg = config_from_dict({**full.dump(), "gan": {**full.dump()["gan"], "export": "best"}})
     assert export_best(best_cfg, tmp_path / "best_out")["kimg"] == pytest.approx(best_kimg)
     upto = [r["kimg"] for r in rows].index(best_kimg) + 1  # the snapshot's metrics: to its tick
@@ -213,9 +219,11 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     assert main([*args, "--set", "gan.total_kimg=0.032"]) == 0
     metrics = pd.read_parquet(part.workdir / "gan" / "metrics.parquet")
     assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
-    a, b = load_generator(full.workdir / "gan"), load_generator(part.workdir / "gan")
-    for (name, pa), (_, pb) in zip(a.G.state_dict().items(), b.G.state_dict().items(), strict=True):
-        torch.testing.assert_close(pa, pb, msg=f"{name} differs after a local resume")
+    a = load_state(ckpts[-1])["train"]
+    b = load_state(part.workdir / "gan" / "ray" / "local" / ckpts[-1].name)["train"]
+    for net in ("G", "G_ema", "D"):
+        for name, pa in a[net].items():
+            torch.testing.assert_close(pa, b[net][name], msg=f"{net}.{name} differs after a resume")
 
 
 def test_cli_imports_without_ray() -> None:

@@ -5,8 +5,10 @@ from scipy import ndimage
 from pipeline.gan.quality import (
     COLOUR_STATS,
     GREY_STATS,
+    RAW_PREFIX,
     STATS,
     StatsTracker,
+    best_net,
     quality_report,
     snapshot_score,
     tile_stats,
@@ -100,6 +102,20 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     assert spread == (pytest.approx(np.log2(3.0) - 1.0), 100.0)
     assert snapshot_score({**z, "fine_detail_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
+
+
+def test_best_net_keeps_the_generator_closer_to_the_bar() -> None:
+    z = {f"{c}_z": 0.5 for c in STATS}
+    soft = {**z, "fine_detail_z": -1.4, "swd": 170.0}  # G_ema: averaged fine detail away
+    sharp = {f"{RAW_PREFIX}{k}": v for k, v in {**z, "swd": 110.0}.items()}
+    assert snapshot_score(sharp, RAW_PREFIX) == (0.0, 110.0)
+    assert best_net({**soft, **sharp}) == ((0.0, 110.0), "G")
+    assert best_net(soft) == ((pytest.approx(0.4), 170.0), "G_ema")  # raw G not measured
+    worse = {f"{RAW_PREFIX}{k}": v for k, v in soft.items()} | {f"{RAW_PREFIX}swd": 171.0}
+    assert best_net({**soft, **worse})[1] == "G_ema"
+    tie = {f"{RAW_PREFIX}{k}": v for k, v in soft.items()}
+    assert best_net({**soft, **tie})[1] == "G_ema"
+    assert best_net({"d_loss": 1.0}) is None
 
 
 def test_grey_tiles_are_held_to_the_radiology_statistics() -> None:

@@ -9,7 +9,9 @@ import torch
 from pipeline.gan import PRESETS
 from pipeline.gan.data import TileBatches, dihedral, epoch_order, epoch_plan, make_blocks
 from pipeline.gan.loop import LoopConfig, TrainingDiverged, generate, train
+from pipeline.gan.metrics import swd
 from pipeline.gan.networks import Generator
+from pipeline.gan.quality import RAW_PREFIX
 from pipeline.gan.step import StepConfig, TrainState, train_step
 
 
@@ -66,6 +68,28 @@ def test_collapse_guard_uses_sample_spread() -> None:
                       max_rollbacks=0)  # fmt: skip
     with pytest.raises(TrainingDiverged, match="mode collapse"):
         train(s, batches(), cfg, loop, lambda st, m: None, reals_for_metrics=wild)
+
+
+def test_raw_g_is_measured_beside_g_ema() -> None:
+    """``score_raw_g``: each SWD tick also measures the raw G, from its own samples."""
+    cfg = StepConfig(batch_size=8)
+    s = TrainState.create(PRESETS["tiny32"], cfg)
+    reals = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    loop = LoopConfig(total_nimg=16, tick_nimg=16, metric_ticks=1, metric_images=32,
+                      guard_diversity=0.0, score_raw_g=True)  # fmt: skip
+    ticks = []
+
+    def stats(x: np.ndarray) -> dict[str, float]:
+        return {"mean_R": float(x[..., 0].mean())}
+
+    train(s, batches(), cfg, loop, lambda st, m: ticks.append(m), reals_for_metrics=reals,
+          sample_stats=stats)  # fmt: skip
+    (m,) = ticks
+    for net, prefix in ((s.G_ema, ""), (s.G, RAW_PREFIX)):
+        fakes = generate(net, 32, seed=loop.seed + 1)
+        assert m[f"{prefix}swd"] == pytest.approx(swd(reals, fakes, seed=loop.seed)["mean"])
+        assert m[f"{prefix}mean_R"] == pytest.approx(stats(fakes)["mean_R"])
+    assert m["swd"] != m["raw_swd"]  # two generators, not one measured twice
 
 
 def test_generate_draws_seeded_per_sample_noise() -> None:
