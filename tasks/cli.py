@@ -122,11 +122,11 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     report = run_gan_quality(cfg, n=args.n, generator=args.generator)
     for name, c in report["checks"].items():
         if "real_mean" not in c:  # layout correlation: one value per set
-            print(f"{name:24s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"
+            print(f"{name:26s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"
                   f"              {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
             continue
-        print(f"{name:24s} real {c['real_mean']:9.2f} ± {c['real_sd']:8.2f}   "
-              f"samples {c['fake_mean']:9.2f} ± {c['fake_sd']:8.2f}   "
+        print(f"{name:26s} real {c['real_mean']:9.4g} ± {c['real_sd']:8.3g}   "
+              f"samples {c['fake_mean']:9.4g} ± {c['fake_sd']:8.3g}   "
               f"z {c['z']:+5.2f}  sd x{c['sd_ratio']:4.2f}   "
               f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
     print(f"SWD x1e3 (mean over levels): {report['swd']['mean']:.1f}")

@@ -32,7 +32,9 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
                             for s, g in sub.groupby("slide_id", sort=False)])  # fmt: skip
     torch.set_num_threads(2)
     fakes = generate(gen.G, n, seed=seed + 1)
-    report = quality_report(reals, fakes, mpp=cfg.tiling.mpp, seed=seed)
+    report = quality_report(
+        reals, fakes, mpp=cfg.tiling.mpp, seed=seed, features=cfg.analysis.features
+    )
     report["kimg"] = gen.meta.get("kimg")
     atomic_write_json(out / "quality.json", report)
     pair = np.concatenate([image_grid(reals[:32], 8), image_grid(fakes[:32], 8)], axis=1)

@@ -246,7 +246,8 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         if not (out_dir / "reals.png").exists():
             save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
         if reals.shape[-1] == 3:  # histology: track the bar's per-tile statistics (not grey yet)
-            stats = StatsTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res)
+            mpp = cfg.tiling.mpp * imgs.shape[1] / res
+            stats = StatsTracker(reals, mpp, cfg.analysis.features)
     loop_cfg = LoopConfig(
         total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
         metric_ticks=g.metric_ticks, metric_images=g.metric_images,
@@ -433,8 +434,11 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
             "layout_corr",
             "swd",
             "nuclei_density_z",
-            "mean_nuclear_area_um2_z",
-            "fine_detail_z",
+            "nuclear_area_mean_z",
+            "nuclear_solidity_z",
+            "sharpness_z",
+            "raw_swd",
+            "raw_sharpness_z",
             "sec_per_kimg",
         )
         print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown

@@ -146,14 +146,3 @@ def layout_correlation(images: np.ndarray | torch.Tensor, max_images: int = 256)
     c = g @ g.T  # [N, N]
     n = len(g)
     return float((c.sum() - c.diagonal().sum()) / (n * (n - 1)))
-
-
-def fine_detail(images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Per image, the RMS of the finest Laplacian-pyramid band of its mean channel, in grey
-    levels of 0..255: float64 [N]. Nuclear edges, chromatin and pixel noise live there; a
-    generator that draws soft blobs has too little (a Gaussian blur of σ 0.7 px takes demo
-    tiles from 14.5 ± 3.9 to 9.5), which counts of nuclei do not show. Images as in
-    ``swd``."""
-    x = to_float_images(images).mean(dim=1, keepdim=True) * 127.5  # [N, 1, H, W]
-    band = laplacian_pyramid(x, 2)[0]
-    return band.pow(2).mean(dim=(1, 2, 3)).sqrt().double().numpy()

@@ -4,31 +4,43 @@ later stages rely on (nuclei, colour), and how far apart are they (SWD)?"""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.features.nuclei import nuclei_table
-from pipeline.gan.metrics import fine_detail, layout_correlation, swd
+from pipeline.gan.metrics import layout_correlation, swd
 
-STATS = ("nuclei_density", "mean_nuclear_area_um2", "nuclear_area_fraction", "nuclear_solidity",
-         "fine_detail")  # fmt: skip
+SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature measures
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
-GREY_STATS = ("intensity_mean", "intensity_std", "local_contrast", "edge_density")
-_BAR = (*STATS, *COLOUR_STATS, *GREY_STATS)  # every per-tile statistic the bar compares
 
 
-def tile_stats(tiles: np.ndarray, mpp: float) -> pd.DataFrame:
-    """Per tile the statistics of the bar: RGB tiles ``STATS`` + ``COLOUR_STATS`` (nuclear
-    statistics, fine detail, mean of each colour channel); grey tiles ``GREY_STATS``."""
-    if tiles.shape[-1] != 3:
-        from pipeline.features import compute_features
+def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Every per-tile statistic the bar compares: the features the analysis measures along
+    a shift (``features``, default every registered feature of both modalities, plugins
+    included) plus ``SHAPE_STATS`` and ``COLOUR_STATS`` for histology."""
+    from pipeline.features import feature_names
 
-        return compute_features(tiles, mpp, GREY_STATS, modality="radiology")
-    table = nuclei_table(tiles, mpp)
-    table["fine_detail"] = fine_detail(tiles)
+    names = features or [*feature_names("histology"), *feature_names("radiology")]
+    return tuple(dict.fromkeys([*names, *SHAPE_STATS, *COLOUR_STATS]))
+
+
+def tile_stats(tiles: np.ndarray, mpp: float, features: Sequence[str] | None = None
+               ) -> pd.DataFrame:  # fmt: skip
+    """Per tile the statistics of the bar. RGB tiles (histology): the analysis features
+    (``features``, default all registered), nuclear solidity and the mean of each colour
+    channel; grey tiles (radiology): the analysis features."""
+    from pipeline.features import compute_features, feature_names
+
+    modality = "histology" if tiles.shape[-1] == 3 else "radiology"
+    names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
+    table = compute_features(tiles, mpp, names, modality=modality)
+    if modality == "radiology":
+        return table
+    for name in SHAPE_STATS:
+        table[name] = nuclei_table(tiles, mpp)[name].to_numpy()
     colour = tiles.reshape(len(tiles), -1, 3).mean(axis=1)  # [N, 3]
     for k, name in enumerate(COLOUR_STATS):
         table[name] = colour[:, k]
@@ -52,18 +64,18 @@ def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
     return {"real": rl, "fake": fl, "passed": bool(fl <= rl + 0.1)}
 
 
-def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0
-                   ) -> dict[str, Any]:  # fmt: skip
+def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
+                   features: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Compare uint8 [N, H, W, C] reals and samples.
 
-    The bar (``compare``) for each statistic of ``tile_stats``: RGB (histology) the nuclear
-    statistics, fine detail and the per-tile mean of each colour channel; grey (radiology,
-    C = 1) the radiology features ``GREY_STATS``. Both: the samples' layout correlation at
-    most 0.1 above the reals' (no shared arrangement, ``layout_correlation``). Returns the
-    figures and ``passed``.
+    The bar (``compare``) for each statistic of ``tile_stats``: every feature the analysis
+    measures (``features``, default all registered for the modality); for RGB (histology)
+    also nuclear solidity and the per-tile mean of each colour channel. And the samples'
+    layout correlation at most 0.1 above the reals' (no shared arrangement,
+    ``layout_correlation``). Returns the figures and ``passed``.
     """
-    r, f = tile_stats(reals, mpp), tile_stats(fakes, mpp)
-    checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns if c in _BAR}
+    r, f = tile_stats(reals, mpp, features), tile_stats(fakes, mpp, features)
+    checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns}
     checks["layout_corr"] = _layout_check(reals, fakes)
     return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
             "swd": swd(reals, fakes, seed=seed),
@@ -76,18 +88,18 @@ class StatsTracker:
     distance from the reals' mean in reals' SDs (``<stat>_z``; the bar wants |z| <= 1) and
     the ratio of SDs (``<stat>_sd_ratio``; the bar wants 0.5 to 2)."""
 
-    def __init__(self, reals: np.ndarray, mpp: float) -> None:
-        self.mpp = mpp
-        self.real = tile_stats(reals, mpp)
+    def __init__(self, reals: np.ndarray, mpp: float, features: Sequence[str] | None = None
+                 ) -> None:  # fmt: skip
+        self.mpp, self.features = mpp, features
+        self.real = tile_stats(reals, mpp, features)
 
     def __call__(self, fakes: np.ndarray) -> dict[str, float]:
-        fake = tile_stats(fakes, self.mpp)
+        fake = tile_stats(fakes, self.mpp, self.features)
         out: dict[str, float] = {}
         for c in self.real.columns:
-            if c in _BAR:
-                cmp = compare(self.real[c], fake[c])
-                out[c], out[f"{c}_z"], out[f"{c}_sd_ratio"] = (
-                    cmp["fake_mean"], cmp["z"], cmp["sd_ratio"])  # fmt: skip
+            cmp = compare(self.real[c], fake[c])
+            out[c], out[f"{c}_z"], out[f"{c}_sd_ratio"] = (
+                cmp["fake_mean"], cmp["z"], cmp["sd_ratio"])  # fmt: skip
         return out
 
 
@@ -106,8 +118,9 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "") -> tuple[floa
     d = metrics.get(f"{prefix}swd")
     if d is None or not math.isfinite(d):
         return None
-    z = [float(metrics[k]) for c in _BAR if (k := f"{prefix}{c}_z") in metrics]
-    ratio = [float(metrics[k]) for c in _BAR if (k := f"{prefix}{c}_sd_ratio") in metrics]
+    bar = bar_stats()
+    z = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_z") in metrics]
+    ratio = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_sd_ratio") in metrics]
     excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
     if any(not math.isfinite(e) for e in excess):
         return None

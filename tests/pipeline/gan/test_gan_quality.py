@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from pipeline.features import HISTOLOGY_FEATURES, RADIOLOGY_FEATURES
 from pipeline.gan.quality import (
     COLOUR_STATS,
-    GREY_STATS,
     RAW_PREFIX,
-    STATS,
+    SHAPE_STATS,
     StatsTracker,
+    bar_stats,
     best_net,
     quality_report,
     snapshot_score,
@@ -28,17 +29,20 @@ def demo_tiles(seed: int) -> np.ndarray:
 
 def test_real_tiles_pass_and_blobs_fail() -> None:
     """Soft or blocky copies of real tiles keep their nuclei countable (the counts pass), so
-    it is the fine detail that fails them, as it fails a generator drawing soft blobs."""
+    it is sharpness that fails them, as it fails a generator drawing soft blobs."""
     reals, others = demo_tiles(1), demo_tiles(2)
     good = quality_report(reals, others, mpp=1.0)
     assert good["passed"], good["checks"]
+    # The bar holds samples to every feature the analysis measures, and to nuclear shape.
+    assert set(good["checks"]) == {*HISTOLOGY_FEATURES, *SHAPE_STATS, *COLOUR_STATS,
+                                   "layout_corr"}  # fmt: skip
     blurred = others.reshape(len(others), 16, 4, 16, 4, 3).mean(axis=(2, 4))
     blocks = np.repeat(np.repeat(blurred, 4, axis=1), 4, axis=2).astype(np.uint8)
     soft = np.stack([ndimage.gaussian_filter(t.astype(np.float32), (1, 1, 0)) for t in others])
     for blobs in (blocks, soft.round().astype(np.uint8)):
         bad = quality_report(reals, blobs, mpp=1.0)
         assert not bad["passed"] and bad["swd"]["mean"] > good["swd"]["mean"]
-        assert not bad["checks"]["fine_detail"]["passed"]
+        assert not bad["checks"]["sharpness"]["passed"], bad["checks"]["sharpness"]
         assert bad["checks"]["nuclei_density"]["passed"], bad["checks"]["nuclei_density"]
 
 
@@ -71,7 +75,7 @@ def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
     reals, others = demo_tiles(1), demo_tiles(2)
     tracker = StatsTracker(reals, mpp=1.0)
     same = tracker(reals)
-    tracked = (*STATS, *COLOUR_STATS)
+    tracked = bar_stats(HISTOLOGY_FEATURES)
     assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in tracked)
     assert all(same[f"{c}_sd_ratio"] == pytest.approx(1.0) for c in tracked)
     r, f = tile_stats(reals, 1.0), tile_stats(others, 1.0)
@@ -88,7 +92,7 @@ def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
 
 
 def test_snapshot_score_prefers_the_bar_then_swd() -> None:
-    z = {f"{c}_z": 0.5 for c in STATS}
+    z = {f"{c}_z": 0.5 for c in bar_stats()}
     assert snapshot_score({"d_loss": 1.0}) is None  # no SWD at this tick
     assert snapshot_score({"swd": float("nan")}) is None
     assert snapshot_score({"swd": 150.0}) == (0.0, 150.0)  # grey tiles: SWD only
@@ -100,13 +104,14 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     # An SD outside half to twice the reals' counts like a mean outside one SD.
     spread = snapshot_score({**z, "nuclei_density_sd_ratio": 3.0, "swd": 100.0})
     assert spread == (pytest.approx(np.log2(3.0) - 1.0), 100.0)
-    assert snapshot_score({**z, "fine_detail_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
+    assert snapshot_score({**z, "sharpness_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
+    assert snapshot_score({**z, "not_a_bar_stat_z": 9.0, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
 
 
 def test_best_net_keeps_the_generator_closer_to_the_bar() -> None:
-    z = {f"{c}_z": 0.5 for c in STATS}
-    soft = {**z, "fine_detail_z": -1.4, "swd": 170.0}  # G_ema: averaged fine detail away
+    z = {f"{c}_z": 0.5 for c in bar_stats()}
+    soft = {**z, "sharpness_z": -1.4, "swd": 170.0}  # G_ema: averaged fine detail away
     sharp = {f"{RAW_PREFIX}{k}": v for k, v in {**z, "swd": 110.0}.items()}
     assert snapshot_score(sharp, RAW_PREFIX) == (0.0, 110.0)
     assert best_net({**soft, **sharp}) == ((0.0, 110.0), "G")
@@ -122,7 +127,19 @@ def test_grey_tiles_are_held_to_the_radiology_statistics() -> None:
     grey = demo_tiles(1).mean(axis=3, keepdims=True).astype(np.uint8)  # [N, 64, 64, 1]
     other = demo_tiles(2).mean(axis=3, keepdims=True).astype(np.uint8)
     good = quality_report(grey, other, mpp=1.0)
-    assert set(good["checks"]) == {*GREY_STATS, "layout_corr"} and good["passed"], good
+    assert set(good["checks"]) == {*RADIOLOGY_FEATURES, "layout_corr"} and good["passed"], good
     bright = np.clip(other.astype(np.int16) + 40, 0, 255).astype(np.uint8)
     bad = quality_report(grey, bright, mpp=1.0)["checks"]
     assert not bad["intensity_mean"]["passed"] and bad["intensity_mean"]["z"] > 1
+
+
+def test_the_bar_follows_the_analysis_features() -> None:
+    """``analysis.features`` narrows the bar as it narrows the analysis; nuclear shape and
+    colour stay."""
+    reals, others = demo_tiles(1), demo_tiles(2)
+    checks = quality_report(reals, others, mpp=1.0, features=["sharpness", "hue_mean"])["checks"]
+    assert set(checks) == {"sharpness", "hue_mean", *SHAPE_STATS, *COLOUR_STATS, "layout_corr"}
+    assert set(StatsTracker(reals, 1.0, ["sharpness"])(others)) == {
+        f"{c}{end}" for c in ("sharpness", *SHAPE_STATS, *COLOUR_STATS)
+        for end in ("", "_z", "_sd_ratio")
+    }  # fmt: skip
