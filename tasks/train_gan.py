@@ -255,13 +255,14 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         score_raw_g=g.score_raw_g,
     )  # fmt: skip
     tick = {"n": len(rows)}
-    scores = [found[0] for found in map(best_net, rows) if found is not None]
+    need = tuple(stats.real.columns) if stats is not None else ()  # rows of an older bar: out
+    scores = [found[0] for r in rows if (found := best_net(r, need)) is not None]
     best = {"score": min(scores) if scores else None}
 
     def on_tick(st: TrainState, metrics: dict[str, float]) -> None:
         _maybe_die(wk.fault, rank, world, st.cur_nimg)
         rows.append(metrics)
-        found = best_net(metrics)
+        found = best_net(metrics, need)
         if rank == 0 and found is not None and (best["score"] is None or found[0] < best["score"]):
             save_snapshot(out_dir / BEST_DIR, st.state_dict(), cfg, rows, *found)
             best["score"] = found[0]

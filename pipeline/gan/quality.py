@@ -106,15 +106,19 @@ class StatsTracker:
 RAW_PREFIX = "raw_"  # training metrics of the raw G (not G_ema) carry this prefix
 
 
-def snapshot_score(metrics: Mapping[str, float], prefix: str = "") -> tuple[float, float] | None:
+def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
+                   required: Sequence[str] = ()) -> tuple[float, float] | None:  # fmt: skip
     """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
     ``prefix=RAW_PREFIX`` scores the raw G from its ``raw_*`` metrics instead.
 
     First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
     excess of ``|<stat>_z|`` over 1 or of ``|log2 <stat>_sd_ratio|`` over 1, 0 when all are
     within and without a tracker; then SWD: the snapshot choice of the StyleGAN papers (best
-    FID) with the bar the later stages need.
+    FID) with the bar the later stages need. ``None`` too when a ``required`` statistic is
+    missing (a tick of a resumed run measured by an older bar must not compete).
     """
+    if any(f"{prefix}{c}_z" not in metrics for c in required):
+        return None
     d = metrics.get(f"{prefix}swd")
     if d is None or not math.isfinite(d):
         return None
@@ -127,10 +131,11 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "") -> tuple[floa
     return (max([0.0, *excess]), float(d))
 
 
-def best_net(metrics: Mapping[str, float]) -> tuple[tuple[float, float], str] | None:
+def best_net(metrics: Mapping[str, float], required: Sequence[str] = ()
+             ) -> tuple[tuple[float, float], str] | None:  # fmt: skip
     """The better of a tick's two generators by ``snapshot_score``: ``(score, "G_ema")`` or,
     when the raw G was measured too (``raw_*`` metrics) and scores lower, ``(score, "G")``.
     On short runs G_ema can lag a fast-moving G and average its fine detail away."""
     found = [(s, net) for net, prefix in (("G_ema", ""), ("G", RAW_PREFIX))
-             if (s := snapshot_score(metrics, prefix)) is not None]  # fmt: skip
+             if (s := snapshot_score(metrics, prefix, required)) is not None]  # fmt: skip
     return min(found, key=lambda f: f[0]) if found else None  # a tie keeps G_ema

@@ -107,6 +107,9 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     assert snapshot_score({**z, "sharpness_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "not_a_bar_stat_z": 9.0, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
+    # A tick measured before the bar had a statistic (a resumed run) does not compete.
+    assert snapshot_score({**z, "swd": 100.0}, required=["sharpness"]) == (0.0, 100.0)
+    assert snapshot_score({"nuclei_density_z": 0.0, "swd": 90.0}, required=["sharpness"]) is None
 
 
 def test_best_net_keeps_the_generator_closer_to_the_bar() -> None:
