@@ -255,7 +255,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         score_raw_g=g.score_raw_g,
     )  # fmt: skip
     tick = {"n": len(rows)}
-    need = tuple(stats.real.columns) if stats is not None else ()  # rows of an older bar: out
+    need = stats.keys if stats is not None else ()  # rows an older bar measured do not compete
     scores = [found[0] for r in rows if (found := best_net(r, need)) is not None]
     best = {"score": min(scores) if scores else None}
 
@@ -440,6 +440,8 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
             "sharpness_z",
             "raw_swd",
             "raw_sharpness_z",
+            "layout_excess",
+            "raw_layout_excess",
             "sec_per_kimg",
         )
         print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown

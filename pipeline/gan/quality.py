@@ -15,6 +15,7 @@ from pipeline.gan.metrics import layout_correlation, swd
 
 SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature measures
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
+LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the reals
 
 
 def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -61,7 +62,7 @@ def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
     """Samples must not be more alike in layout than the reals (tiles cut at random from
     tissue share none; aligned radiographs share their anatomy)."""
     rl, fl = layout_correlation(reals), layout_correlation(fakes)
-    return {"real": rl, "fake": fl, "passed": bool(fl <= rl + 0.1)}
+    return {"real": rl, "fake": fl, "passed": bool(fl <= rl + LAYOUT_MARGIN)}
 
 
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
@@ -92,6 +93,12 @@ class StatsTracker:
                  ) -> None:  # fmt: skip
         self.mpp, self.features = mpp, features
         self.real = tile_stats(reals, mpp, features)
+        self.real_layout = layout_correlation(reals)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The metrics a tick's score needs: every statistic's z, and the layout excess."""
+        return (*(f"{c}_z" for c in self.real.columns), "layout_excess")
 
     def __call__(self, fakes: np.ndarray) -> dict[str, float]:
         fake = tile_stats(fakes, self.mpp, self.features)
@@ -100,6 +107,9 @@ class StatsTracker:
             cmp = compare(self.real[c], fake[c])
             out[c], out[f"{c}_z"], out[f"{c}_sd_ratio"] = (
                 cmp["fake_mean"], cmp["z"], cmp["sd_ratio"])  # fmt: skip
+        # > 0: the samples share more layout than the bar allows, in units of its margin
+        shared = layout_correlation(fakes) - self.real_layout - LAYOUT_MARGIN
+        out["layout_excess"] = shared / LAYOUT_MARGIN
         return out
 
 
@@ -112,12 +122,13 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     ``prefix=RAW_PREFIX`` scores the raw G from its ``raw_*`` metrics instead.
 
     First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
-    excess of ``|<stat>_z|`` over 1 or of ``|log2 <stat>_sd_ratio|`` over 1, 0 when all are
-    within and without a tracker; then SWD: the snapshot choice of the StyleGAN papers (best
-    FID) with the bar the later stages need. ``None`` too when a ``required`` statistic is
-    missing (a tick of a resumed run measured by an older bar must not compete).
+    excess of ``|<stat>_z|`` over 1, of ``|log2 <stat>_sd_ratio|`` over 1 or of the shared
+    layout over its margin (``layout_excess``), 0 when all are within and without a tracker;
+    then SWD: the snapshot choice of the StyleGAN papers (best FID) with the bar the later
+    stages need. ``None`` too when a ``required`` metric is missing (``StatsTracker.keys``: a
+    tick of a resumed run measured by an older bar must not compete).
     """
-    if any(f"{prefix}{c}_z" not in metrics for c in required):
+    if any(f"{prefix}{k}" not in metrics for k in required):
         return None
     d = metrics.get(f"{prefix}swd")
     if d is None or not math.isfinite(d):
@@ -126,6 +137,8 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     z = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_z") in metrics]
     ratio = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_sd_ratio") in metrics]
     excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
+    if f"{prefix}layout_excess" in metrics:
+        excess.append(float(metrics[f"{prefix}layout_excess"]))
     if any(not math.isfinite(e) for e in excess):
         return None
     return (max([0.0, *excess]), float(d))

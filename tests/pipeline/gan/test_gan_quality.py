@@ -60,11 +60,13 @@ def test_ragged_nuclei_fail_on_solidity() -> None:
 
 
 def test_one_layout_in_every_sample_fails() -> None:
-    """Samples that recolour one tile (the tiny G's failure on the demo) fail on layout."""
+    """Samples that recolour one tile (the tiny G's failure on the demo) fail on layout, in
+    the report and in the training tracker's snapshot score."""
     reals, others = demo_tiles(1), demo_tiles(2)
     rng = np.random.default_rng(0)
     gain = rng.uniform(0.85, 1.0, (len(others), 1, 1, 3))
     same = np.clip(others[:1].astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    assert StatsTracker(reals, 1.0)(same)["layout_excess"] > 7  # (0.9 - 0 - 0.1) / 0.1
     rep = quality_report(reals, same, mpp=1.0)
     assert rep["checks"]["layout_corr"]["fake"] > 0.9
     assert not rep["checks"]["layout_corr"]["passed"] and not rep["passed"]
@@ -75,6 +77,8 @@ def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
     reals, others = demo_tiles(1), demo_tiles(2)
     tracker = StatsTracker(reals, mpp=1.0)
     same = tracker(reals)
+    assert same["layout_excess"] == pytest.approx(-1.0)  # the reals' own layout: no excess
+    assert set(tracker.keys) <= set(same) and "layout_excess" in tracker.keys
     tracked = bar_stats(HISTOLOGY_FEATURES)
     assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in tracked)
     assert all(same[f"{c}_sd_ratio"] == pytest.approx(1.0) for c in tracked)
@@ -107,9 +111,13 @@ def test_snapshot_score_prefers_the_bar_then_swd() -> None:
     assert snapshot_score({**z, "sharpness_sd_ratio": 0.6, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "not_a_bar_stat_z": 9.0, "swd": 100.0}) == (0.0, 100.0)
     assert snapshot_score({**z, "mean_R_z": float("nan"), "swd": 100.0}) is None
+    # Samples sharing a layout 0.1 beyond the margin: one margin (0.1) of excess.
+    shared = snapshot_score({**z, "layout_excess": 1.0, "swd": 100.0})
+    assert shared == (1.0, 100.0)
+    assert snapshot_score({**z, "layout_excess": -0.9, "swd": 1.0})[0] == 0
     # A tick measured before the bar had a statistic (a resumed run) does not compete.
-    assert snapshot_score({**z, "swd": 100.0}, required=["sharpness"]) == (0.0, 100.0)
-    assert snapshot_score({"nuclei_density_z": 0.0, "swd": 90.0}, required=["sharpness"]) is None
+    assert snapshot_score({**z, "swd": 100.0}, required=["sharpness_z"]) == (0.0, 100.0)
+    assert snapshot_score({"nuclei_density_z": 0.0, "swd": 90.0}, required=["sharpness_z"]) is None
 
 
 def test_best_net_keeps_the_generator_closer_to_the_bar() -> None:
@@ -145,4 +153,4 @@ def test_the_bar_follows_the_analysis_features() -> None:
     assert set(StatsTracker(reals, 1.0, ["sharpness"])(others)) == {
         f"{c}{end}" for c in ("sharpness", *SHAPE_STATS, *COLOUR_STATS)
         for end in ("", "_z", "_sd_ratio")
-    }  # fmt: skip
+    } | {"layout_excess"}  # fmt: skip
