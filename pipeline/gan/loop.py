@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from pipeline.gan.metrics import layout_correlation, swd
-from pipeline.gan.quality import RAW_PREFIX
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync, train_step
 
 log = logging.getLogger("stylepath")
 
 
 SampleStats = Callable[[np.ndarray], dict[str, float]]  # samples -> domain metrics
+RAW_PREFIX = "raw_"  # metrics of the raw G (``LoopConfig.score_raw_g``) carry this prefix
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,13 +63,15 @@ def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
     z = z.to(dev)
     out = []
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for i in range(0, n, batch):
-            img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode=noise_mode)
-            img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-            out.append(img.cpu().numpy())
-    G.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for i in range(0, n, batch):
+                img = G(z[i : i + batch], truncation_psi=truncation_psi, noise_mode=noise_mode)
+                img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+                out.append(img.cpu().numpy())
+    finally:
+        G.train(was_training)
     return np.concatenate(out)
 
 

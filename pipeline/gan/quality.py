@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.features.nuclei import nuclei_table
+from pipeline.gan.loop import RAW_PREFIX
 from pipeline.gan.metrics import layout_correlation, swd
 
 SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature measures
@@ -111,9 +112,6 @@ class StatsTracker:
         shared = layout_correlation(fakes) - self.real_layout - LAYOUT_MARGIN
         out["layout_excess"] = shared / LAYOUT_MARGIN
         return out
-
-
-RAW_PREFIX = "raw_"  # training metrics of the raw G (not G_ema) carry this prefix
 
 
 def snapshot_score(metrics: Mapping[str, float], prefix: str = "",

@@ -8,10 +8,9 @@ import torch
 
 from pipeline.gan import PRESETS
 from pipeline.gan.data import TileBatches, dihedral, epoch_order, epoch_plan, make_blocks
-from pipeline.gan.loop import LoopConfig, TrainingDiverged, generate, train
+from pipeline.gan.loop import RAW_PREFIX, LoopConfig, TrainingDiverged, generate, train
 from pipeline.gan.metrics import swd
 from pipeline.gan.networks import Generator
-from pipeline.gan.quality import RAW_PREFIX
 from pipeline.gan.step import StepConfig, TrainState, train_step
 
 
