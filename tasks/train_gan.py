@@ -245,9 +245,8 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
         if not (out_dir / "reals.png").exists():
             save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
-        if reals.shape[-1] == 3:  # histology: track the bar's per-tile statistics (not grey yet)
-            mpp = cfg.tiling.mpp * imgs.shape[1] / res
-            stats = StatsTracker(reals, mpp, cfg.analysis.features)
+        # the bar's per-tile statistics: histology features for RGB tiles, radiology for grey
+        stats = StatsTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res, cfg.analysis.features)
     loop_cfg = LoopConfig(
         total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
         metric_ticks=g.metric_ticks, metric_images=g.metric_images,

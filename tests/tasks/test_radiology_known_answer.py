@@ -61,6 +61,10 @@ def test_every_stage_ran_with_one_grey_channel(analysed) -> None:
     assert TileStore(cfg.workdir / "tiles").tile_shape() == (32, 1)
     gen = json.loads((cfg.workdir / "gan" / "generator.json").read_text())
     assert gen["spec"]["img_channels"] == 1 and gen["kimg"] >= 10
+    # Training tracks the bar's radiology statistics for G_ema and the raw G.
+    last = pd.read_parquet(cfg.workdir / "gan" / "metrics.parquet").iloc[-1]
+    assert {"intensity_mean_z", "sharpness_sd_ratio", "layout_excess", "raw_intensity_mean_z"
+            } <= set(last.index), last.index  # fmt: skip
     card = json.loads((cfg.workdir / "classifier" / "model.json").read_text())
     assert card["channels"] == 1 and len(card["mean"]) == 1
     assert stages["train-classifier"]["summary"]["val_auc_slide"] > 0.9
