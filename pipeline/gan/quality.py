@@ -41,8 +41,9 @@ def tile_stats(tiles: np.ndarray, mpp: float, features: Sequence[str] | None = N
     table = compute_features(tiles, mpp, names, modality=modality)
     if modality == "radiology":
         return table
+    shape = nuclei_table(tiles, mpp)  # segments again: solidity is not an analysis feature
     for name in SHAPE_STATS:
-        table[name] = nuclei_table(tiles, mpp)[name].to_numpy()
+        table[name] = shape[name].to_numpy()
     colour = tiles.reshape(len(tiles), -1, 3).mean(axis=1)  # [N, 3]
     for k, name in enumerate(COLOUR_STATS):
         table[name] = colour[:, k]

@@ -91,6 +91,15 @@ def test_raw_g_is_measured_beside_g_ema() -> None:
     assert m["swd"] != m["raw_swd"]  # two generators, not one measured twice
 
 
+def test_generate_leaves_a_training_g_as_it_was() -> None:
+    """Measuring the raw G mid-training must not move its running w_avg or its mode."""
+    G = Generator(PRESETS["tiny32"]).train()
+    with torch.no_grad():
+        G.mapping.w_avg.fill_(0.25)
+    generate(G, 8, seed=0)
+    assert G.training and torch.equal(G.mapping.w_avg, torch.full_like(G.mapping.w_avg, 0.25))
+
+
 def test_generate_draws_seeded_per_sample_noise() -> None:
     G = Generator(PRESETS["tiny32"]).eval()
     with torch.no_grad():
