@@ -180,6 +180,12 @@ class GanTrainConfig(_Section):
     cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
     max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
     storage_path: str | None = Field(None, description="Ray Train storage (default workdir/gan)")
+    input_shift: float | None = Field(
+        None,
+        ge=0,
+        description="shift G's constant input by w (cells; see NetworkSpec), so the layout "
+        "cannot stick to the pixel grid; None keeps the preset's (0: the paper's)",
+    )
     init_from: str | None = Field(
         None, description="warm start G (and D) from an exported generator folder, e.g. models/"
     )

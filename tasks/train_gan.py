@@ -14,6 +14,7 @@ and ``gan.export: best``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -125,11 +126,15 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
     return sync if world_size > 1 else no_sync  # single worker: average_grads skips work
 
 
-def gan_spec(cfg: Config) -> NetworkSpec:
-    """The preset's architecture with the tiles' channels (or ``gan.channels``)."""
+def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
+    """The preset's architecture with ``channels`` image channels (default: ``gan.channels``,
+    else the tiles'), and ``gan.input_shift`` when set."""
     g = cfg.gan
-    channels = g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
-    return preset_spec(g.preset, channels)
+    channels = channels or g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
+    spec = preset_spec(g.preset, channels)
+    if g.input_shift is not None:
+        spec = dataclasses.replace(spec, input_shift=g.input_shift)
+    return spec
 
 
 def state_channels(train_sd: dict[str, Any]) -> int:
@@ -141,7 +146,9 @@ def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     """G and G_ema (and D when saved) and the augmentation probability from an exported
     generator; optimizers start fresh, images seen from 0."""
     weights, meta = load_generator_files(folder)
-    if meta.get("spec") != state.G.spec.to_dict():
+    # the input shift adds no weights: a generator warm-starts with or without it
+    unshifted = dataclasses.replace(state.G.spec, input_shift=0.0).to_dict()
+    if {k: v for k, v in meta.get("spec", {}).items() if k != "input_shift"} != unshifted:
         raise CheckpointError(f"{folder}: exported generator is not preset {preset} with "
                               f"{state.G.spec.img_channels} channel(s)")  # fmt: skip
     state.G.load_state_dict(weights)
@@ -310,7 +317,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def generator_meta(train_sd: dict[str, Any], cfg: Config, net: str = "G_ema") -> dict[str, Any]:
     """``generator.json`` of an exported generator: architecture, which network (``G_ema``
     or the raw ``G``), training state and config."""
-    spec = preset_spec(cfg.gan.preset, state_channels(train_sd))
+    spec = gan_spec(cfg, state_channels(train_sd))
     return {
         "spec": spec.to_dict(),
         "net": net,

@@ -32,6 +32,20 @@ def upsample2d(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
+def shift_periodic(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Circularly shift each map by a fractional offset (band-limited, through the FFT):
+    x [N, C, H, W], shift [N, 2] as (dy, dx) in pixels → [N, C, H, W]. Integer shifts equal
+    ``torch.roll``; the Nyquist term keeps its cosine part (real output)."""
+    h, w = x.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=x.device, dtype=x.dtype)  # cycles per pixel
+    fx = torch.fft.fftfreq(w, device=x.device, dtype=x.dtype)
+    phase = (
+        shift[:, 0, None, None] * fy[None, :, None] + shift[:, 1, None, None] * fx[None, None, :]
+    )
+    rot = torch.polar(torch.ones_like(phase), -2 * math.pi * phase)  # [N, H, W]
+    return torch.fft.ifft2(torch.fft.fft2(x) * rot[:, None]).real
+
+
 def downsample2d(x: torch.Tensor) -> torch.Tensor:
     """2x downsampling with the [1, 3, 3, 1] low-pass filter (separable, reflect padded)."""
     k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device)

@@ -20,7 +20,8 @@ from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync, train_step
 log = logging.getLogger("stylepath")
 
 
-SampleStats = Callable[[np.ndarray], dict[str, float]]  # samples -> domain metrics
+# (samples, (w, samples of w at constant noise)) -> domain metrics
+SampleStats = Callable[[np.ndarray, tuple[np.ndarray, np.ndarray]], dict[str, float]]
 RAW_PREFIX = "raw_"  # metrics of the raw G (``LoopConfig.score_raw_g``) carry this prefix
 
 
@@ -46,6 +47,26 @@ def tick_seed(seed: int, rank: int, nimg: int) -> int:
     return int(np.random.SeedSequence([seed, rank, nimg]).generate_state(1)[0])
 
 
+def sample_z(G, n: int, seed: int) -> torch.Tensor:
+    """The latents z [n, z_dim] that ``generate(G, n, seed)`` draws (float32, CPU)."""
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
+
+
+@torch.no_grad()
+def sample_w(G, n: int, seed: int, batch: int = 256) -> np.ndarray:
+    """w [n, w_dim] of the samples ``generate(G, n, seed)`` draws (no truncation); leaves
+    a training G's mode and running w_avg as they were."""
+    dev = next(G.parameters()).device
+    was_training = G.training
+    G.eval()
+    try:
+        z = sample_z(G, n, seed)
+        return np.concatenate([G.mapping(z[i : i + batch].to(dev)).cpu().numpy()
+                               for i in range(0, n, batch)])  # fmt: skip
+    finally:
+        G.train(was_training)
+
+
 @torch.no_grad()
 def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
              noise_mode: str = "random") -> np.ndarray:  # fmt: skip
@@ -60,8 +81,7 @@ def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
     dev = next(G.parameters()).device
     was_training = G.training
     G.eval()  # sampling must not move a training G's running w_avg
-    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, G.z_dim))).float()
-    z = z.to(dev)
+    z = sample_z(G, n, seed).to(dev)
     out = []
     try:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -80,12 +100,16 @@ def spread(images: np.ndarray) -> float:
     return float(images.astype(np.float32).std(axis=0).mean())
 
 
-def _quality(
-    reals: np.ndarray, fakes: np.ndarray, seed: int, sample_stats: SampleStats | None
-) -> dict[str, float]:
-    """SWD and the domain statistics of one generator's samples."""
+def _quality(reals: np.ndarray, G, fakes: np.ndarray, seed: int,
+             sample_stats: SampleStats | None) -> dict[str, float]:  # fmt: skip
+    """SWD and the domain statistics of one generator's samples ``fakes``; the statistics
+    also get latents w with their samples at constant noise (as the analysis draws them)."""
     out = {"swd": swd(reals, fakes, seed=seed)["mean"]}
-    return {**out, **(sample_stats(fakes) if sample_stats is not None else {})}
+    if sample_stats is None:
+        return out
+    n = len(fakes)
+    latents = (sample_w(G, n, seed + 2), generate(G, n, seed=seed + 2, noise_mode="const"))
+    return {**out, **sample_stats(fakes, latents)}
 
 
 def _finite(metrics: dict[str, float]) -> bool:
@@ -110,7 +134,7 @@ def train(
     Guard: a non-finite loss or a D loss above ``guard_d_loss`` (divergence), or G_ema samples
     whose spread falls below ``guard_diversity`` × the reals' (mode collapse), rolls the state
     back to the last good tick, with a warning, instead of training on garbage.
-    ``sample_stats(samples)`` adds domain metrics (e.g. nuclei) at the SWD ticks; with
+    ``sample_stats(samples, latents)`` adds domain metrics (e.g. nuclei) at the SWD ticks; with
     ``cfg.score_raw_g`` the raw G is measured there too (``raw_swd``, ``raw_<stat>``...).
     """
     real_spread = spread(reals_for_metrics) if reals_for_metrics is not None else None
@@ -143,10 +167,11 @@ def train(
                 ratio = metrics["spread_ratio"]
                 bad = f"mode collapse at {state.cur_nimg} images (spread ratio {ratio:.2f})"
             elif tick % cfg.metric_ticks == 0 or state.cur_nimg >= cfg.total_nimg:
-                metrics.update(_quality(reals_for_metrics, fakes, cfg.seed, sample_stats))
+                q = _quality(reals_for_metrics, state.G_ema, fakes, cfg.seed, sample_stats)
+                metrics.update(q)
                 if cfg.score_raw_g:
                     raw = generate(state.G, cfg.metric_images, seed=cfg.seed + 1)
-                    q = _quality(reals_for_metrics, raw, cfg.seed, sample_stats)
+                    q = _quality(reals_for_metrics, state.G, raw, cfg.seed, sample_stats)
                     metrics.update({RAW_PREFIX + k: v for k, v in q.items()})
         bad_flag = sync(torch.tensor([1.0 if bad else 0.0]))
         if float(bad_flag) > 0:

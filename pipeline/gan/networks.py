@@ -13,9 +13,12 @@ from pipeline.gan.layers import (
     StyledConv,
     ToRGB,
     normalize_2nd_moment,
+    shift_periodic,
     upsample2d,
 )
 from pipeline.gan.presets import NetworkSpec
+
+SHIFT_SEED = 2020  # the fixed projection w → input shift (not a weight: rebuilt identically)
 
 
 class MappingNetwork(nn.Module):
@@ -58,7 +61,9 @@ class SynthesisNetwork(nn.Module):
     A learned 4×4 constant, then per resolution two modulated 3×3 convs (the first one
     upsampling) with per-pixel noise, and a toRGB whose output is added to the upsampled sum
     of the coarser ones. Images target [-1, 1] but are not squashed (as in the paper): clamp
-    for display, never inside training.
+    for display, never inside training. With ``spec.input_shift`` the constant is shifted per
+    sample by ``input_shift · P·ws[:, 0]`` cells (P: two fixed random unit vectors), so the
+    layout varies with w and cannot settle on the pixel grid (StyleGAN2's "texture sticking").
     """
 
     def __init__(self, spec: NetworkSpec, *, fused_modconv: bool = False) -> None:
@@ -75,11 +80,19 @@ class SynthesisNetwork(nn.Module):
                 self.convs.append(StyledConv(in_ch, ch[res], w_dim, res, up, fused=fused_modconv))
             self.torgbs.append(ToRGB(ch[res], spec.img_channels, w_dim))
         self.num_ws = spec.num_ws
+        proj = torch.randn(2, w_dim, generator=torch.Generator().manual_seed(SHIFT_SEED))
+        self.register_buffer("shift_proj", proj / proj.norm(dim=1, keepdim=True), persistent=False)
+
+    def input_shift(self, ws: torch.Tensor) -> torch.Tensor:
+        """The constant's per-sample shift in cells: [N, 2] (zeros without ``input_shift``)."""
+        return self.spec.input_shift * ws[:, 0] @ self.shift_proj.T
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be [N, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # [N, C, 4, 4]
+        if self.spec.input_shift:
+            x = shift_periodic(x, self.input_shift(ws))
         x = self.convs[0](x, ws[:, 0], noise_mode)
         img = self.torgbs[0](x, ws[:, 1])  # [N, img_channels, 4, 4]
         for i, torgb in enumerate(self.torgbs[1:]):

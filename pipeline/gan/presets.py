@@ -16,7 +16,10 @@ class NetworkSpec:
     """Everything needed to rebuild G and D; saved as JSON beside the weights.
 
     ``channels`` maps each resolution 4, 8, …, ``resolution`` to its number of feature maps
-    (G's block at that resolution, and D's block that reads it).
+    (G's block at that resolution, and D's block that reads it). ``input_shift`` > 0 shifts
+    G's learned 4×4 constant circularly by a fixed projection of the first w times this many
+    cells, so the arrangement of what G draws follows w rather than the pixel grid; 0 is the
+    paper's fixed constant. It adds no weights.
     """
 
     resolution: int
@@ -27,6 +30,7 @@ class NetworkSpec:
     channels: dict[int, int] = field(default_factory=dict)
     mbstd_group: int = 4
     mapping_lr_mult: float = 0.01
+    input_shift: float = 0.0
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -41,6 +45,8 @@ class NetworkSpec:
         bad = {k: v for k, v in sizes.items() if int(v) < 1}
         if bad:
             raise ValueError(f"sizes must be >= 1: {bad}")
+        if not self.input_shift >= 0:
+            raise ValueError(f"input_shift must be >= 0, got {self.input_shift}")
 
     def __hash__(self) -> int:  # the dict field is not hashable by itself
         items = tuple((k, v) for k, v in asdict(self).items() if k != "channels")
@@ -60,6 +66,8 @@ class NetworkSpec:
         """JSON-ready dict (channel keys as strings)."""
         d = asdict(self)
         d["channels"] = {str(k): int(v) for k, v in sorted(self.channels.items())}
+        if not self.input_shift:  # absent = the paper's fixed constant (older exports)
+            del d["input_shift"]
         return d
 
     @classmethod

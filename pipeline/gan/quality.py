@@ -17,6 +17,9 @@ from pipeline.gan.metrics import layout_correlation, swd
 SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature measures
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the reals
+# The analysis moves latents along straight lines: the features must be near-linear in w.
+# Median cross-validated R² over the features; see docs/gan.md ("Session 8").
+LINEARITY_MIN = 0.5
 
 
 def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -67,19 +70,62 @@ def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
     return {"real": rl, "fake": fl, "passed": bool(fl <= rl + LAYOUT_MARGIN)}
 
 
+def latent_linearity(w: np.ndarray, stats: pd.DataFrame, folds: int = 5, seed: int = 0
+                     ) -> dict[str, float]:  # fmt: skip
+    """How linear each statistic is in the latent space: the cross-validated R² of a ridge
+    regression from w [N, w_dim] to each column of ``stats`` (one row per sample; NaN rows
+    skipped; NaN when too few rows or constant). The analysis fits straight directions in W
+    and moves along them, so a feature that no linear map of w predicts cannot change
+    steadily along any direction (the "linear separability" of Karras et al. 2019)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_score
+
+    out: dict[str, float] = {}
+    for c in stats.columns:
+        y = stats[c].to_numpy(np.float64)
+        ok = np.isfinite(y)
+        if ok.sum() < 4 * folds or np.ptp(y[ok]) == 0:
+            out[c] = float("nan")
+            continue
+        model = RidgeCV(alphas=np.logspace(-1, 3, 5))
+        cv = KFold(folds, shuffle=True, random_state=seed)
+        out[c] = float(cross_val_score(model, w[ok], y[ok], cv=cv, scoring="r2").mean())
+    return out
+
+
+def _linearity_check(w: np.ndarray, samples: np.ndarray, mpp: float,
+                     features: Sequence[str] | None) -> dict[str, Any]:  # fmt: skip
+    """The analysis features of ``samples`` (drawn from ``w`` at constant noise, as the
+    analysis draws them) must be near-linear in w: median R² >= ``LINEARITY_MIN``."""
+    from pipeline.features import compute_features, feature_names
+
+    modality = "histology" if samples.shape[-1] == 3 else "radiology"
+    names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
+    r2 = latent_linearity(w, compute_features(samples, mpp, names, modality=modality))
+    finite = [v for v in r2.values() if math.isfinite(v)]
+    median = float(np.median(finite)) if finite else float("nan")
+    return {"median_r2": median, "r2": r2, "passed": bool(median >= LINEARITY_MIN)}
+
+
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
-                   features: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+                   features: Sequence[str] | None = None,
+                   latents: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
     """Compare uint8 [N, H, W, C] reals and samples.
 
     The bar (``compare``) for each statistic of ``tile_stats``: every feature the analysis
     measures (``features``, default all registered for the modality); for RGB (histology)
     also nuclear solidity and the per-tile mean of each colour channel. And the samples'
     layout correlation at most 0.1 above the reals' (no shared arrangement,
-    ``layout_correlation``). Returns the figures and ``passed``.
+    ``layout_correlation``). With ``latents`` = (w, samples of w at constant noise), also
+    the features' linearity in w (``latent_linearity``; median R² >= ``LINEARITY_MIN``).
+    Returns the figures and ``passed``.
     """
     r, f = tile_stats(reals, mpp, features), tile_stats(fakes, mpp, features)
     checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns}
     checks["layout_corr"] = _layout_check(reals, fakes)
+    if latents is not None:
+        checks["w_linearity"] = _linearity_check(*latents, mpp, features)
     return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
             "swd": swd(reals, fakes, seed=seed),
             "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
@@ -99,10 +145,14 @@ class StatsTracker:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The metrics a tick's score needs: every statistic's z, and the layout excess."""
-        return (*(f"{c}_z" for c in self.real.columns), "layout_excess")
+        """The metrics a tick's score needs: every statistic's z, the layout excess and the
+        linearity excess."""
+        return (*(f"{c}_z" for c in self.real.columns), "layout_excess", "linearity_excess")
 
-    def __call__(self, fakes: np.ndarray) -> dict[str, float]:
+    def __call__(self, fakes: np.ndarray, latents: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[str, float]:  # fmt: skip
+        """Statistics of ``fakes``; with ``latents`` (w, samples of w at constant noise) also
+        the features' median R² in w (``w_linearity``) and ``linearity_excess``."""
         fake = tile_stats(fakes, self.mpp, self.features)
         out: dict[str, float] = {}
         for c in self.real.columns:
@@ -112,6 +162,13 @@ class StatsTracker:
         # > 0: the samples share more layout than the bar allows, in units of its margin
         shared = layout_correlation(fakes) - self.real_layout - LAYOUT_MARGIN
         out["layout_excess"] = shared / LAYOUT_MARGIN
+        if latents is not None:
+            r2 = _linearity_check(*latents, self.mpp, self.features)["median_r2"]
+            out["w_linearity"] = r2
+            # > 0: below the bar, in units of it (R² 0 scores 1, like |z| = 2); no feature
+            # measurable (NaN) cannot show linearity either
+            out["linearity_excess"] = (LINEARITY_MIN - (r2 if math.isfinite(r2) else 0.0)
+                                       ) / LINEARITY_MIN  # fmt: skip
         return out
 
 
@@ -121,8 +178,9 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     ``prefix=RAW_PREFIX`` scores the raw G from its ``raw_*`` metrics instead.
 
     First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
-    excess of ``|<stat>_z|`` over 1, of ``|log2 <stat>_sd_ratio|`` over 1 or of the shared
-    layout over its margin (``layout_excess``), 0 when all are within and without a tracker;
+    excess of ``|<stat>_z|`` over 1, of ``|log2 <stat>_sd_ratio|`` over 1, of the shared
+    layout over its margin (``layout_excess``) or of the features' non-linearity in w
+    (``linearity_excess``), 0 when all are within and without a tracker;
     then SWD: the snapshot choice of the StyleGAN papers (best FID) with the bar the later
     stages need. ``None`` too when a ``required`` metric is missing (``StatsTracker.keys``: a
     tick of a resumed run measured by an older bar must not compete).
@@ -136,8 +194,9 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     z = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_z") in metrics]
     ratio = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_sd_ratio") in metrics]
     excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
-    if f"{prefix}layout_excess" in metrics:
-        excess.append(float(metrics[f"{prefix}layout_excess"]))
+    for k in ("layout_excess", "linearity_excess"):
+        if f"{prefix}{k}" in metrics:
+            excess.append(float(metrics[f"{prefix}{k}"]))
     if any(not math.isfinite(e) for e in excess):
         return None
     return (max([0.0, *excess]), float(d))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.config import Config, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches
@@ -123,8 +124,10 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
     assert (models / "discriminator.safetensors").stat().st_size < (
         out / "generator.safetensors"
     ).stat().st_size
-    warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models))
+    warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models),
+                          input_shift=1.0)  # fmt: skip
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
+    assert load_generator(warm_cfg.workdir / "gan").G.spec.input_shift == 1.0
 
 
 def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
@@ -231,3 +234,21 @@ def test_cli_imports_without_ray() -> None:
     code = ("import sys; sys.modules['ray'] = None; import tasks.cli, tasks.train_gan; "
             "tasks.cli.build_parser()")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_gan_quality_command_writes_the_bar(full_run: Config, tmp_path: Path) -> None:
+    """``stylepath gan-quality``: every feature check, layout and SWD into quality.json beside
+    the generator, and the reals-vs-samples image; a 32-image generator fails the bar."""
+    out = full_run.workdir / "gan"
+    cfg_file = tmp_path / "q.yaml"
+    cfg_file.write_text(f"cohort: x\nworkdir: {full_run.workdir}\ngan:\n  preset: tiny32\n")
+    assert main(["gan-quality", str(cfg_file), "--n", "32"]) == 0
+    q = json.loads((out / "quality.json").read_text())
+    assert q["passed"] is False and q["kimg"] == pytest.approx(0.032)
+    assert {"nuclei_density", "sharpness", "nuclear_solidity", "mean_R", "layout_corr"} <= set(
+        q["checks"]
+    )
+    assert not all(c["passed"] for c in q["checks"].values())
+    assert np.isfinite(q["swd"]["mean"])
+    with Image.open(out / "quality_reals_vs_samples.png") as im:
+        assert im.size == (2 * 8 * 32, 4 * 32)  # 32 tiles | 32 samples, 8 a row

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -10,6 +11,7 @@ from pipeline.gan.quality import (
     StatsTracker,
     bar_stats,
     best_net,
+    latent_linearity,
     quality_report,
     snapshot_score,
     tile_stats,
@@ -76,9 +78,12 @@ def test_one_layout_in_every_sample_fails() -> None:
 def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
     reals, others = demo_tiles(1), demo_tiles(2)
     tracker = StatsTracker(reals, mpp=1.0)
-    same = tracker(reals)
+    unrelated = np.random.default_rng(0).standard_normal((len(reals), 16))
+    same = tracker(reals, latents=(unrelated, reals))
     assert same["layout_excess"] == pytest.approx(-1.0)  # the reals' own layout: no excess
-    assert set(tracker.keys) <= set(same) and "layout_excess" in tracker.keys
+    assert {"layout_excess", "linearity_excess"} <= set(tracker.keys) <= set(same)
+    assert same["w_linearity"] < 0.1 and same["linearity_excess"] > 0.8  # w says nothing
+    assert "linearity_excess" not in tracker(reals)  # measured only with latents
     tracked = bar_stats(HISTOLOGY_FEATURES)
     assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in tracked)
     assert all(same[f"{c}_sd_ratio"] == pytest.approx(1.0) for c in tracked)
@@ -154,3 +159,40 @@ def test_the_bar_follows_the_analysis_features() -> None:
         f"{c}{end}" for c in ("sharpness", *SHAPE_STATS, *COLOUR_STATS)
         for end in ("", "_z", "_sd_ratio")
     } | {"layout_excess"}  # fmt: skip
+
+
+def test_latent_linearity_tells_linear_from_folded_features() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((400, 32))
+    v = rng.standard_normal(32) / np.sqrt(32)
+    stats = pd.DataFrame({
+        "linear": w @ v + 0.05 * rng.standard_normal(400),
+        "folded": np.sin(8 * (w @ v)),  # changes sign many times along any direction
+        "with_nan": np.where(np.arange(400) % 3 == 0, np.nan, w @ v),
+        "constant": np.ones(400),
+    })  # fmt: skip
+    r2 = latent_linearity(w, stats)
+    assert r2["linear"] > 0.95 and r2["with_nan"] > 0.95
+    assert r2["folded"] < 0.2
+    assert np.isnan(r2["constant"])
+
+
+def test_features_unrelated_to_w_fail_the_linearity_check() -> None:
+    """Samples whose analysis features a linear map of w predicts pass; the same samples
+    with latents unrelated to them fail (``quality_report(latents=...)``)."""
+    from pipeline.features import compute_features
+
+    tiles = demo_tiles(0)
+    feats = compute_features(tiles, 1.0).fillna(0.0).to_numpy()
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-9)
+    rng = np.random.default_rng(1)
+    w_linear = feats @ rng.standard_normal((feats.shape[1], 64)) + 0.01 * rng.standard_normal(
+        (len(tiles), 64)
+    )
+    good = quality_report(tiles, tiles, mpp=1.0, latents=(w_linear, tiles))
+    bad = quality_report(tiles, tiles, mpp=1.0,
+                         latents=(rng.standard_normal((len(tiles), 64)), tiles))  # fmt: skip
+    assert good["checks"]["w_linearity"]["passed"] and good["passed"]
+    assert good["checks"]["w_linearity"]["median_r2"] > 0.9
+    assert not bad["checks"]["w_linearity"]["passed"] and not bad["passed"]
+    assert bad["checks"]["w_linearity"]["median_r2"] < 0.1

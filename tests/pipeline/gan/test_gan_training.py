@@ -8,7 +8,14 @@ import torch
 
 from pipeline.gan import PRESETS
 from pipeline.gan.data import TileBatches, dihedral, epoch_order, epoch_plan, make_blocks
-from pipeline.gan.loop import RAW_PREFIX, LoopConfig, TrainingDiverged, generate, train
+from pipeline.gan.loop import (
+    RAW_PREFIX,
+    LoopConfig,
+    TrainingDiverged,
+    generate,
+    sample_w,
+    train,
+)
 from pipeline.gan.metrics import swd
 from pipeline.gan.networks import Generator
 from pipeline.gan.step import StepConfig, TrainState, train_step
@@ -78,8 +85,10 @@ def test_raw_g_is_measured_beside_g_ema() -> None:
                       guard_diversity=0.0, score_raw_g=True)  # fmt: skip
     ticks = []
 
-    def stats(x: np.ndarray) -> dict[str, float]:
-        return {"mean_R": float(x[..., 0].mean())}
+    def stats(x: np.ndarray, latents: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        w, flat = latents  # w and its samples at constant noise
+        assert len(w) == len(flat) == len(x) and flat.shape == x.shape
+        return {"mean_R": float(x[..., 0].mean()), "w_mean": float(w.mean())}
 
     train(s, batches(), cfg, loop, lambda st, m: ticks.append(m), reals_for_metrics=reals,
           sample_stats=stats)  # fmt: skip
@@ -87,7 +96,8 @@ def test_raw_g_is_measured_beside_g_ema() -> None:
     for net, prefix in ((s.G_ema, ""), (s.G, RAW_PREFIX)):
         fakes = generate(net, 32, seed=loop.seed + 1)
         assert m[f"{prefix}swd"] == pytest.approx(swd(reals, fakes, seed=loop.seed)["mean"])
-        assert m[f"{prefix}mean_R"] == pytest.approx(stats(fakes)["mean_R"])
+        assert m[f"{prefix}mean_R"] == pytest.approx(float(fakes[..., 0].mean()))
+        assert m[f"{prefix}w_mean"] == pytest.approx(float(sample_w(net, 32, loop.seed + 2).mean()))
     assert m["swd"] != m["raw_swd"]  # two generators, not one measured twice
 
 

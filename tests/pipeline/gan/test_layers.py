@@ -10,6 +10,7 @@ from pipeline.gan.layers import (
     downsample2d,
     inject_noise,
     modulated_conv2d,
+    shift_periodic,
     upsample2d,
 )
 
@@ -91,3 +92,26 @@ def test_downsampling_shape_and_dc_gain() -> None:
     x = torch.ones(1, 3, 8, 8)
     torch.testing.assert_close(downsample2d(x), torch.ones(1, 3, 4, 4))
     assert downsample2d(torch.randn(2, 5, 16, 16)).shape == (2, 5, 8, 8)
+
+
+def test_periodic_shift_rolls_and_composes() -> None:
+    """Integer shifts are ``torch.roll``; fractional ones compose, keep the mean and wrap."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 4)
+    rolled = shift_periodic(x, torch.tensor([[1.0, 2.0], [0.0, -1.0], [4.0, 4.0]]))
+    torch.testing.assert_close(rolled[0], torch.roll(x[0], (1, 2), dims=(-2, -1)))
+    torch.testing.assert_close(rolled[1], torch.roll(x[1], (0, -1), dims=(-2, -1)))
+    torch.testing.assert_close(rolled[2], x[2])  # a whole period
+    half = torch.full((3, 2), 0.5)
+    once = shift_periodic(x, half)
+    assert not torch.allclose(once, x, atol=0.1)  # a half-cell shift moves the map
+    torch.testing.assert_close(once.mean(dim=(-2, -1)), x.mean(dim=(-2, -1)))
+    odd = torch.randn(2, 3, 5, 5)  # no Nyquist term: fractional shifts compose exactly
+    a, b = torch.tensor([[0.3, -0.7]] * 2), torch.tensor([[0.45, 1.2]] * 2)
+    torch.testing.assert_close(
+        shift_periodic(shift_periodic(odd, a), b), shift_periodic(odd, a + b), atol=1e-5, rtol=0
+    )
+    x.requires_grad_(True)
+    shift = half.clone().requires_grad_(True)
+    shift_periodic(x, shift).square().sum().backward()  # differentiable in both
+    assert x.grad is not None and shift.grad is not None

@@ -1,5 +1,6 @@
 """G and D built from presets: shapes, speed, truncation, style mixing, wiring, specs."""
 
+import dataclasses
 import json
 import time
 
@@ -143,6 +144,12 @@ def test_spec_json_roundtrip_and_validation() -> None:
     G = Generator(TINY8)
     G2 = Generator(NetworkSpec.from_dict(TINY8.to_dict()))
     G2.load_state_dict(G.state_dict())  # same architecture from the saved spec
+    assert "input_shift" not in TINY8.to_dict()  # the paper's input: older specs unchanged
+    shifted = dataclasses.replace(TINY8, input_shift=1.5)
+    assert NetworkSpec.from_dict(json.loads(json.dumps(shifted.to_dict()))) == shifted
+    Generator(shifted).load_state_dict(G.state_dict())  # the shift adds no weights
+    with pytest.raises(ValueError, match="input_shift"):
+        dataclasses.replace(TINY8, input_shift=-1.0)
 
 
 def test_noise_init_gives_each_sample_its_own_layout() -> None:
@@ -162,3 +169,23 @@ def test_noise_init_gives_each_sample_its_own_layout() -> None:
     noisy_corr = layout_correlation(generate(noisy, 32, seed=1))
     assert noisy_corr < 0.1 < flat_corr
     assert layout_correlation(generate(noisy, 32, seed=1, noise_mode="const")) > flat_corr
+
+
+def test_input_shift_moves_the_layout_with_w() -> None:
+    """A fresh G draws its constant's arrangement in every sample; with ``input_shift`` the
+    constant moves by a fixed projection of w, so the samples no longer share it."""
+    from pipeline.gan.loop import generate
+    from pipeline.gan.metrics import layout_correlation
+
+    spec = PRESETS["tiny32"]
+    G = Generator(spec).eval()
+    H = Generator(dataclasses.replace(spec, input_shift=2.0)).eval()
+    H.load_state_dict(G.state_dict())
+    ws = G.ws_from_z(torch.randn(4, spec.z_dim))
+    torch.testing.assert_close(
+        H.synthesis.input_shift(ws), 2.0 * ws[:, 0] @ H.synthesis.shift_proj.T
+    )
+    assert (G.synthesis.input_shift(ws) == 0).all()
+    fixed = layout_correlation(generate(G, 64, seed=1, noise_mode="const"))
+    moving = layout_correlation(generate(H, 64, seed=1, noise_mode="const"))
+    assert moving < 0.5 * fixed
