@@ -317,7 +317,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def generator_meta(train_sd: dict[str, Any], cfg: Config, net: str = "G_ema") -> dict[str, Any]:
     """``generator.json`` of an exported generator: architecture, which network (``G_ema``
     or the raw ``G``), training state and config."""
-    spec = gan_spec(cfg, state_channels(train_sd))
+    if "spec" in train_sd:  # the checkpoint's own architecture, whatever the config says now
+        spec = NetworkSpec.from_dict(train_sd["spec"])
+    else:  # checkpoints before session 8
+        spec = gan_spec(cfg, state_channels(train_sd))
     return {
         "spec": spec.to_dict(),
         "net": net,

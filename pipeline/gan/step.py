@@ -147,6 +147,7 @@ class TrainState:
             "mean_path_length": self.mean_path_length,
             "ada_sum": self.ada_sum,
             "ada_count": self.ada_count,
+            "spec": self.G.spec.to_dict(),  # the architecture G was built with (for exports)
         }
 
     def load_state_dict(self, sd: dict) -> None:

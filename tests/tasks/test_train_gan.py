@@ -128,6 +128,11 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
                           input_shift=1.0)  # fmt: skip
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
     assert load_generator(warm_cfg.workdir / "gan").G.spec.input_shift == 1.0
+    # exported with a config that does not mention it: the checkpoint's architecture wins
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"cohort: x\nworkdir: {warm_cfg.workdir}\ngan:\n  preset: tiny32\n")
+    assert main(["export-gan", str(plain), str(tmp_path / "again")]) == 0
+    assert load_generator(tmp_path / "again").G.spec.input_shift == 1.0
 
 
 def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
