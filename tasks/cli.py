@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -123,7 +124,10 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     for name, c in report["checks"].items():
         if name == "w_linearity":  # features vs w: R² per feature, the bar takes the median
             low = ", ".join(
-                f"{k} {v:.2f}" for k, v in sorted(c["r2"].items(), key=lambda kv: kv[1])[:3]
+                f"{k} {v:.2f}"
+                for k, v in sorted(
+                    c["r2"].items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1]
+                )[:3]
             )
             print(f"{name:26s} median R² {c['median_r2']:.2f} (lowest: {low})"
                   f"   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip

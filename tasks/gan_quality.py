@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.gan.generator import load_generator
-from pipeline.gan.loop import generate, sample_w
+from pipeline.gan.loop import generate, latent_samples
 from pipeline.gan.quality import quality_report
 from pipeline.io.files import atomic_write_json
 from pipeline.io.images import image_grid, save_png
@@ -32,10 +32,9 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
                             for s, g in sub.groupby("slide_id", sort=False)])  # fmt: skip
     torch.set_num_threads(2)
     fakes = generate(gen.G, n, seed=seed + 1)
-    # the analysis draws its samples at constant noise: linearity is measured on those
-    latents = (sample_w(gen.G, n, seed + 2), generate(gen.G, n, seed + 2, noise_mode="const"))
     report = quality_report(reals, fakes, mpp=cfg.tiling.mpp, seed=seed,
-                            features=cfg.analysis.features, latents=latents)  # fmt: skip
+                            features=cfg.analysis.features,
+                            latents=latent_samples(gen.G, n, seed + 2))  # fmt: skip
     report["kimg"] = gen.meta.get("kimg")
     atomic_write_json(out / "quality.json", report)
     shown = np.linspace(0, len(reals) - 1, min(32, len(reals))).astype(int)  # every slide

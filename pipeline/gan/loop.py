@@ -67,6 +67,12 @@ def sample_w(G, n: int, seed: int, batch: int = 256) -> np.ndarray:
         G.train(was_training)
 
 
+def latent_samples(G, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(w [n, w_dim], their uint8 samples at constant noise): what the analysis draws, for
+    measuring how the samples' features depend on w."""
+    return sample_w(G, n, seed), generate(G, n, seed, noise_mode="const")
+
+
 @torch.no_grad()
 def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
              noise_mode: str = "random") -> np.ndarray:  # fmt: skip
@@ -107,9 +113,7 @@ def _quality(reals: np.ndarray, G, fakes: np.ndarray, seed: int,
     out = {"swd": swd(reals, fakes, seed=seed)["mean"]}
     if sample_stats is None:
         return out
-    n = len(fakes)
-    latents = (sample_w(G, n, seed + 2), generate(G, n, seed=seed + 2, noise_mode="const"))
-    return {**out, **sample_stats(fakes, latents)}
+    return {**out, **sample_stats(fakes, latent_samples(G, len(fakes), seed + 2))}
 
 
 def _finite(metrics: dict[str, float]) -> bool:
