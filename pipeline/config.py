@@ -186,6 +186,12 @@ class GanTrainConfig(_Section):
         description="shift G's constant input by w (cells; see NetworkSpec), so the layout "
         "cannot stick to the pixel grid; None keeps the preset's (0: the paper's)",
     )
+    shift_source: Literal["w", "noise"] = Field(
+        "w",
+        description="what sets that shift: w (the layout follows w), or noise (drawn per "
+        "sample like the noise inputs; the layout is stochastic detail and w keeps the "
+        "tissue's state)",
+    )
     init_from: str | None = Field(
         None, description="warm start G (and D) from an exported generator folder, e.g. models/"
     )

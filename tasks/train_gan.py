@@ -128,13 +128,13 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
 
 def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
     """The preset's architecture with ``channels`` image channels (default: ``gan.channels``,
-    else the tiles'), and ``gan.input_shift`` when set."""
+    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` when set."""
     g = cfg.gan
     channels = channels or g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
     spec = preset_spec(g.preset, channels)
     if g.input_shift is not None:
         spec = dataclasses.replace(spec, input_shift=g.input_shift)
-    return spec
+    return dataclasses.replace(spec, shift_source=g.shift_source)
 
 
 def state_channels(train_sd: dict[str, Any]) -> int:
@@ -148,7 +148,8 @@ def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     weights, meta = load_generator_files(folder)
     # the input shift adds no weights: a generator warm-starts with or without it
     unshifted = dataclasses.replace(state.G.spec, input_shift=0.0).to_dict()
-    if {k: v for k, v in meta.get("spec", {}).items() if k != "input_shift"} != unshifted:
+    shift_keys = ("input_shift", "shift_source")
+    if {k: v for k, v in meta.get("spec", {}).items() if k not in shift_keys} != unshifted:
         raise CheckpointError(f"{folder}: exported generator is not preset {preset} with "
                               f"{state.G.spec.img_channels} channel(s)")  # fmt: skip
     state.G.load_state_dict(weights)

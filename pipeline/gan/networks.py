@@ -64,6 +64,8 @@ class SynthesisNetwork(nn.Module):
     for display, never inside training. With ``spec.input_shift`` the constant is shifted per
     sample by ``input_shift · P·ws[:, 0]`` cells (P: two fixed random unit vectors), so the
     layout varies with w and cannot settle on the pixel grid (StyleGAN2's "texture sticking").
+    With ``spec.shift_source == "noise"`` the shift is drawn like the noise inputs instead:
+    N(0, input_shift²) cells per sample with ``noise_mode="random"``, zero otherwise.
     """
 
     def __init__(self, spec: NetworkSpec, *, fused_modconv: bool = False) -> None:
@@ -83,8 +85,12 @@ class SynthesisNetwork(nn.Module):
         proj = torch.randn(2, w_dim, generator=torch.Generator().manual_seed(SHIFT_SEED))
         self.register_buffer("shift_proj", proj / proj.norm(dim=1, keepdim=True), persistent=False)
 
-    def input_shift(self, ws: torch.Tensor) -> torch.Tensor:
+    def input_shift(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         """The constant's per-sample shift in cells: [N, 2] (zeros without ``input_shift``)."""
+        if self.spec.shift_source == "noise":
+            if noise_mode != "random":
+                return ws.new_zeros(ws.shape[0], 2)
+            return self.spec.input_shift * torch.randn(ws.shape[0], 2, device=ws.device)
         return self.spec.input_shift * ws[:, 0] @ self.shift_proj.T
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
@@ -92,7 +98,7 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"ws must be [N, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # [N, C, 4, 4]
         if self.spec.input_shift:
-            x = shift_periodic(x, self.input_shift(ws))
+            x = shift_periodic(x, self.input_shift(ws, noise_mode))
         x = self.convs[0](x, ws[:, 0], noise_mode)
         img = self.torgbs[0](x, ws[:, 1])  # [N, img_channels, 4, 4]
         for i, torgb in enumerate(self.torgbs[1:]):

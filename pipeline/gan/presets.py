@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+SHIFT_SOURCES = ("w", "noise")  # what moves G's constant input (NetworkSpec.shift_source)
+
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkSpec:
@@ -19,7 +21,10 @@ class NetworkSpec:
     (G's block at that resolution, and D's block that reads it). ``input_shift`` > 0 shifts
     G's learned 4×4 constant circularly by a fixed projection of the first w times this many
     cells, so the arrangement of what G draws follows w rather than the pixel grid; 0 is the
-    paper's fixed constant. It adds no weights.
+    paper's fixed constant. It adds no weights. ``shift_source="noise"`` draws that shift at
+    random per sample instead (SD ``input_shift`` cells; zero at constant noise), like the
+    per-pixel noise: the arrangement is then stochastic detail and w keeps the tissue's
+    state (density, size, stain), which is what the analysis moves along.
     """
 
     resolution: int
@@ -31,6 +36,7 @@ class NetworkSpec:
     mbstd_group: int = 4
     mapping_lr_mult: float = 0.01
     input_shift: float = 0.0
+    shift_source: str = "w"
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -47,6 +53,10 @@ class NetworkSpec:
             raise ValueError(f"sizes must be >= 1: {bad}")
         if not self.input_shift >= 0:
             raise ValueError(f"input_shift must be >= 0, got {self.input_shift}")
+        if self.shift_source not in SHIFT_SOURCES:
+            raise ValueError(
+                f"shift_source must be one of {SHIFT_SOURCES}, got {self.shift_source!r}"
+            )
 
     def __hash__(self) -> int:  # the dict field is not hashable by itself
         items = tuple((k, v) for k, v in asdict(self).items() if k != "channels")
@@ -68,6 +78,8 @@ class NetworkSpec:
         d["channels"] = {str(k): int(v) for k, v in sorted(self.channels.items())}
         if not self.input_shift:  # absent = the paper's fixed constant (older exports)
             del d["input_shift"]
+        if not self.input_shift or self.shift_source == "w":  # absent = older exports
+            del d["shift_source"]
         return d
 
     @classmethod

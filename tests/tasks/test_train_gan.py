@@ -126,14 +126,15 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
         out / "generator.safetensors"
     ).stat().st_size
     warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models),
-                          input_shift=1.0)  # fmt: skip
+                          input_shift=1.0, shift_source="noise")  # fmt: skip
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
-    assert load_generator(warm_cfg.workdir / "gan").G.spec.input_shift == 1.0
+    warm_spec = load_generator(warm_cfg.workdir / "gan").G.spec
+    assert (warm_spec.input_shift, warm_spec.shift_source) == (1.0, "noise")
     # exported with a config that does not mention it: the checkpoint's architecture wins
     plain = tmp_path / "plain.yaml"
     plain.write_text(f"cohort: x\nworkdir: {warm_cfg.workdir}\ngan:\n  preset: tiny32\n")
     assert main(["export-gan", str(plain), str(tmp_path / "again")]) == 0
-    assert load_generator(tmp_path / "again").G.spec.input_shift == 1.0
+    assert load_generator(tmp_path / "again").G.spec == warm_spec
 
 
 def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,

@@ -150,6 +150,11 @@ def test_spec_json_roundtrip_and_validation() -> None:
     Generator(shifted).load_state_dict(G.state_dict())  # the shift adds no weights
     with pytest.raises(ValueError, match="input_shift"):
         dataclasses.replace(TINY8, input_shift=-1.0)
+    assert "shift_source" not in shifted.to_dict()  # "w": exports of session 8 unchanged
+    by_noise = dataclasses.replace(shifted, shift_source="noise")
+    assert NetworkSpec.from_dict(json.loads(json.dumps(by_noise.to_dict()))) == by_noise
+    with pytest.raises(ValueError, match="shift_source"):
+        dataclasses.replace(shifted, shift_source="phase")
 
 
 def test_noise_init_gives_each_sample_its_own_layout() -> None:
@@ -188,4 +193,35 @@ def test_input_shift_moves_the_layout_with_w() -> None:
     assert (G.synthesis.input_shift(ws) == 0).all()
     fixed = layout_correlation(generate(G, 64, seed=1, noise_mode="const"))
     moving = layout_correlation(generate(H, 64, seed=1, noise_mode="const"))
+    assert moving < 0.5 * fixed
+
+
+def test_input_shift_from_noise_is_stochastic_detail() -> None:
+    """With ``shift_source="noise"`` the constant's shift is drawn per sample like the noise
+    inputs (SD ``input_shift`` cells), independent of w: the samples of one w differ and do
+    not share a layout; at constant noise the shift is zero, so a sample is a function of w
+    alone (as the analysis and the inversion draw them)."""
+    from pipeline.gan.loop import generate
+    from pipeline.gan.metrics import layout_correlation
+
+    spec = PRESETS["tiny32"]
+    G = Generator(spec).eval()
+    H = Generator(dataclasses.replace(spec, input_shift=2.0, shift_source="noise")).eval()
+    H.load_state_dict(G.state_dict())
+    ws = G.ws_from_z(torch.randn(2048, spec.z_dim))
+    assert (H.synthesis.input_shift(ws, "const") == 0).all()
+    assert (H.synthesis.input_shift(ws, "none") == 0).all()
+    torch.manual_seed(0)
+    shift = H.synthesis.input_shift(ws)
+    assert 1.8 < float(shift.std()) < 2.2 and abs(float(shift.mean())) < 0.15
+    # independent of w: a sample's shift does not follow its w
+    assert not torch.equal(shift, H.synthesis.input_shift(ws))
+    with torch.no_grad():
+        torch.testing.assert_close(  # constant noise: G itself, nothing moved
+            H.synthesis(ws[:4], noise_mode="const"), G.synthesis(ws[:4], noise_mode="const")
+        )
+        one_w = ws[:1].expand(8, -1, -1)
+        assert H.synthesis(one_w).std(0).mean() > 0.05  # one w, eight arrangements
+    fixed = layout_correlation(generate(G, 64, seed=1))
+    moving = layout_correlation(generate(H, 64, seed=1))
     assert moving < 0.5 * fixed
