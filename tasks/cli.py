@@ -129,8 +129,8 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
                     c["r2"].items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1]
                 )[:3]
             )
-            print(f"{name:26s} median R² {c['median_r2']:.2f} (lowest: {low})"
-                  f"   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+            print(f"{name:26s} median R² {c['median_r2']:.2f} (bar >= {c['min_median_r2']}; "
+                  f"lowest: {low})   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
             continue
         if "real_mean" not in c:  # layout correlation: one value per set
             print(f"{name:26s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"

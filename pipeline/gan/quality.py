@@ -18,8 +18,10 @@ SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature 
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the reals
 # The analysis moves latents along straight lines: the features must be near-linear in w.
-# Median cross-validated R² over the features; see docs/gan.md ("Session 8").
-LINEARITY_MIN = 0.5
+# Median cross-validated R² over the features; see docs/gan.md ("Session 8", "Session 9").
+# End to end (tests/tasks/test_known_answer.py): 0.87 passes; 0.54 and 0.13 lose the
+# planted biomarkers.
+LINEARITY_MIN = 0.7
 
 
 def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -104,7 +106,8 @@ def _linearity_check(w: np.ndarray, samples: np.ndarray, mpp: float,
     r2 = latent_linearity(w, compute_features(samples, mpp, names, modality=modality))
     finite = [v for v in r2.values() if math.isfinite(v)]
     median = float(np.median(finite)) if finite else float("nan")
-    return {"median_r2": median, "r2": r2, "passed": bool(median >= LINEARITY_MIN)}
+    return {"median_r2": median, "min_median_r2": LINEARITY_MIN, "r2": r2,
+            "passed": bool(median >= LINEARITY_MIN)}  # fmt: skip
 
 
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,

@@ -17,7 +17,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.features import feature_names
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
-from pipeline.gan.quality import best_net
+from pipeline.gan.quality import LINEARITY_MIN, best_net
 from pipeline.io.checkpoints import CheckpointError, load_state, load_weights
 from pipeline.io.tile_store import TileStore
 from tasks.cli import main
@@ -258,6 +258,7 @@ def test_gan_quality_command_writes_the_bar(full_run: Config, tmp_path: Path) ->
     assert not all(c["passed"] for c in q["checks"].values())
     lin = q["checks"]["w_linearity"]  # the features against the samples' w
     assert np.isfinite(lin["median_r2"]) and set(lin["r2"]) == set(feature_names("histology"))
+    assert lin["min_median_r2"] == LINEARITY_MIN
     assert np.isfinite(q["swd"]["mean"])
     with Image.open(out / "quality_reals_vs_samples.png") as im:
         assert im.size == (2 * 8 * 32, 4 * 32)  # 32 tiles | 32 samples, 8 a row
