@@ -78,10 +78,13 @@ def tile_nuclei(rgb: np.ndarray, mpp: float) -> dict[str, float]:
         "mean_nuclear_area_um2": nuclear_px * mpp * mpp / count if count else float("nan"),
         # Area / convex-hull area, mean over nuclei: ~0.93 for the demo's ellipses; ragged
         # clusters of dark speckle, which can have the right count and size, score far lower.
-        "nuclear_solidity": (
-            float(np.mean([p.solidity for p in regionprops(labels)])) if count else float("nan")
-        ),  # fmt: skip
+        "nuclear_solidity": mean_solidity(regionprops(labels)),
     }
+
+
+def mean_solidity(props: list) -> float:
+    """Mean area / convex-hull area over a tile's nuclei (``regionprops``); NaN without."""
+    return float(np.mean([p.solidity for p in props])) if props else float("nan")
 
 
 def nuclei_table(tiles: np.ndarray, mpp: float) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.features.nuclei import nuclei_table
+from pipeline.features.nuclei import mean_solidity
 from pipeline.gan.loop import RAW_PREFIX
 from pipeline.gan.metrics import layout_correlation, swd
 
@@ -43,16 +43,42 @@ def tile_stats(tiles: np.ndarray, mpp: float, features: Sequence[str] | None = N
 
     modality = "histology" if tiles.shape[-1] == 3 else "radiology"
     names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
-    table = compute_features(tiles, mpp, names, modality=modality)
     if modality == "radiology":
-        return table
-    shape = nuclei_table(tiles, mpp)  # segments again: solidity is not an analysis feature
-    for name in SHAPE_STATS:
-        table[name] = shape[name].to_numpy()
+        return compute_features(tiles, mpp, names, modality=modality)
+    shape = _SolidityOf()  # reads the features' own segmentation: one per tile
+    table = compute_features(tiles, mpp, names, context=shape, modality=modality)
+    table[SHAPE_STATS[0]] = shape.values()
     colour = tiles.reshape(len(tiles), -1, 3).mean(axis=1)  # [N, 3]
     for k, name in enumerate(COLOUR_STATS):
         table[name] = colour[:, k]
     return table
+
+
+class _SolidityOf:
+    """A histology context factory for ``compute_features`` that also takes each tile's
+    nuclear solidity (not an analysis feature) from the nuclei its features segmented,
+    keeping one context alive at a time."""
+
+    def __init__(self) -> None:
+        self._done: list[float] = []
+        self._last: Any = None
+
+    def __call__(self, rgb: np.ndarray, mpp: float) -> Any:
+        from pipeline.features.histology import TileContext
+
+        self._finish()
+        self._last = TileContext(rgb, mpp)
+        return self._last
+
+    def _finish(self) -> None:
+        if self._last is not None:
+            self._done.append(mean_solidity(self._last.props))
+            self._last = None
+
+    def values(self) -> np.ndarray:
+        """Solidity per tile, in order."""
+        self._finish()
+        return np.asarray(self._done, dtype=np.float64)
 
 
 def compare(real: pd.Series, fake: pd.Series) -> dict[str, Any]:
