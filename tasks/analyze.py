@@ -51,7 +51,7 @@ from pipeline.provenance import provenance
 from pipeline.reports.bias import conditional_rows, cosine_rows
 from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
 from tasks.invert import generator_folder
-from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
+from tasks.pool import ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
@@ -368,7 +368,6 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                 write_parquet(df, parts / f"{key}.parquet")  # committed: a re-run skips it
                 bar.update(1)
 
-            given_up: list[str] = []
             # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
             # live nodes itself (a restart pinned to a lost node would wait forever).
             pool: ResilientPool[tuple] = ResilientPool(
@@ -380,15 +379,11 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                 max_replacements=a.max_restarts, max_job_failures=a.max_task_retries + 1,
             )  # fmt: skip
             try:
-                pool.run(jobs, on_result, lambda job, why: given_up.append(f"{job[1]}: {why}"))
-            except PoolStuckError as exc:
-                raise RuntimeError(f"analyze stopped: {exc} (analysis.task_timeout_s); finished "
-                                   "parts are kept and a re-run resumes") from None  # fmt: skip
+                pool.run_all(jobs, on_result, stage="analyze", describe=lambda job: str(job[1]),
+                             timeout_setting="analysis.task_timeout_s",
+                             kept="; finished parts are kept and a re-run resumes")  # fmt: skip
             finally:
                 bar.close()
-            if given_up:
-                raise RuntimeError(f"analyze: actors kept dying on {len(given_up)} part(s) "
-                                   f"({given_up[0]}); finished parts are kept")  # fmt: skip
         current = {f"{k}.parquet" for k in keys["shift"] + keys["real"]} | {part_stamp.name}
         for p in parts.iterdir():  # parts of earlier directions or tile picks
             if p.name not in current and not p.name.startswith("."):

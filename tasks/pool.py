@@ -97,6 +97,24 @@ class ResilientPool(Generic[J]):
                 )
         return self.stats
 
+    def run_all(self, jobs: Sequence[J], on_result: Callable[[J, Any], None], *, stage: str,
+                describe: Callable[[J], str], timeout_setting: str, kept: str = ""
+                ) -> PoolStats:  # fmt: skip
+        """``run`` for a stage that needs every job: a stuck pool or a given-up job raises one
+        ``RuntimeError`` naming the stage, the jobs (``describe``) and the setting to raise;
+        ``kept`` says what a re-run keeps."""
+        given_up: list[str] = []
+        try:
+            stats = self.run(
+                jobs, on_result, lambda job, why: given_up.append(f"{describe(job)}: {why}")
+            )
+        except PoolStuckError as exc:
+            raise RuntimeError(f"{stage} stopped: {exc} ({timeout_setting}){kept}") from None
+        if given_up:
+            raise RuntimeError(f"{stage}: actors kept dying on {len(given_up)} job(s) "
+                               f"({'; '.join(given_up[:3])}){kept}")  # fmt: skip
+        return stats
+
     def _round(self, jobs: Sequence[J], todo: deque[int], failures: dict[int, int],
                on_result: Callable[[J, Any], None],
                on_give_up: Callable[[J, str], None]) -> deque[int]:  # fmt: skip

@@ -38,7 +38,7 @@ from pipeline.io.images import as_rgb, image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
-from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
+from tasks.pool import ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 PREDICTIONS = "predictions.parquet"
@@ -250,7 +250,6 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
                     maps[m][sid][a:b] = r["maps"][m]
                 bar.update(b - a)
 
-            given_up: list[str] = []
             fault = fault_marker()
             # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
             # live nodes itself (a restart pinned to a lost node would wait forever).
@@ -261,18 +260,11 @@ def run_predict(cfg: Config, progress: bool | None = None) -> PredictSummary:
                 max_replacements=p.max_restarts, max_job_failures=p.max_task_retries + 1,
             )  # fmt: skip
             try:
-                pool.run(
-                    jobs,
-                    on_result,
-                    lambda job, why: given_up.append(f"{job[0]} tiles {job[1]}-{job[2]}: {why}"),
-                )
-            except PoolStuckError as exc:
-                raise RuntimeError(f"predict stopped: {exc} (classifier.predict.task_timeout_s)"
-                                   ) from None  # fmt: skip
+                pool.run_all(jobs, on_result, stage="predict",
+                             describe=lambda job: f"{job[0]} tiles {job[1]}-{job[2]}",
+                             timeout_setting="classifier.predict.task_timeout_s")  # fmt: skip
             finally:
                 bar.close()
-            if given_up:
-                raise RuntimeError("predict: actors kept dying on " + "; ".join(given_up[:3]))
         work_seconds = time.perf_counter() - t_work
 
         new = manifest[manifest["slide_id"].astype(str).isin(probs)]

@@ -47,6 +47,15 @@ def test_dead_actors_are_replaced_and_a_poison_job_given_up(ray_local, tmp_path:
     assert list(gave_up) == [3] and "3 actors died on it" in gave_up[3]
     assert deaths.read_text() == "xxx" and stats.actor_deaths == 3
     assert 1 <= stats.replacements <= stats.rounds  # at most one replacement per round
+    # a stage that needs every job (predict, analyze): one error naming it and the job
+    again: ResilientPool[int] = ResilientPool(
+        make_actor=lambda: cls.remote(str(deaths)), call=lambda a, j: a.work.remote(j),
+        concurrency=1, timeout_s=60, max_replacements=1, max_job_failures=1,
+    )  # fmt: skip
+    dying = r"(?s)^predict: actors kept dying on 1 job\(s\) \(job 3: 1 actors died on it.*; kept$"
+    with pytest.raises(RuntimeError, match=dying):
+        again.run_all([3, 4], lambda j, r: None, stage="predict", describe=lambda j: f"job {j}",
+                      timeout_setting="x.timeout_s", kept="; kept")  # fmt: skip
 
 
 class Broken:
@@ -62,6 +71,9 @@ def test_a_round_without_progress_stops(ray_local) -> None:
     )  # fmt: skip
     with pytest.raises(PoolStuckError, match="finished none of the 4 jobs"):
         pool.run([1, 2, 3, 4], lambda j, r: None, lambda j, why: None)
+    with pytest.raises(RuntimeError, match=r"(?s)^analyze stopped: round .* \(a.task_timeout_s\)$"):
+        pool.run_all([1], lambda j, r: None, stage="analyze", describe=str,
+                     timeout_setting="a.task_timeout_s")  # fmt: skip
 
 
 def test_embedded_ray_publishes_its_address(ray_local) -> None:
