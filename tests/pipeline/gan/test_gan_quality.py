@@ -4,6 +4,7 @@ import pytest
 from scipy import ndimage
 
 from pipeline.features import HISTOLOGY_FEATURES, RADIOLOGY_FEATURES
+from pipeline.features.nuclei import nuclei_table
 from pipeline.gan.quality import (
     COLOUR_STATS,
     RAW_PREFIX,
@@ -88,6 +89,8 @@ def test_tracker_gives_the_bars_z_and_sd_ratio() -> None:
     assert all(same[f"{c}_z"] == pytest.approx(0.0, abs=1e-12) for c in tracked)
     assert all(same[f"{c}_sd_ratio"] == pytest.approx(1.0) for c in tracked)
     r, f = tile_stats(reals, 1.0), tile_stats(others, 1.0)
+    # solidity comes from the features' own segmentation, tile by tile, in order
+    np.testing.assert_allclose(f["nuclear_solidity"], nuclei_table(others, 1.0)["nuclear_solidity"])
     got = tracker(others)
     report = quality_report(reals, others, mpp=1.0)["checks"]
     for c in tracked:
