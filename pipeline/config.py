@@ -195,6 +195,13 @@ class GanTrainConfig(_Section):
     init_from: str | None = Field(
         None, description="warm start G (and D) from an exported generator folder, e.g. models/"
     )
+    g_train_from: int = Field(
+        4,
+        ge=4,
+        description="train G's synthesis layers at this resolution and finer only; above 4 the "
+        "mapping network and coarser layers stay as gan.init_from left them (fine-tune the "
+        "detail without moving W)",
+    )
     export: Literal["last", "best"] = Field(
         "last",
         description="generator written to workdir/gan at the end: the last tick, or the best "

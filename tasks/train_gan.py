@@ -82,7 +82,7 @@ def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
         batch_size=g.batch_size // world_size, lr_g=g.lr_g, lr_d=g.lr_d, r1_gamma=g.r1_gamma,
         r1_interval=g.r1_interval, pl_weight=g.pl_weight, style_mixing=g.style_mixing,
         ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
-        ada_ops=tuple(g.ada_ops), noise_init=g.noise_init,
+        ada_ops=tuple(g.ada_ops), noise_init=g.noise_init, g_train_from=g.g_train_from,
     )  # fmt: skip
 
 
@@ -104,6 +104,15 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
         raise GanInputError(
             f"tiles are {size} px but preset {g.preset} is {res} px; tile at size {res} "
             "or set gan.resize_tiles=true"
+        )
+    resolutions = PRESETS[g.preset].resolutions
+    if g.g_train_from not in resolutions:
+        raise GanInputError(f"gan.g_train_from {g.g_train_from} is not one of preset "
+                            f"{g.preset}'s resolutions {list(resolutions)}")  # fmt: skip
+    if g.g_train_from > resolutions[0] and not g.init_from:
+        raise GanInputError(
+            f"gan.g_train_from {g.g_train_from} freezes G's mapping and coarse layers: it "
+            "needs gan.init_from (a generator to fine-tune)"
         )
     if g.batch_size % g.num_workers:
         raise GanInputError(f"gan.batch_size {g.batch_size} is not divisible by num_workers")

@@ -47,6 +47,7 @@ class StepConfig:
     ada_kimg: float = 100.0
     ada_ops: tuple[str, ...] = AugmentPipe.OPS  # the others get weight 0
     noise_init: float = 0.0  # initial strength of G's per-pixel noise inputs (paper: 0)
+    g_train_from: int = 4  # train G's layers at this resolution and finer (4: all of G)
 
 
 Sync = Callable[[torch.Tensor], torch.Tensor]  # all-reduce (mean) across workers
@@ -70,6 +71,27 @@ def average_grads(module: nn.Module, sync: Sync) -> None:
         n = p.grad.numel()
         p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
         offset += n
+
+
+def set_g_trainable(G: Generator, from_res: int = 4) -> None:
+    """Let gradients reach G's synthesis layers at ``from_res`` px and finer only.
+
+    ``from_res`` 4 trains all of G. Above 4 the mapping network, the constant and every
+    coarser layer are frozen: fine-tuning a warm-started generator's fine detail (sharper
+    nuclei, texture) then cannot move its W, whose geometry the analysis relies on (the
+    features' near-linearity in w, docs/gan.md). Frozen weights get no gradient, so the
+    optimizer leaves them alone and the backward pass stops at ``from_res``.
+    """
+    resolutions = G.spec.resolutions
+    if from_res not in resolutions:
+        raise ValueError(f"g_train_from {from_res} is not one of G's resolutions {resolutions}")
+    train_all = from_res == resolutions[0]
+    G.mapping.requires_grad_(train_all)
+    G.synthesis.const.requires_grad_(train_all)
+    for conv in G.synthesis.convs:
+        conv.requires_grad_(conv.resolution >= from_res)
+    for res, torgb in zip(resolutions, G.synthesis.torgbs, strict=True):
+        torgb.requires_grad_(res >= from_res)
 
 
 def _lazy_adam(params, lr: float, beta2: float, interval: int) -> torch.optim.Adam:
@@ -198,7 +220,7 @@ def train_step(
     state.opt_D.step()
 
     # --- G: non-saturating loss, optional lazy path-length regularisation -------------
-    G.requires_grad_(True)
+    set_g_trainable(G, cfg.g_train_from)
     D.requires_grad_(False)
     fake = G(torch.randn(n, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
     g_loss = g_nonsaturating_loss(D(aug(fake)))
@@ -208,6 +230,8 @@ def train_step(
     if cfg.pl_weight > 0 and state.step % cfg.pl_interval == 0:
         m = max(1, n // 2)
         ws = G.ws_from_z(torch.randn(m, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
+        if not ws.requires_grad:  # frozen mapping (g_train_from > 4): still w.r.t. ws
+            ws.requires_grad_(True)
         pl, state.mean_path_length, _ = g_path_length_penalty(
             G.synthesis(ws), ws, state.mean_path_length
         )

@@ -18,7 +18,7 @@ from pipeline.gan.loop import (
 )
 from pipeline.gan.metrics import swd
 from pipeline.gan.networks import Generator
-from pipeline.gan.step import StepConfig, TrainState, train_step
+from pipeline.gan.step import StepConfig, TrainState, set_g_trainable, train_step
 
 
 def batches(n: int = 8, res: int = 32):
@@ -54,6 +54,30 @@ def test_step_counts_images_and_updates_all_parts() -> None:
     assert s.cur_nimg == 8 and s.step == 1 and "r1" in m and "ada_rt" in m
     assert any(not torch.equal(a, b) for a, b in zip(g0, s.G.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(e0, s.G_ema.parameters(), strict=True))
+
+
+def test_g_train_from_moves_only_the_fine_layers() -> None:
+    """g_train_from 32 (tiny32: 32 is the finest): mapping, constant and the 4-16 px layers
+    stay bit-identical through D and G steps with path-length regularisation; the 32 px
+    convs and toRGB move; D trains as usual; an unknown resolution is refused."""
+    cfg = StepConfig(batch_size=8, pl_weight=2.0, pl_interval=1, g_train_from=32)
+    s = TrainState.create(PRESETS["tiny32"], cfg)
+    g0 = {k: v.clone() for k, v in s.G.named_parameters()}
+    d0 = [p.clone() for p in s.D.parameters()]
+    it = batches(n=8)
+    for real in (next(it), next(it)):
+        m = train_step(s, real, cfg)
+    assert "pl" in m
+    moved = {k for k, v in s.G.named_parameters() if not torch.equal(v, g0[k])}
+    fine = {"synthesis.convs.5", "synthesis.convs.6", "synthesis.torgbs.3"}
+    assert moved and all(any(k.startswith(f + ".") for f in fine) for k in moved)
+    assert {"synthesis.convs.5.weight", "synthesis.convs.6.weight",
+            "synthesis.torgbs.3.weight"} <= moved  # fmt: skip
+    assert any(not torch.equal(a, b) for a, b in zip(d0, s.D.parameters(), strict=True))
+    with pytest.raises(ValueError, match="g_train_from 12"):
+        set_g_trainable(s.G, 12)
+    set_g_trainable(s.G, 4)
+    assert all(p.requires_grad for p in s.G.parameters())
 
 
 def test_guard_rolls_back_then_gives_up() -> None:
