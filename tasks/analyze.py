@@ -40,7 +40,7 @@ from pipeline.directions import (
     random_cosine_null,
     shift_latents,
 )
-from pipeline.features import compute_features, feature_names
+from pipeline.features import compute_features, feature_names, unwrap_circular
 from pipeline.gan.generator import load_generator
 from pipeline.io.files import atomic_write, atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.inversion_store import InversionStore
@@ -394,6 +394,9 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         real = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["real"]],
                          ignore_index=True)  # fmt: skip
         write_parquet(shifts, out / "shifts.parquet", prov)
+        # circular features (hue) as angles about the real tiles' mean, not cut at [0, 1)
+        real = unwrap_circular(real, cfg.modality)
+        shifts = unwrap_circular(shifts, cfg.modality, ref=real)
         real_sd = real[features].std()
         slopes = per_tile_slopes(shifts, features)
         effects = feature_effects(slopes, real_sd, n_boot=a.n_boot, seed=a.seed)

@@ -8,9 +8,11 @@ from pipeline.features import radiology as _radiology  # noqa: F401
 from pipeline.features.registry import (
     REGISTRIES,
     REGISTRY,
+    circular_mean,
     compute_features,
     feature,
     feature_names,
+    unwrap_circular,
 )
 
 HISTOLOGY_FEATURES = (
@@ -25,6 +27,6 @@ RADIOLOGY_FEATURES = (
 )  # fmt: skip
 
 __all__ = [
-    "HISTOLOGY_FEATURES", "RADIOLOGY_FEATURES", "REGISTRIES", "REGISTRY", "compute_features",
-    "feature", "feature_names",
+    "HISTOLOGY_FEATURES", "RADIOLOGY_FEATURES", "REGISTRIES", "REGISTRY", "circular_mean",
+    "compute_features", "feature", "feature_names", "unwrap_circular",
 ]  # fmt: skip

@@ -123,7 +123,8 @@ def saturation_mean(rgb: np.ndarray, c: TileContext) -> float:
     return float(c.hsv[..., 1].mean())
 
 
-@feature("hue_mean", unit="turns [0, 1)", doc="circular mean HSV hue, weighted by saturation")
+@feature("hue_mean", unit="turns [0, 1)", doc="circular mean HSV hue, weighted by saturation",
+         period=1.0)  # fmt: skip
 def hue_mean(rgb: np.ndarray, c: TileContext) -> float:
     angle = c.hsv[..., 0] * 2 * np.pi
     weight = c.hsv[..., 1]

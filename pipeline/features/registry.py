@@ -27,6 +27,7 @@ class FeatureInfo:
     unit: str
     doc: str
     modality: str
+    period: float | None = None  # circular features (hue): values a period apart are equal
 
 
 REGISTRIES: dict[str, dict[str, FeatureInfo]] = {m: {} for m in MODALITIES}
@@ -34,8 +35,10 @@ REGISTRY = REGISTRIES["histology"]  # the histology features (the original, flat
 CONTEXTS: dict[str, Callable[[np.ndarray, float], Any]] = {}
 
 
-def feature(name: str, *, unit: str, doc: str, modality: str = "histology"):
-    """Register ``fn`` under ``name`` (names are unique within a modality)."""
+def feature(name: str, *, unit: str, doc: str, modality: str = "histology",
+            period: float | None = None):  # fmt: skip
+    """Register ``fn`` under ``name`` (names are unique within a modality); ``period`` marks
+    a circular feature (hue: 1 turn), which ``unwrap_circular`` makes comparable."""
     if modality not in REGISTRIES:
         raise ValueError(f"unknown modality {modality!r}; one of {list(REGISTRIES)}")
     registry = REGISTRIES[modality]
@@ -43,7 +46,7 @@ def feature(name: str, *, unit: str, doc: str, modality: str = "histology"):
     def wrap(fn: Callable[[np.ndarray, Any], float]) -> Callable[[np.ndarray, Any], float]:
         if name in registry and registry[name].fn is not fn:
             raise ValueError(f"feature {name!r} is already registered for {modality}")
-        registry[name] = FeatureInfo(name, fn, unit, doc, modality)
+        registry[name] = FeatureInfo(name, fn, unit, doc, modality, period)
         return fn
 
     return wrap
@@ -59,6 +62,37 @@ def feature_names(modality: str = "histology") -> list[str]:
     if modality not in REGISTRIES:
         raise ValueError(f"unknown modality {modality!r}; one of {list(REGISTRIES)}")
     return list(REGISTRIES[modality])
+
+
+def circular_mean(values: np.ndarray | pd.Series, period: float) -> float:
+    """Circular mean of ``values`` in ``[0, period)`` (NaNs skipped; NaN when none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return float("nan")
+    z = np.exp(2j * np.pi * v / period).mean()
+    return float((np.angle(z) / (2 * np.pi) * period) % period)
+
+
+def unwrap_circular(table: pd.DataFrame, modality: str = "histology",
+                    ref: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """``table`` with every circular feature column (``period`` set) moved by whole periods
+    to lie within half a period of the circular mean of ``ref``'s column (default
+    ``table``'s own). Means, SDs, slopes and regressions of the result are then those of the
+    angle, not of where [0, 1) happens to cut it: a pink tile at hue 0.98 and one at 0.02
+    are 0.04 turns apart, not 0.96. Other columns are returned unchanged."""
+    ref = table if ref is None else ref
+    out = table.copy()
+    for name in table.columns:
+        info = REGISTRIES[modality].get(name)
+        if info is None or info.period is None or name not in ref:
+            continue
+        centre = circular_mean(ref[name], info.period)
+        if np.isfinite(centre):
+            x = table[name].to_numpy(np.float64)
+            half = info.period / 2
+            out[name] = centre + ((x - centre + half) % info.period) - half
+    return out
 
 
 def _as_modality_image(tile: np.ndarray, modality: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.features.nuclei import mean_solidity
+from pipeline.features.registry import unwrap_circular
 from pipeline.gan.loop import RAW_PREFIX
 from pipeline.gan.metrics import layout_correlation, swd
 
@@ -129,7 +130,8 @@ def _linearity_check(w: np.ndarray, samples: np.ndarray, mpp: float,
 
     modality = "histology" if samples.shape[-1] == 3 else "radiology"
     names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
-    r2 = latent_linearity(w, compute_features(samples, mpp, names, modality=modality))
+    table = unwrap_circular(compute_features(samples, mpp, names, modality=modality), modality)
+    r2 = latent_linearity(w, table)
     finite = [v for v in r2.values() if math.isfinite(v)]
     median = float(np.median(finite)) if finite else float("nan")
     return {"median_r2": median, "min_median_r2": LINEARITY_MIN, "r2": r2,
@@ -150,7 +152,9 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     the features' linearity in w (``latent_linearity``; median R² >= ``LINEARITY_MIN``).
     Returns the figures and ``passed``.
     """
-    r, f = tile_stats(reals, mpp, features), tile_stats(fakes, mpp, features)
+    modality = "histology" if reals.shape[-1] == 3 else "radiology"
+    r = unwrap_circular(tile_stats(reals, mpp, features), modality)
+    f = unwrap_circular(tile_stats(fakes, mpp, features), modality, ref=r)
     checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns}
     checks["layout_corr"] = _layout_check(reals, fakes)
     if latents is not None:
@@ -169,7 +173,8 @@ class StatsTracker:
     def __init__(self, reals: np.ndarray, mpp: float, features: Sequence[str] | None = None
                  ) -> None:  # fmt: skip
         self.mpp, self.features = mpp, features
-        self.real = tile_stats(reals, mpp, features)
+        self.modality = "histology" if reals.shape[-1] == 3 else "radiology"
+        self.real = unwrap_circular(tile_stats(reals, mpp, features), self.modality)
         self.real_layout = layout_correlation(reals)
 
     @property
@@ -182,7 +187,8 @@ class StatsTracker:
                  ) -> dict[str, float]:  # fmt: skip
         """Statistics of ``fakes``; with ``latents`` (w, samples of w at constant noise) also
         the features' median R² in w (``w_linearity``) and ``linearity_excess``."""
-        fake = tile_stats(fakes, self.mpp, self.features)
+        fake = unwrap_circular(tile_stats(fakes, self.mpp, self.features), self.modality,
+                               ref=self.real)  # fmt: skip
         out: dict[str, float] = {}
         for c in self.real.columns:
             cmp = compare(self.real[c], fake[c])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
 from pipeline.features import HISTOLOGY_FEATURES, REGISTRY, compute_features, feature
-from pipeline.features.registry import feature_names
+from pipeline.features.registry import circular_mean, feature_names, unwrap_circular
 
 STROMA = (235, 175, 225)
 NUCLEUS = (80, 70, 140)
@@ -75,6 +78,34 @@ def test_glass_blur_and_colour() -> None:
     assert df["texture_contrast"][1] > df["texture_contrast"][0]
     assert 0 <= df["hue_mean"][1] < 1 and df["brightness"][0] > df["brightness"][1]
     assert df["saturation_mean"][1] > df["saturation_mean"][0]
+
+
+def hue_tiles(hues: list[float]) -> np.ndarray:
+    """Plain 16 px tiles of the given HSV hues (saturation 0.4, value 0.9)."""
+    rgb = [np.array(colorsys.hsv_to_rgb(h % 1.0, 0.4, 0.9)) * 255 for h in hues]
+    return np.stack([np.broadcast_to(c, (16, 16, 3)) for c in rgb]).round().astype(np.uint8)
+
+
+def test_hue_is_an_angle_not_a_number_cut_at_one() -> None:
+    """Pink tiles either side of hue 0 are close: unwrapped about their circular mean their
+    SD is that of the angles, and a tile's shift across 0 is a small step, not a jump of a
+    turn; other columns stay as they are."""
+    hues = [0.97, 0.99, 0.01, 0.03]
+    df = compute_features(hue_tiles(hues), 1.0, ["hue_mean", "saturation_mean"])
+    assert df["hue_mean"].tolist() == pytest.approx([0.97, 0.99, 0.01, 0.03], abs=0.005)
+    assert df["hue_mean"].std() > 0.4  # as plain numbers
+    m = circular_mean(df["hue_mean"], 1.0)
+    assert min(m, 1 - m) == pytest.approx(0.0, abs=0.005)
+    flat = unwrap_circular(df)
+    assert flat["hue_mean"].std() == pytest.approx(np.std([-3, -1, 1, 3], ddof=1) / 100, abs=0.003)
+    assert flat["saturation_mean"].equals(df["saturation_mean"])
+    # a shift about another set's mean (the analysis: shifted frames about the real tiles')
+    frames = pd.DataFrame({"hue_mean": [0.98, 0.995, 0.01, 0.025]})
+    moved = unwrap_circular(frames, ref=df)["hue_mean"].to_numpy()
+    assert np.diff(moved) == pytest.approx([0.015, 0.015, 0.015], abs=1e-9)
+    about_half = unwrap_circular(frames, ref=pd.DataFrame({"hue_mean": [0.5]}))["hue_mean"]
+    assert about_half.to_numpy() == pytest.approx(frames["hue_mean"].to_numpy())  # [0, 1) fits
+    assert np.isnan(circular_mean(np.array([np.nan]), 1.0))
 
 
 def test_a_user_feature_joins_the_registry() -> None:

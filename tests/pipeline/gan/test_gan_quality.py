@@ -1,3 +1,5 @@
+import colorsys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +49,22 @@ def test_real_tiles_pass_and_blobs_fail() -> None:
         assert not bad["passed"] and bad["swd"]["mean"] > good["swd"]["mean"]
         assert not bad["checks"]["sharpness"]["passed"], bad["checks"]["sharpness"]
         assert bad["checks"]["nuclei_density"]["passed"], bad["checks"]["nuclei_density"]
+
+
+def test_the_bar_compares_hue_as_an_angle() -> None:
+    """Reals at hue ~0.99 and samples a few of which lie just past 0: the same colours, so
+    the hue check passes (as plain numbers the samples' SD would be ~100 times the reals')."""
+    rng = np.random.default_rng(0)
+    tint = lambda hues: np.stack([np.broadcast_to(  # noqa: E731
+        np.array(colorsys.hsv_to_rgb(h % 1.0, 0.4, 0.9)) * 255, (16, 16, 3)) for h in hues]
+    ).round().astype(np.uint8)  # fmt: skip
+    reals = tint(0.992 + rng.normal(0, 0.0025, 64))  # none past 0
+    fakes = tint(np.r_[0.992 + rng.normal(0, 0.0025, 58), 0.9995, 0.0, 0.001, 0.002, 0.003,
+                       0.004])  # fmt: skip
+    hue = quality_report(reals, fakes, mpp=1.0)["checks"]["hue_mean"]
+    assert hue["passed"] and 0.5 < hue["sd_ratio"] < 2, hue
+    tracked = StatsTracker(reals, mpp=1.0, features=["hue_mean"])(fakes)
+    assert abs(tracked["hue_mean_z"]) < 3 and 0.5 < tracked["hue_mean_sd_ratio"] < 2
 
 
 def test_ragged_nuclei_fail_on_solidity() -> None:
