@@ -258,7 +258,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
     enc = f"encoder trained in {s.encoder_seconds:.0f} s; " if s.encoder_trained else ""
     rate = f"{s.tiles_per_s:.1f} tiles/s in the actor pool" if s.n_inverted else "nothing new"
     print(
-        f"inverted {s.n_inverted} tiles ({s.n_skipped} already done) of {s.n_selected} in "
+        f"inverted {s.n_inverted} tiles ({s.n_skipped} already done"
+        + (f", {s.n_rescored} scored by the new classifier" if s.n_rescored else "")
+        + f") of {s.n_selected} in "
         f"{s.seconds:.1f} s ({enc}{rate}); "
         f"median SSIM {s.median_ssim:.3f}, median |prob_real - prob_recon| "
         f"{s.median_prob_diff:.3f}; {s.n_failed} failed"

@@ -6,8 +6,11 @@ encoder once per generator and encoder config (a Ray task; cached in
 the classifier once — inverts batches of one slide's tiles (encoder + batched refinement +
 fidelity). The driver writes each finished batch as an atomic part file as it arrives and
 finally consolidates the parts into ``inversion.parquet`` + ``latents.zarr``. A re-run skips
-tiles that have a part. Actors lost with their process or node are replaced and their
-batches redone by ``tasks.pool.ResilientPool`` (rounds of fresh actors on live nodes).
+tiles that have a part. The latents do not depend on the classifier: with a new one the
+parts are kept and only scored again (``prob_real`` / ``prob_recon`` from the tile and from
+its reconstruction redrawn from the stored latents), not inverted again. Actors lost with
+their process or node are replaced and their batches redone by ``tasks.pool.ResilientPool``
+(rounds of fresh actors on live nodes).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 Job = tuple[str, list[int], list[str]]  # slide id, tile indices, tile ids
+SCORED_BY = "scored_by"  # part column: fingerprint of the classifier behind prob_*
 COLUMNS = ["tile_id", "slide_id", "index", "latent_row", "mse", "ssim", "prob_real",
            "prob_recon", "steps", "seconds", "status", "error"]  # fmt: skip
 
@@ -70,6 +74,7 @@ class InversionSummary:
     n_selected: int = 0
     n_skipped: int = 0  # finished by an earlier run
     n_inverted: int = 0  # now
+    n_rescored: int = 0  # kept latents, scored again for a new classifier
     n_failed: int = 0
     seconds: float = 0.0
     work_seconds: float = 0.0
@@ -92,6 +97,7 @@ class Prepared:
     tile_size: int
     clf_spec: ClassifierSpec
     use_d: bool
+    clf_fp: str = ""
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def prepare(cfg: Config) -> Prepared:
     files = [folder / "generator.safetensors", folder / "generator.json"]
     gen_fp = files_sha256(files + ([folder / "discriminator.safetensors"] if use_d else []))
     return Prepared(cfg, folder, gen_fp, gen, selection.reset_index(drop=True), tile_size,
-                    clf_spec, use_d)  # fmt: skip
+                    clf_spec, use_d, clf_spec.fingerprint())  # fmt: skip
 
 
 # -- the encoder -------------------------------------------------------------------------------
@@ -270,7 +276,9 @@ class Inverter:
             D.load_state_dict(load_weights(as_path(gen_folder) / "discriminator.safetensors"))
             self.feats = DFeatures(D).to(self.device)
         self.clf = load_classifier(clf_spec, self.device).eval().requires_grad_(False)
+        self.clf_fp = clf_spec.fingerprint()
         self.store = TileStore(tiles_root)
+        self.parts = InversionStore(inversion_root)
         self.icfg = icfg
         r = icfg.refine
         self.settings = RefineSettings(
@@ -284,15 +292,20 @@ class Inverter:
         """Answers once the models are loaded (the pool gives work only to ready actors)."""
         return True
 
-    def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
-        exit_once(self.fault_marker)  # the test hook: die mid-batch, once
-        t0 = time.perf_counter()
+    def _targets(self, slide_id: str, indices: list[int] | np.ndarray) -> torch.Tensor:
+        """The tiles as the generator's images: [n, C, R, R] in [0, 1] on the device."""
         tiles = self.store.read_tiles(slide_id, np.asarray(indices))
         x = tiles_to_tensor(tiles).to(self.device)
         res = self.gen.spec.resolution
         if x.shape[-1] != res:
             x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > res)  # fmt: skip
+        return x
+
+    def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
+        exit_once(self.fault_marker)  # the test hook: die mid-batch, once
+        t0 = time.perf_counter()
+        x = self._targets(slide_id, indices)
         with torch.no_grad():
             w0 = self.E(x)
         seed = self.icfg.seed + zlib.crc32(f"{slide_id}:{indices[0]}".encode())
@@ -305,10 +318,28 @@ class Inverter:
             "tile_id": tile_ids, "slide_id": slide_id, "index": np.asarray(indices, np.int64),
             **fid, "steps": np.int32(self.settings.steps), "seconds": np.float32(seconds),
             "status": ["failed" if f else "ok" for f in out.failed],
-            "error": [f or "" for f in out.failed],
+            "error": [f or "" for f in out.failed], SCORED_BY: self.clf_fp,
         })  # fmt: skip
         return {"name": part_name(slide_id, indices), "rows": rows,
                 "latents": latents.float().cpu().numpy()}  # fmt: skip
+
+    def rescore(self, name: str) -> dict[str, Any]:
+        """A kept part's ``prob_real`` / ``prob_recon`` by this actor's classifier: the tiles,
+        and their reconstructions redrawn from the stored latents (constant noise, as the
+        refinement drew them); latents, MSE and SSIM stay as they are."""
+        exit_once(self.fault_marker)
+        rows, latents = self.parts.read_part(name)
+        rows = rows.copy()
+        ok = (rows["status"] == "ok").to_numpy() & np.isfinite(latents).all(axis=(1, 2))
+        if ok.any():
+            x = self._targets(str(rows["slide_id"].iloc[0]), rows["index"].to_numpy()[ok])
+            w = torch.from_numpy(latents[ok]).to(self.device)
+            with torch.no_grad():
+                recon = self.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
+                for col, img in (("prob_real", x), ("prob_recon", recon)):
+                    rows.loc[ok, col] = self.clf.prob(self.clf(img)).float().cpu().numpy()
+        rows[SCORED_BY] = self.clf_fp
+        return {"name": name, "rows": rows}
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -323,7 +354,6 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "seed": icfg.seed,
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
-            "classifier": prep.clf_spec.fingerprint(),
         }
     )
 
@@ -342,6 +372,18 @@ def _jobs(todo: pd.DataFrame, batch: int) -> list[Job]:
     return jobs
 
 
+def stale_scores(store: InversionStore, prep: Prepared) -> dict[str, int]:
+    """Kept parts with selected tiles whose probabilities came from another classifier:
+    part name → rows."""
+    selected = set(prep.selection["tile_id"].astype(str))
+    stale = {}
+    for name, rows in store.part_rows():
+        scored = rows[SCORED_BY] if SCORED_BY in rows else pd.Series("", index=rows.index)
+        if (scored != prep.clf_fp).any() and not selected.isdisjoint(rows["tile_id"].astype(str)):
+            stale[name] = len(rows)
+    return stale
+
+
 def failed_part(job: Job, error: str, prep: Prepared) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows of a batch given up (its actors kept dying), NaN latents: reported, not analysed."""
     sid, indices, ids = job
@@ -351,6 +393,7 @@ def failed_part(job: Job, error: str, prep: Prepared) -> tuple[pd.DataFrame, np.
         "tile_id": ids, "slide_id": sid, "index": np.asarray(indices, np.int64),
         "mse": nan, "ssim": nan, "prob_real": nan, "prob_recon": nan,
         "steps": np.int32(0), "seconds": nan, "status": "failed", "error": error,
+        SCORED_BY: prep.clf_fp,
     })  # fmt: skip
     n_ws = prep.gen.num_ws if prep.cfg.inversion.space == "W+" else 1
     return rows, np.full((n, n_ws, prep.gen.w_dim), np.nan, np.float32)
@@ -409,7 +452,9 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
         done = store.finished_ids()
         todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
         summary.n_skipped = len(prep.selection) - len(todo)
-        jobs = _jobs(todo, icfg.batch_size)
+        stale = stale_scores(store, prep)
+        jobs: list[tuple[Any, ...]] = [("invert", *j) for j in _jobs(todo, icfg.batch_size)]
+        jobs += [("rescore", name) for name in stale]
         t_work = time.perf_counter()
         if jobs:
             ensure_ray(cfg.ray)
@@ -422,22 +467,36 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
             args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
                     prep.clf_spec, cfg.workdir / "tiles", icfg,
                     fault_marker())  # fmt: skip
-            bar = tqdm(total=len(todo), unit="tile", desc="invert", disable=not progress,
-                       file=sys.stderr)  # fmt: skip
+            bar = tqdm(total=len(todo) + sum(stale.values()), unit="tile", desc="invert",
+                       disable=not progress, file=sys.stderr)  # fmt: skip
 
-            def on_result(job: Job, r: dict[str, Any]) -> None:
-                store.write_part(r["name"], r["rows"], r["latents"])
-                summary.n_inverted += len(r["rows"])
+            def on_result(job: tuple[Any, ...], r: dict[str, Any]) -> None:
+                if job[0] == "rescore":
+                    store.write_part_rows(r["name"], r["rows"])
+                    summary.n_rescored += len(r["rows"])
+                else:
+                    store.write_part(r["name"], r["rows"], r["latents"])
+                    summary.n_inverted += len(r["rows"])
                 bar.update(len(r["rows"]))
 
-            def on_give_up(job: Job, why: str) -> None:
-                rows, lat = failed_part(job, why, prep)
-                store.write_part(part_name(job[0], job[1]), rows, lat)
+            def on_give_up(job: tuple[Any, ...], why: str) -> None:
+                if job[0] == "rescore":  # latents kept; probabilities unknown: not analysed
+                    rows = store.read_part(job[1])[0].assign(
+                        prob_real=np.nan,
+                        prob_recon=np.nan,
+                        status="failed",
+                        error=f"scoring by the new classifier: {why}",
+                        **{SCORED_BY: prep.clf_fp},
+                    )
+                    store.write_part_rows(job[1], rows)
+                else:
+                    rows, lat = failed_part(job[1:], why, prep)
+                    store.write_part(part_name(job[1], job[2]), rows, lat)
                 bar.update(len(rows))
 
-            pool: ResilientPool[Job] = ResilientPool(
+            pool: ResilientPool[tuple[Any, ...]] = ResilientPool(
                 make_actor=lambda: actor_cls.remote(*args),
-                call=lambda actor, job: actor.invert.remote(*job),
+                call=lambda actor, job: getattr(actor, job[0]).remote(*job[1:]),
                 concurrency=icfg.concurrency, timeout_s=icfg.task_timeout_s,
                 max_replacements=icfg.max_restarts, max_job_failures=icfg.max_task_retries + 1,
             )  # fmt: skip

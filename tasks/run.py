@@ -145,7 +145,8 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
 
         s = run_invert(cfg)
         out = {k: v for k, v in vars(s).items() if isinstance(v, int | float | str | bool)}
-        out["skipped"] = s.n_inverted == 0 and s.n_skipped == s.n_selected  # all were done
+        out["skipped"] = (s.n_inverted == 0 and s.n_rescored == 0
+                          and s.n_skipped == s.n_selected)  # all were done  # fmt: skip
         return out
 
     def analyze() -> dict[str, Any]:

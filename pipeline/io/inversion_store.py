@@ -108,20 +108,34 @@ class InversionStore:
             if not p.name.startswith(".") and p.with_suffix(".npy").is_file()
         )
 
+    def part_rows(self) -> list[tuple[str, pd.DataFrame]]:
+        """(name, rows) of every committed part."""
+        return [(n, read_parquet(self.parts_dir / f"{n}.parquet")) for n in self.part_names()]
+
     def finished_ids(self) -> set[str]:
         """Tile ids with a committed part."""
         done: set[str] = set()
-        for name in self.part_names():
-            done.update(read_parquet(self.parts_dir / f"{name}.parquet")["tile_id"].astype(str))
+        for _, rows in self.part_rows():
+            done.update(rows["tile_id"].astype(str))
         return done
+
+    def read_part(self, name: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """One committed part: its rows and latents (row i ↔ latents[i])."""
+        npy = self.parts_dir / f"{name}.npy"
+        lat = np.load(io.BytesIO(npy.read_bytes()) if is_remote(npy) else npy)
+        return read_parquet(self.parts_dir / f"{name}.parquet"), lat
+
+    def write_part_rows(self, name: str, rows: pd.DataFrame) -> None:
+        """Replace a committed part's rows (atomically), its latents kept."""
+        write_parquet(rows, self.parts_dir / f"{name}.parquet")
 
     def read_parts(self) -> tuple[pd.DataFrame, np.ndarray]:
         """All committed rows and their latents (row i ↔ latents[i]); may hold duplicates."""
         rows, lats = [], []
         for name in self.part_names():
-            rows.append(read_parquet(self.parts_dir / f"{name}.parquet"))
-            npy = self.parts_dir / f"{name}.npy"
-            lats.append(np.load(io.BytesIO(npy.read_bytes()) if is_remote(npy) else npy))
+            r, lat = self.read_part(name)
+            rows.append(r)
+            lats.append(lat)
         if not rows:
             return pd.DataFrame(), np.zeros((0, 1, 1), np.float32)
         return pd.concat(rows, ignore_index=True), np.concatenate(lats)

@@ -10,11 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.classifier.contract import tiles_to_tensor
 from pipeline.config import Config, config_from_dict
+from pipeline.gan.generator import load_generator
 from pipeline.gan.presets import PRESETS
 from pipeline.gan.step import StepConfig, TrainState
 from pipeline.io.checkpoints import save_generator, save_weights
 from pipeline.io.inversion_store import InversionStore
+from pipeline.io.tile_store import TileStore
 from tasks.cli import EXIT_FATAL, main
 from tasks.invert import run_invert, run_train_encoder
 from tasks.make_cohort import make_cohort
@@ -100,6 +103,54 @@ def test_pool_of_two_resume_and_cached_encoder(setup, tmp_path: Path) -> None:
     assert run_invert(cfg).n_inverted == 0
     meta, trained = run_train_encoder(cfg)
     assert not trained and meta["steps"] == 3
+
+
+class GreenScore(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * (x[:, 1].mean(dim=(1, 2)) - 0.4)
+
+
+def test_a_new_classifier_rescores_without_inverting(setup, tmp_path: Path) -> None:
+    """The latents do not depend on the classifier: a new one keeps every part and only
+    scores the tiles and their reconstructions again; switching back restores the first
+    scores, so the redrawn reconstructions are the ones the refinement made."""
+    cfg = inv_config(setup, tmp_path / "w")
+    first = run_invert(cfg)
+    assert first.n_inverted == first.n_selected and first.n_rescored == 0
+    red = check_outputs(cfg)
+    store = InversionStore(cfg.workdir / "inversion")
+    lat = store.read_latents()
+
+    green_pt = tmp_path / "green.pt"
+    torch.jit.save(torch.jit.script(GreenScore()), str(green_pt))
+    green_cfg = cfg.model_copy(update={"classifier": cfg.classifier.model_copy(
+        update={"model": str(green_pt)})})  # fmt: skip
+    s = run_invert(green_cfg)
+    assert s.n_inverted == 0 and s.n_rescored == s.n_selected == len(red)
+    green = check_outputs(green_cfg)
+    np.testing.assert_array_equal(store.read_latents(), lat)
+    for col in ("mse", "ssim", "steps"):
+        np.testing.assert_array_equal(green[col], red[col])
+    # the new scores are the new classifier's, on the tiles and on G(latents)
+    gen = load_generator(setup["gen"])
+    tiles = TileStore(setup["tiles"])
+    x = torch.cat([tiles_to_tensor(tiles.read_tiles(sid, g["index"].to_numpy()))
+                   for sid, g in green.groupby("slide_id", sort=False)])  # fmt: skip
+    with torch.no_grad():
+        recon = gen.synthesis(torch.from_numpy(lat)[:, 0])
+    order = np.concatenate([g.index.to_numpy() for _, g in green.groupby("slide_id", sort=False)])
+    want_real = torch.sigmoid(GreenScore()(x)).numpy()
+    want_recon = torch.sigmoid(GreenScore()(recon)).numpy()
+    np.testing.assert_allclose(green["prob_real"].to_numpy()[order], want_real, atol=1e-6)
+    np.testing.assert_allclose(green["prob_recon"].to_numpy(), want_recon, atol=1e-5)
+    assert not np.allclose(green["prob_real"], red["prob_real"])
+    assert run_invert(green_cfg).n_rescored == 0  # scored by it already
+
+    back = run_invert(cfg)
+    assert back.n_inverted == 0 and back.n_rescored == len(red)
+    again = check_outputs(cfg)
+    np.testing.assert_allclose(again["prob_real"], red["prob_real"], atol=1e-6)
+    np.testing.assert_allclose(again["prob_recon"], red["prob_recon"], atol=1e-5)
 
 
 def test_an_actor_killed_on_its_first_batch(setup, tmp_path: Path, monkeypatch) -> None:
