@@ -11,7 +11,7 @@ import torch
 from pipeline.config import Config
 from pipeline.gan.generator import load_generator
 from pipeline.gan.loop import generate, latent_samples
-from pipeline.gan.quality import quality_report
+from pipeline.gan.quality import panel_indices, quality_report
 from pipeline.io.files import atomic_write_json
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.paths import as_path
@@ -28,8 +28,9 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
     manifest = store.read_manifest()
     pick = np.sort(np.random.default_rng(seed).choice(len(manifest), n, replace=False))
     sub = manifest.iloc[pick]
-    reals = np.concatenate([store.read_tiles(str(s), g["index"].to_numpy())
-                            for s, g in sub.groupby("slide_id", sort=False)])  # fmt: skip
+    groups = list(sub.groupby("slide_id", sort=False))
+    reals = np.concatenate([store.read_tiles(str(s), g["index"].to_numpy()) for s, g in groups])
+    slide_of = np.concatenate([[str(s)] * len(g) for s, g in groups])
     torch.set_num_threads(2)
     fakes = generate(gen.G, n, seed=seed + 1)
     report = quality_report(reals, fakes, mpp=cfg.tiling.mpp, seed=seed,
@@ -37,7 +38,7 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
                             latents=latent_samples(gen.G, n, seed + 2))  # fmt: skip
     report["kimg"] = gen.meta.get("kimg")
     atomic_write_json(out / "quality.json", report)
-    shown = np.linspace(0, len(reals) - 1, min(32, len(reals))).astype(int)  # every slide
+    shown = panel_indices(slide_of, 32)  # every slide, however few of its tiles were drawn
     pair = np.concatenate([image_grid(reals[shown], 8), image_grid(fakes[:32], 8)], axis=1)
     save_png(out / "quality_reals_vs_samples.png", pair)
     return report

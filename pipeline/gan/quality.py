@@ -82,6 +82,19 @@ class _SolidityOf:
         return np.asarray(self._done, dtype=np.float64)
 
 
+def panel_indices(groups: Sequence[Any] | np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` row indices that show every group (slide) before any group shows twice:
+    round robin over the groups in order of first appearance; returned in row order."""
+    labels = pd.Series(np.asarray(groups))
+    members = list(labels.groupby(labels, sort=False).indices.values())
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < k and any(depth < len(m) for m in members):
+        picked += [int(m[depth]) for m in members if depth < len(m)]
+        depth += 1
+    return np.sort(np.asarray(picked[:k], dtype=np.int64))
+
+
 def compare(real: pd.Series, fake: pd.Series) -> dict[str, Any]:
     """One statistic against the bar: the samples' mean within one SD of the reals' mean
     (``|z| <= 1``) and their SD within a factor 2 of the reals' (``sd_ratio``); NaNs (a tile

@@ -15,6 +15,7 @@ from pipeline.gan.quality import (
     bar_stats,
     best_net,
     latent_linearity,
+    panel_indices,
     quality_report,
     snapshot_score,
     tile_stats,
@@ -65,6 +66,18 @@ def test_the_bar_compares_hue_as_an_angle() -> None:
     assert hue["passed"] and 0.5 < hue["sd_ratio"] < 2, hue
     tracked = StatsTracker(reals, mpp=1.0, features=["hue_mean"])(fakes)
     assert abs(tracked["hue_mean_z"]) < 3 and 0.5 < tracked["hue_mean_sd_ratio"] < 2
+
+
+def test_the_reals_panel_shows_every_slide() -> None:
+    """A slide with 2 of 512 drawn tiles still appears among 32 (an even spread of rows
+    missed it); with fewer rows than places, all; no row twice."""
+    slides = np.array(["a"] * 300 + ["b"] * 2 + ["c"] * 210)
+    rows = panel_indices(slides, 32)
+    assert len(rows) == 32 and len(set(rows)) == 32 and (np.diff(rows) > 0).all()
+    assert set(slides[rows]) == {"a", "b", "c"} and (slides[rows] == "b").sum() == 2
+    assert set(slides[np.linspace(0, 511, 32).astype(int)]) == {"a", "c"}  # the old pick
+    assert panel_indices(["x", "y", "x"], 32).tolist() == [0, 1, 2]
+    assert panel_indices([], 32).tolist() == []
 
 
 def test_ragged_nuclei_fail_on_solidity() -> None:
