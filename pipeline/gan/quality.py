@@ -25,6 +25,11 @@ LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the 
 LINEARITY_MIN = 0.7
 
 
+def tiles_modality(tiles: np.ndarray) -> str:
+    """RGB tiles [N, H, W, 3] are histology, grey ones radiology."""
+    return "histology" if tiles.shape[-1] == 3 else "radiology"
+
+
 def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
     """Every per-tile statistic the bar compares: the features the analysis measures along
     a shift (``features``, default every registered feature of both modalities, plugins
@@ -42,7 +47,7 @@ def tile_stats(tiles: np.ndarray, mpp: float, features: Sequence[str] | None = N
     channel; grey tiles (radiology): the analysis features."""
     from pipeline.features import compute_features, feature_names
 
-    modality = "histology" if tiles.shape[-1] == 3 else "radiology"
+    modality = tiles_modality(tiles)
     names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
     if modality == "radiology":
         return compute_features(tiles, mpp, names, modality=modality)
@@ -141,7 +146,7 @@ def _linearity_check(w: np.ndarray, samples: np.ndarray, mpp: float,
     analysis draws them) must be near-linear in w: median R² >= ``LINEARITY_MIN``."""
     from pipeline.features import compute_features, feature_names
 
-    modality = "histology" if samples.shape[-1] == 3 else "radiology"
+    modality = tiles_modality(samples)
     names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
     table = unwrap_circular(compute_features(samples, mpp, names, modality=modality), modality)
     r2 = latent_linearity(w, table)
@@ -165,7 +170,7 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     the features' linearity in w (``latent_linearity``; median R² >= ``LINEARITY_MIN``).
     Returns the figures and ``passed``.
     """
-    modality = "histology" if reals.shape[-1] == 3 else "radiology"
+    modality = tiles_modality(reals)
     r = unwrap_circular(tile_stats(reals, mpp, features), modality)
     f = unwrap_circular(tile_stats(fakes, mpp, features), modality, ref=r)
     checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns}
@@ -186,7 +191,7 @@ class StatsTracker:
     def __init__(self, reals: np.ndarray, mpp: float, features: Sequence[str] | None = None
                  ) -> None:  # fmt: skip
         self.mpp, self.features = mpp, features
-        self.modality = "histology" if reals.shape[-1] == 3 else "radiology"
+        self.modality = tiles_modality(reals)
         self.real = unwrap_circular(tile_stats(reals, mpp, features), self.modality)
         self.real_layout = layout_correlation(reals)
 
