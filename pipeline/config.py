@@ -193,7 +193,10 @@ class GanTrainConfig(_Section):
         "tissue's state)",
     )
     init_from: str | None = Field(
-        None, description="warm start G (and D) from an exported generator folder, e.g. models/"
+        None,
+        description="warm start G (and D) from an exported generator folder, e.g. models/; "
+        "an export with fewer channels at some resolutions (not the coarsest) is widened into "
+        "the preset, computing the same images, and the added channels learn from there",
     )
     g_train_from: int = Field(
         4,

@@ -39,6 +39,7 @@ from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
 from pipeline.gan.quality import StatsTracker, best_net
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
+from pipeline.gan.widen import widen_state_dict, widening_problem
 from pipeline.io.checkpoints import (
     STATE_FILE,
     CheckpointError,
@@ -153,20 +154,34 @@ def state_channels(train_sd: dict[str, Any]) -> int:
 
 def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     """G and G_ema (and D when saved) and the augmentation probability from an exported
-    generator; optimizers start fresh, images seen from 0."""
+    generator; optimizers start fresh, images seen from 0. An export with fewer channels at
+    some resolutions is widened into the preset, computing the same images
+    (``pipeline.gan.widen``); the added channels then learn."""
     weights, meta = load_generator_files(folder)
+    try:
+        trained = NetworkSpec.from_dict(meta["spec"])
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{folder}: generator.json has no valid spec ({exc})") from None
     # the input shift adds no weights: a generator warm-starts with or without it
-    unshifted = dataclasses.replace(state.G.spec, input_shift=0.0).to_dict()
-    shift_keys = ("input_shift", "shift_source")
-    if {k: v for k, v in meta.get("spec", {}).items() if k not in shift_keys} != unshifted:
-        raise CheckpointError(f"{folder}: exported generator is not preset {preset} with "
-                              f"{state.G.spec.img_channels} channel(s)")  # fmt: skip
+    trained = dataclasses.replace(
+        trained, input_shift=state.G.spec.input_shift, shift_source=state.G.spec.shift_source
+    )
+    problem = widening_problem(trained, state.G.spec)
+    if problem:
+        raise CheckpointError(f"{folder}: exported generator cannot start preset {preset} "
+                              f"({state.G.spec.img_channels} channel(s)): {problem}")  # fmt: skip
+    if trained != state.G.spec:
+        log.warning("%s: widening the exported generator's channels %s to preset %s's %s "
+                    "(same images; the added channels start learning)", folder,
+                    dict(sorted(trained.channels.items())), preset,
+                    dict(sorted(state.G.spec.channels.items())))  # fmt: skip
+        weights = widen_state_dict(weights, state.G.state_dict())
     state.G.load_state_dict(weights)
     state.G_ema.load_state_dict(weights)
     state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
     d_path = folder / "discriminator.safetensors"
     if d_path.is_file():
-        state.D.load_state_dict(load_weights(d_path))
+        state.D.load_state_dict(widen_state_dict(load_weights(d_path), state.D.state_dict()))
 
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
