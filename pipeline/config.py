@@ -132,7 +132,7 @@ class RayConfig(_Section):
 class GanTrainConfig(_Section):
     """StyleGAN2 training (``stylepath train-gan``)."""
 
-    preset: Literal["mini32", "tiny32", "tiny64", "small64", "paper256"] = "tiny64"
+    preset: Literal["mini32", "tiny32", "tiny64", "small64", "wide64", "paper256"] = "tiny64"
     channels: int | None = Field(
         None, ge=1, le=4, description="image channels of G and D (default: the tiles', 3 or 1)"
     )

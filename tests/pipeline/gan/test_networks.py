@@ -45,6 +45,7 @@ def test_preset_parameter_counts() -> None:
     assert counts["tiny32"][0] == pytest.approx(0.78e6, rel=0.05)
     assert counts["tiny64"][0] == pytest.approx(1.4e6, rel=0.05)
     assert counts["tiny64"][1] == pytest.approx(0.88e6, rel=0.05)
+    assert counts["wide64"][0] == pytest.approx(1.77e6, rel=0.05)
     assert counts["paper256"][0] == pytest.approx(30.0e6, rel=0.05)
 
 
