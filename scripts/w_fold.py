@@ -1,0 +1,97 @@
+"""Diagnose a generator whose analysis features are not linear in w (docs/gan.md, "Session 11").
+
+For each exported generator folder, on samples drawn at constant noise as the analysis draws
+them (prints one block per generator):
+
+1. ``linearity``: the median cross-validated ridge R² from w to the 14 histology features
+   (the bar's ``w_linearity``), over all samples and over the tissue-full ones (tissue
+   fraction >= 0.97: is the fold the hole/no-hole mixture?);
+2. ``paths``: features along straight paths in W between two sampled w: the share of their
+   variance a straight line and a quadratic in the path position explain (rough, or smooth
+   and bent?);
+3. ``truncation``: the median R² at ψ 0.7 and 0.5 (is W linear closer to its mean?).
+
+    PYTHONPATH=. .venv/bin/python scripts/w_fold.py models/demo_tiny64 [work/other_export ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from pipeline.features import compute_features, feature_names, unwrap_circular
+from pipeline.gan.generator import load_generator
+from pipeline.gan.loop import sample_w, sample_z
+from pipeline.gan.quality import latent_linearity
+
+PATH_FEATURES = ["nuclei_density", "nuclear_area_mean", "eosin_mean", "brightness",
+                 "tissue_fraction", "sharpness"]  # fmt: skip
+
+
+def images(G, w: torch.Tensor) -> np.ndarray:
+    """uint8 [N, H, W, C] of w [N, w_dim] at constant noise."""
+    with torch.no_grad():
+        img = G.synthesis(w[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def features(img: np.ndarray, mpp: float, names: list[str]):
+    return unwrap_circular(compute_features(img, mpp, names, modality="histology"), "histology")
+
+
+def median_r2(w: np.ndarray, table) -> float:
+    return float(np.nanmedian(list(latent_linearity(w, table).values())))
+
+
+def path_fits(G, n_paths: int, steps: int, mpp: float, seed: int) -> dict[str, tuple]:
+    """Median share of variance along straight W paths explained by degree-1 and -2 fits."""
+    t = np.linspace(0, 1, steps)
+    w = sample_w(G, 2 * n_paths, seed)
+    shares: dict[str, list[tuple[float, float]]] = {f: [] for f in PATH_FEATURES}
+    for p in range(n_paths):
+        a, b = w[2 * p], w[2 * p + 1]
+        table = features(images(G, torch.from_numpy(a + t[:, None] * (b - a)).float()), mpp,
+                         PATH_FEATURES)  # fmt: skip
+        for f in PATH_FEATURES:
+            y = table[f].to_numpy(float)
+            if not np.isfinite(y).all() or y.std() == 0:
+                continue
+            ss = ((y - y.mean()) ** 2).sum()
+            fit = [1 - ((y - np.polyval(np.polyfit(t, y, d), t)) ** 2).sum() / ss for d in (1, 2)]
+            shares[f].append((fit[0], fit[1]))
+    return {f: tuple(np.median(np.array(v), axis=0).round(2)) for f, v in shares.items() if v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("generators", nargs="+")
+    ap.add_argument("--n", type=int, default=768, help="samples for the R² checks")
+    ap.add_argument("--paths", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=17)
+    ap.add_argument("--mpp", type=float, default=1.0, help="µm per pixel of the tiles")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    names = feature_names("histology")
+    for folder in args.generators:
+        G = load_generator(folder).G.eval()
+        z = sample_z(G, args.n, args.seed)
+        print(folder)
+        for psi in (1.0, 0.7, 0.5):
+            with torch.no_grad():
+                w = G.mapping(z, truncation_psi=psi)
+            table = features(images(G, w), args.mpp, names)
+            line = f"  psi {psi}: median R² {median_r2(w.numpy(), table):.2f}"
+            if psi == 1.0:
+                full = (table["tissue_fraction"] >= 0.97).to_numpy()
+                r2 = median_r2(w.numpy()[full], table[full])
+                line += f"; tissue-full samples ({full.sum()} of {len(full)}) {r2:.2f}"
+            print(line)
+        fits = path_fits(G, args.paths, args.steps, args.mpp, args.seed + 1)
+        print("  along W paths (line, quadratic): "
+              + ", ".join(f"{f} {a:.2f} {b:.2f}" for f, (a, b) in fits.items()))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
