@@ -175,13 +175,22 @@ def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
                     "(same images; the added channels start learning)", folder,
                     dict(sorted(trained.channels.items())), preset,
                     dict(sorted(state.G.spec.channels.items())))  # fmt: skip
-        weights = widen_state_dict(weights, state.G.state_dict())
-    state.G.load_state_dict(weights)
-    state.G_ema.load_state_dict(weights)
-    state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
+    _load_widened(folder / "generator.safetensors", weights, (state.G, state.G_ema), preset)
     d_path = folder / "discriminator.safetensors"
-    if d_path.is_file():
-        state.D.load_state_dict(widen_state_dict(load_weights(d_path), state.D.state_dict()))
+    if d_path.is_file():  # an export without D: D starts fresh
+        _load_widened(d_path, load_weights(d_path), (state.D,), preset)
+    state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
+
+
+def _load_widened(path: WorkPath, saved: dict[str, torch.Tensor], nets: tuple[torch.nn.Module, ...],
+                  preset: str) -> None:  # fmt: skip
+    """Load saved weights, widened to the nets' shapes, into each of ``nets``."""
+    try:
+        widened = widen_state_dict(saved, nets[0].state_dict())
+        for net in nets:
+            net.load_state_dict(widened)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: does not fit preset {preset} ({exc})") from None
 
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:

@@ -56,6 +56,12 @@ def test_another_architecture_is_refused_by_name(tmp_path: Path) -> None:
     export(tmp_path / "w16", dataclasses.replace(NARROW, w_dim=16))
     with pytest.raises(CheckpointError, match=r"w16: .*w_dim differs \(16 vs 8\)"):
         warm_start(state, tmp_path / "w16", "narrow")
+    # a discriminator of another architecture beside a fitting generator
+    export(tmp_path / "odd_d", NARROW)
+    d_file = tmp_path / "odd_d" / "discriminator.safetensors"
+    save_weights(d_file, Discriminator(WIDE).state_dict())
+    with pytest.raises(CheckpointError, match=r"odd_d/discriminator.safetensors: does not fit"):
+        warm_start(TrainState.create(NARROW, StepConfig(), seed=1), tmp_path / "odd_d", "narrow")
     # nothing was loaded
     for k, v in state.G.state_dict().items():
         torch.testing.assert_close(v, before[k])
