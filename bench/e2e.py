@@ -56,7 +56,8 @@ def latest_manifest(workdir: Path) -> dict:
 
 def stages(manifest: dict) -> dict:
     keep = ("slides", "tiles", "tiles_read", "new_or_changed_slides", "reused", "n_selected",
-            "n_inverted", "n_rescored", "n_skipped", "parts_reused", "directions")  # fmt: skip
+            "n_inverted", "n_rescored", "n_skipped", "parts_reused", "parts_rescored",
+            "directions")  # fmt: skip
     out = {}
     for s in manifest["stages"]:
         out[s["name"]] = {"status": s["status"], "seconds": round(s["seconds"], 1)}

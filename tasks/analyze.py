@@ -7,6 +7,9 @@
    inverted tile moved along every direction over the α grid, synthesised, scored, measured.
    Results are written as part files as they complete, keyed by their inputs (direction,
    tiles, latents): a re-run — also one with new slides — computes only the missing parts.
+   Images and features do not depend on the classifier, so a new classifier re-scores the
+   parts whose direction it leaves unchanged (metadata, principal) instead of measuring
+   them again (``scored_by``); its own directions get new parts.
 3. Reports under ``workdir/analysis/``: ``directions.parquet``, ``shifts.parquet``,
    ``feature_effects.parquet``, ``cohort_bias.parquet`` (each with provenance metadata).
 """
@@ -55,7 +58,8 @@ from tasks.pool import ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
-PARTS_VERSION = 2  # bump when a part's content changes for the same key
+PARTS_VERSION = 3  # bump when a part's content changes for the same key
+SCORED_BY = "scored_by"  # part column: the fingerprint of the classifier that scored it
 
 
 class AnalysisInputError(ValueError):
@@ -69,6 +73,7 @@ class AnalysisSummary:
     n_tiles: int = 0
     n_frames: int = 0
     n_parts_reused: int = 0  # shift/real parts kept from earlier runs (same inputs)
+    n_parts_rescored: int = 0  # of those, re-scored by a new classifier (features kept)
     skipped: bool = False
     seconds: float = 0.0
     out: Path | None = None
@@ -136,6 +141,7 @@ class Shifter:
         self.gen = load_generator(gen_dir)
         self.gen.G.to(self.device)
         self.clf = load_classifier(spec, self.device)
+        self.scored_by = spec.fingerprint()
         self.modality, self.features = modality, features
         self.store = TileStore(tiles_root)
         self.fault = fault
@@ -149,10 +155,23 @@ class Shifter:
             z = self.clf(images)
         return self.clf.score(z).float().cpu().numpy(), self.clf.prob(z).float().cpu().numpy()
 
+    def _measured(self, images: np.ndarray, mpp: np.ndarray, ids: pd.DataFrame,
+                  kept: pd.DataFrame | None) -> pd.DataFrame:  # fmt: skip
+        """The features of ``images`` (uint8 [N, H, W, C]), or, re-scoring, ``kept``'s: an
+        earlier part of the same inputs, whose rows must be ``ids``'s."""
+        if kept is None:
+            return compute_features(images, mpp, self.features, modality=self.modality)
+        same = kept[list(ids.columns)].reset_index(drop=True)
+        if not same.equals(ids.reset_index(drop=True)):
+            raise ValueError("re-scored part's rows do not match its inputs")
+        return kept[self.features].reset_index(drop=True)
+
     def shift(self, key: str, direction: str, vector: np.ndarray, sigma: float,
-              alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray) -> tuple:  # fmt: skip
+              alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray,
+              kept: pd.DataFrame | None = None) -> tuple:  # fmt: skip
         """One part: ``tiles`` (tile_id, slide_id, mpp) × α → rows with prediction and features
-        (each frame measured at its source tile's µm/px)."""
+        (each frame measured at its source tile's µm/px). With ``kept`` (this part from
+        another classifier) the frames are only scored again."""
         exit_once(self.fault)  # the test hook: die mid-job, once
         shifted = shift_latents(latents, vector, np.asarray(alphas, np.float32), sigma)
         n, a = shifted.shape[:2]
@@ -162,26 +181,28 @@ class Shifter:
         logit, prob = self._score(img)
         u8 = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         mpp = np.repeat(tiles["mpp"].to_numpy(np.float64), a)
-        feats = compute_features(u8, mpp, self.features, modality=self.modality)
-        rows = pd.DataFrame({
+        ids = pd.DataFrame({
             "tile_id": np.repeat(tiles["tile_id"].to_numpy(), a),
             "slide_id": np.repeat(tiles["slide_id"].to_numpy(), a),
             "direction": direction, "alpha": np.tile(np.asarray(alphas, np.float32), n),
-            "logit": logit, "prediction": prob,
         })  # fmt: skip
+        feats = self._measured(u8, mpp, ids, kept)
+        rows = ids.assign(logit=logit, prediction=prob, **{SCORED_BY: self.scored_by})
         return key, pd.concat([rows, feats], axis=1)
 
-    def real(self, key: str, slide_id: str, indices: np.ndarray, mpp: np.ndarray) -> tuple:
-        """Features (and predictions) of real tiles, for the features' SD over real tiles."""
+    def real(self, key: str, slide_id: str, indices: np.ndarray, mpp: np.ndarray,
+             kept: pd.DataFrame | None = None) -> tuple:  # fmt: skip
+        """Features (and predictions) of real tiles, for the features' SD over real tiles;
+        with ``kept``, as ``shift``."""
         exit_once(self.fault)
         order = np.argsort(indices)
         tiles = self.store.read_tiles(slide_id, indices[order])
         mpp = np.asarray(mpp, np.float64)[order]
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div(255).to(self.device)
         logit, prob = self._score(x)
-        rows = pd.DataFrame({"slide_id": slide_id, "index": np.sort(indices), "logit": logit,
-                             "prediction": prob})  # fmt: skip
-        feats = compute_features(tiles, mpp, self.features, modality=self.modality)
+        ids = pd.DataFrame({"slide_id": slide_id, "index": np.sort(indices)})
+        feats = self._measured(tiles, mpp, ids, kept)
+        rows = ids.assign(logit=logit, prediction=prob, **{SCORED_BY: self.scored_by})
         return key, pd.concat([rows, feats], axis=1)
 
 
@@ -196,11 +217,12 @@ def fingerprint(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def parts_fingerprint(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec) -> str:
-    """What every part depends on (generator, classifier, settings) — not which tiles were
-    inverted: part keys name their own inputs (direction, tiles, latents)."""
+def parts_fingerprint(cfg: Config, gen_dir: WorkPath) -> str:
+    """What every part's images and features depend on (generator, settings) — not which
+    tiles were inverted (part keys name their own inputs: direction, tiles, latents), nor
+    the classifier (each part's rows name the one that scored them)."""
     parts = [PARTS_VERSION, files_sha256([gen_dir / "generator.safetensors"]),
-             spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]  # fmt: skip
+             cfg.dump()["analysis"], cfg.tiling.mpp]  # fmt: skip
     if cfg.modality != "histology":
         parts.append(cfg.modality)
     blob = json.dumps(parts, sort_keys=True)
@@ -319,9 +341,9 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         stamp.unlink(missing_ok=True)
         parts = out / "parts"
         part_stamp = parts / "fingerprint.txt"
-        part_fp = parts_fingerprint(cfg, gen_dir, spec)
+        part_fp = parts_fingerprint(cfg, gen_dir)
         if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != part_fp):
-            remove_tree(parts)  # parts of another generator, classifier or configuration
+            remove_tree(parts)  # parts of another generator or configuration
         parts.mkdir(parents=True, exist_ok=True)
         part_stamp.write_text(part_fp)
         ensure_ray(cfg.ray)
@@ -335,6 +357,19 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         # Part keys name their inputs, so a new slide adds parts and leaves the others valid;
         # a direction re-fitted on the grown cohort (metadata) gets new parts for every tile.
         jobs, keys = [], {"shift": [], "real": []}
+        scored_by = spec.fingerprint()
+
+        def kept(key: str) -> tuple[bool, pd.DataFrame | None]:
+            """(part to (re)do?, its rows to re-score): a part another classifier scored
+            keeps its features."""
+            path = parts / f"{key}.parquet"
+            if not path.is_file():
+                return True, None
+            if (read_parquet(path, columns=[SCORED_BY])[SCORED_BY] == scored_by).all():
+                return False, None
+            summary.n_parts_rescored += 1
+            return True, read_parquet(path)
+
         alphas = [float(x) for x in a.alphas]
         for d in dirs:
             vec = np.asarray(d.vector, np.float32)
@@ -346,17 +381,20 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                                           tiles["tile_id"].astype(str).tolist(),
                                           np.ascontiguousarray(lat, np.float32))  # fmt: skip
                     keys["shift"].append(key)
-                    if not (parts / f"{key}.parquet").is_file():
+                    todo, old = kept(key)
+                    if todo:
                         jobs.append(("shift", key, d.name, vec, sigmas[d.name], alphas, tiles,
-                                     lat))  # fmt: skip
+                                     lat, old))  # fmt: skip
         for sid, g in sel.groupby("slide_id", sort=True):
             idx = np.sort(g["index"].to_numpy())
             key = "real-" + _key(str(sid), slide_fps.get(str(sid), ""), idx.tolist())
             keys["real"].append(key)
-            if not (parts / f"{key}.parquet").is_file():
+            todo, old = kept(key)
+            if todo:
                 mpp = g["mpp"].to_numpy(np.float64)[np.argsort(g["index"].to_numpy())]
-                jobs.append(("real", key, str(sid), idx, mpp))
-        summary.n_parts_reused = len(keys["shift"]) + len(keys["real"]) - len(jobs)
+                jobs.append(("real", key, str(sid), idx, mpp, old))
+        summary.n_parts_reused = (len(keys["shift"]) + len(keys["real"]) - len(jobs)
+                                  + summary.n_parts_rescored)  # fmt: skip
         if jobs:
             actor_cls = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
             fault = fault_marker()
@@ -390,9 +428,9 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
                 p.unlink()
 
         shifts = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["shift"]],
-                           ignore_index=True)  # fmt: skip
+                           ignore_index=True).drop(columns=SCORED_BY)  # fmt: skip
         real = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["real"]],
-                         ignore_index=True)  # fmt: skip
+                         ignore_index=True).drop(columns=SCORED_BY)  # fmt: skip
         write_parquet(shifts, out / "shifts.parquet", prov)
         # circular features (hue) as angles about the real tiles' mean, not cut at [0, 1)
         real = unwrap_circular(real, cfg.modality)

@@ -193,6 +193,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"analysed {s.n_tiles} tiles x {len(s.directions)} directions ({s.n_frames} frames) "
           f"in {s.seconds:.0f} s -> {s.out}")  # fmt: skip
+    if s.n_parts_reused:
+        print(f"parts kept from earlier runs: {s.n_parts_reused} "
+              f"({s.n_parts_rescored} scored by the new classifier)")  # fmt: skip
     print(f"directions: {', '.join(s.directions)}")
     for item in s.not_estimable:
         print(f"  not estimable {item['name']}: {item['reason']}", file=sys.stderr)

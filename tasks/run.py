@@ -154,7 +154,8 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
 
         s = run_analyze(cfg)
         return {"skipped": s.skipped, "directions": s.directions, "tiles": s.n_tiles,
-                "parts_reused": s.n_parts_reused, "not_estimable": s.not_estimable}  # fmt: skip
+                "parts_reused": s.n_parts_reused, "parts_rescored": s.n_parts_rescored,
+                "not_estimable": s.not_estimable}  # fmt: skip
 
     def report() -> dict[str, Any]:
         from tasks.report import run_report

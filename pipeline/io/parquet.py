@@ -43,12 +43,12 @@ def read_provenance(path: WorkPath | str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def read_parquet(path: WorkPath | str) -> pd.DataFrame:
+def read_parquet(path: WorkPath | str, columns: list[str] | None = None) -> pd.DataFrame:
     path = as_path(path)
     if is_remote(path):
         with path.open("rb") as fh:
-            return pd.read_parquet(fh, engine="pyarrow")
-    return pd.read_parquet(path, engine="pyarrow")
+            return pd.read_parquet(fh, engine="pyarrow", columns=columns)
+    return pd.read_parquet(path, engine="pyarrow", columns=columns)
 
 
 def read_table(path: Path) -> pd.DataFrame:

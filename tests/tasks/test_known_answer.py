@@ -13,8 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.config import config_from_dict
 from pipeline.io.parquet import read_provenance
@@ -151,8 +153,6 @@ def test_analyze_survives_an_actor_killed_mid_part(analysed, tmp_path: Path,
 def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
     """Scheduled re-analysis: two new slides in the cohort → only they are tiled, scored,
     inverted and shifted; the models are reused; cohort-level results are re-aggregated."""
-    import numpy as np
-
     from pipeline.io.inversion_store import InversionStore
     from tasks.make_cohort import grow_cohort
 
@@ -197,3 +197,60 @@ def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
     c1 = s1[s1["direction"] == "classifier"].sort_values(key).reset_index(drop=True)
     c2 = s2[(s2["direction"] == "classifier") & s2["tile_id"].isin(c1["tile_id"])]
     pd.testing.assert_frame_equal(c2.sort_values(key).reset_index(drop=True), c1)
+
+
+class GreenScore(torch.nn.Module):
+    """A stand-in for a new classifier: the logit grows with the tile's mean green."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 40.0 * (x[:, 1].mean(dim=(1, 2)) - 0.62)
+
+
+def test_a_new_classifier_rescores_what_it_leaves_unchanged(analysed, tmp_path: Path) -> None:
+    """Images and features do not depend on the classifier: a new one re-scores the parts of
+    the directions it leaves as they were (metadata) and the real tiles, keeping their
+    features, and shifts only along its own new directions; the reports equal a fresh run's."""
+    from tasks.analyze import run_analyze
+
+    cfg, _ = analysed
+    green = tmp_path / "green.pt"
+    torch.jit.save(torch.jit.script(GreenScore()), str(green))
+    meta, mark = "meta:center=B", -123.0
+    runs = {}
+    for name, keep in (("rescored", True), ("fresh", False)):
+        work = tmp_path / name
+        shutil.copytree(cfg.workdir, work, symlinks=True)
+        if keep:  # mark one kept part's sharpness: re-scoring must keep it, not re-measure
+            for part in sorted((work / "analysis" / "parts").glob("shift-*.parquet")):
+                df = pd.read_parquet(part)
+                if (df["direction"] == meta).all():
+                    df.assign(sharpness=mark).to_parquet(part)
+                    marked = set(df["tile_id"])
+                    break
+        else:
+            shutil.rmtree(work / "analysis")
+        d = cfg.dump()
+        clf = {**d["classifier"], "model": str(green)}
+        runs[name] = run_analyze(config_from_dict({**d, "workdir": str(work), "classifier": clf}))
+    s, fresh = runs["rescored"], runs["fresh"]
+    assert fresh.n_parts_rescored == fresh.n_parts_reused == 0
+    assert "classifier" in s.directions and meta in s.directions
+    red = pd.read_parquet(cfg.workdir / "analysis" / "shifts.parquet")
+    # one metadata-direction part and one real-tile part per slide (12 tiles, batch 24)
+    assert s.n_parts_rescored == s.n_parts_reused == 2 * red["slide_id"].nunique()
+    key = ["direction", "tile_id", "alpha"]
+
+    def shifts(name: str) -> pd.DataFrame:
+        df = pd.read_parquet(tmp_path / name / "analysis" / "shifts.parquet")
+        return df.sort_values(key).reset_index(drop=True)
+
+    got, want = shifts("rescored"), shifts("fresh")
+    in_mark = (got["direction"] == meta) & got["tile_id"].isin(marked)
+    assert (got.loc[in_mark, "sharpness"] == mark).all() and in_mark.sum() == 5 * len(marked)
+    got.loc[in_mark, "sharpness"] = want.loc[in_mark, "sharpness"]
+    pd.testing.assert_frame_equal(got, want)  # new scores everywhere, the same features
+    old = red[red["direction"] == meta].sort_values(key).reset_index(drop=True)
+    new = got[got["direction"] == meta].reset_index(drop=True)
+    feats = [c for c in old if c not in {*key, "slide_id", "logit", "prediction"}]
+    pd.testing.assert_frame_equal(new[feats], old[feats])
+    assert not np.allclose(new["logit"], old["logit"])
