@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.features import compute_features, feature_names, unwrap_circular
-from pipeline.gan.generator import load_generator
+from pipeline.gan.generator import TrainedGenerator, load_generator
 from pipeline.gan.loop import sample_w, sample_z
 from pipeline.gan.quality import latent_linearity
 
@@ -30,11 +30,10 @@ PATH_FEATURES = ["nuclei_density", "nuclear_area_mean", "eosin_mean", "brightnes
                  "tissue_fraction", "sharpness"]  # fmt: skip
 
 
-def images(G, w: torch.Tensor) -> np.ndarray:
-    """uint8 [N, H, W, C] of w [N, w_dim] at constant noise."""
+def images(gen: TrainedGenerator, w: torch.Tensor) -> np.ndarray:
+    """uint8 [N, H, W, C] of w [N, w_dim] at constant noise (the loading API's synthesis)."""
     with torch.no_grad():
-        img = G.synthesis(w[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        return (gen.synthesis(w) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def features(img: np.ndarray, mpp: float, names: list[str]):
@@ -45,14 +44,15 @@ def median_r2(w: np.ndarray, table) -> float:
     return float(np.nanmedian(list(latent_linearity(w, table).values())))
 
 
-def path_fits(G, n_paths: int, steps: int, mpp: float, seed: int) -> dict[str, tuple]:
+def path_fits(gen: TrainedGenerator, n_paths: int, steps: int, mpp: float, seed: int
+              ) -> dict[str, tuple]:  # fmt: skip
     """Median share of variance along straight W paths explained by degree-1 and -2 fits."""
     t = np.linspace(0, 1, steps)
-    w = sample_w(G, 2 * n_paths, seed)
+    w = sample_w(gen.G.eval(), 2 * n_paths, seed)
     shares: dict[str, list[tuple[float, float]]] = {f: [] for f in PATH_FEATURES}
     for p in range(n_paths):
         a, b = w[2 * p], w[2 * p + 1]
-        table = features(images(G, torch.from_numpy(a + t[:, None] * (b - a)).float()), mpp,
+        table = features(images(gen, torch.from_numpy(a + t[:, None] * (b - a)).float()), mpp,
                          PATH_FEATURES)  # fmt: skip
         for f in PATH_FEATURES:
             y = table[f].to_numpy(float)
@@ -75,20 +75,21 @@ def main() -> None:
     args = ap.parse_args()
     names = feature_names("histology")
     for folder in args.generators:
-        G = load_generator(folder).G.eval()
+        gen = load_generator(folder)
+        G = gen.G.eval()
         z = sample_z(G, args.n, args.seed)
         print(folder)
         for psi in (1.0, 0.7, 0.5):
             with torch.no_grad():
                 w = G.mapping(z, truncation_psi=psi)
-            table = features(images(G, w), args.mpp, names)
+            table = features(images(gen, w), args.mpp, names)
             line = f"  psi {psi}: median R² {median_r2(w.numpy(), table):.2f}"
             if psi == 1.0:
                 full = (table["tissue_fraction"] >= 0.97).to_numpy()
                 r2 = median_r2(w.numpy()[full], table[full])
                 line += f"; tissue-full samples ({full.sum()} of {len(full)}) {r2:.2f}"
             print(line)
-        fits = path_fits(G, args.paths, args.steps, args.mpp, args.seed + 1)
+        fits = path_fits(gen, args.paths, args.steps, args.mpp, args.seed + 1)
         print("  along W paths (line, quadratic): "
               + ", ".join(f"{f} {a:.2f} {b:.2f}" for f, (a, b) in fits.items()))  # fmt: skip
 

@@ -53,13 +53,12 @@ from pipeline.io.tile_store import TileStore
 from pipeline.provenance import provenance
 from pipeline.reports.bias import conditional_rows, cosine_rows
 from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
-from tasks.invert import generator_folder
+from tasks.invert import SCORED_BY, generator_folder
 from tasks.pool import ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 
 OUT = "analysis"
 PARTS_VERSION = 3  # bump when a part's content changes for the same key
-SCORED_BY = "scored_by"  # part column: the fingerprint of the classifier that scored it
 
 
 class AnalysisInputError(ValueError):
