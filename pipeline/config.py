@@ -144,6 +144,13 @@ class GanTrainConfig(_Section):
     r1_gamma: float = Field(0.2, ge=0)
     r1_interval: int = Field(16, ge=1)
     pl_weight: float = Field(0.0, ge=0, description="path-length regularisation (0: off)")
+    curvature_weight: float = Field(
+        0.0, ge=0,
+        description="penalty on G's curvature along W at the samples' scale, on pooled images "
+        "(keeps stain, brightness and composition linear in w for straight shifts; 0: off)",
+    )  # fmt: skip
+    curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
+    curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     style_mixing: float = Field(0.9, ge=0, le=1)
     ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
     score_raw_g: bool = Field(

@@ -7,6 +7,7 @@ from pipeline.gan.layers import EqualConv2d, EqualLinear, modulated_conv2d
 from pipeline.gan.losses import (
     d_logistic_loss,
     d_r1_penalty,
+    g_curvature_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
     mixing_ws,
@@ -36,6 +37,7 @@ __all__ = [
     "ema_beta",
     "ema_update",
     "g_nonsaturating_loss",
+    "g_curvature_penalty",
     "g_path_length_penalty",
     "laplacian_pyramid",
     "layout_correlation",

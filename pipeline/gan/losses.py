@@ -1,5 +1,6 @@
 """GAN losses as small pure functions: non-saturating logistic loss, R1 and path-length
-regularisers (Karras et al. 2020), and the style-mixing ws used by the G loss."""
+regularisers (Karras et al. 2020), a curvature penalty that keeps coarse image content
+linear in w, and the style-mixing ws used by the G loss."""
 
 from __future__ import annotations
 
@@ -54,6 +55,31 @@ def g_path_length_penalty(
     new_mean = mean_path_length + decay * (lengths.detach().mean() - mean_path_length)
     penalty = (lengths - new_mean).square().mean()
     return penalty, new_mean.detach(), lengths.detach()
+
+
+def g_curvature_penalty(
+    synthesis: Callable[[torch.Tensor], torch.Tensor],  # ws [N, num_ws, w_dim] → images
+    w: torch.Tensor,  # [N, w_dim]
+    num_ws: int,
+    eps: float = 0.5,
+    size: int = 8,
+) -> torch.Tensor:
+    """Mean squared second difference of G along random directions in W (a scalar).
+
+    For each w a direction v ~ N(0, diag SD(w)²) (SD over the batch, so the step is
+    ``eps`` of the samples' spread in every dimension) gives
+    ``d = G(w + eps·v) + G(w − eps·v) − 2 G(w)``, the curvature of the map w → image at the
+    scale of the samples. It is taken on images average-pooled to ``size`` × ``size`` (stain
+    colour, brightness, tissue composition: what the analysis measures along a straight
+    shift, not where each nucleus sits) and averaged over pixels and channels. Zero when G
+    is affine in w. ``synthesis`` must draw the three images with the same noise (e.g.
+    ``noise_mode="const"``). A finite-difference directional Hessian, as in the Hessian
+    penalty of Peebles et al. 2020, but on all curvature, not only its off-diagonal part.
+    """
+    v = torch.randn_like(w) * w.detach().std(dim=0, keepdim=True) * eps
+    stacked = torch.cat([w - v, w, w + v])[:, None].expand(-1, num_ws, -1)
+    lo, mid, hi = F.adaptive_avg_pool2d(synthesis(stacked), size).chunk(3)
+    return (lo + hi - 2 * mid).square().mean()
 
 
 def mixing_ws(

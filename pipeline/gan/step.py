@@ -19,6 +19,7 @@ from pipeline.gan.layers import StyledConv
 from pipeline.gan.losses import (
     d_logistic_loss,
     d_r1_penalty,
+    g_curvature_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
 )
@@ -37,7 +38,10 @@ class StepConfig:
     r1_gamma: float = 0.2
     r1_interval: int = 16
     pl_weight: float = 0.0
-    pl_interval: int = 4
+    pl_interval: int = 4  # lazy interval of the G regularisers (path length, curvature)
+    curvature_weight: float = 0.0
+    curvature_eps: float = 0.5  # step along W, in SDs of w
+    curvature_size: int = 8  # images are pooled to this size before the difference
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -94,6 +98,11 @@ def set_g_trainable(G: Generator, from_res: int = 4) -> None:
         torgb.requires_grad_(res >= from_res)
 
 
+def g_reg_interval(cfg: StepConfig) -> int:
+    """Steps between G's lazy regularisation passes (0: none is on)."""
+    return cfg.pl_interval if cfg.pl_weight > 0 or cfg.curvature_weight > 0 else 0
+
+
 def _lazy_adam(params, lr: float, beta2: float, interval: int) -> torch.optim.Adam:
     """Adam with lr and betas rescaled for lazy regularisation (Karras et al. 2020, B)."""
     c = interval / (interval + 1) if interval > 0 else 1.0
@@ -142,9 +151,7 @@ class TrainState:
             G=G,
             D=D,
             G_ema=G_ema,
-            opt_G=_lazy_adam(
-                G.parameters(), cfg.lr_g, cfg.beta2, cfg.pl_interval if cfg.pl_weight else 0
-            ),
+            opt_G=_lazy_adam(G.parameters(), cfg.lr_g, cfg.beta2, g_reg_interval(cfg)),
             opt_D=_lazy_adam(D.parameters(), cfg.lr_d, cfg.beta2, cfg.r1_interval),
             augment=AugmentPipe(0.0, **{op: float(op in cfg.ada_ops) for op in AugmentPipe.OPS}).to(
                 device
@@ -219,7 +226,7 @@ def train_step(
     average_grads(D, sync)
     state.opt_D.step()
 
-    # --- G: non-saturating loss, optional lazy path-length regularisation -------------
+    # --- G: non-saturating loss, optional lazy path-length and curvature penalties -----
     set_g_trainable(G, cfg.g_train_from)
     D.requires_grad_(False)
     fake = G(torch.randn(n, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
@@ -237,6 +244,13 @@ def train_step(
         )
         (pl * cfg.pl_weight * cfg.pl_interval).backward()
         metrics["pl"] = pl.item()
+    if cfg.curvature_weight > 0 and state.step % cfg.pl_interval == 0:
+        m = max(1, n // 2)
+        w = G.mapping(torch.randn(m, G.z_dim, device=dev))
+        curv = g_curvature_penalty(lambda ws: G.synthesis(ws, noise_mode="const"), w,
+                                   G.num_ws, cfg.curvature_eps, cfg.curvature_size)  # fmt: skip
+        (curv * cfg.curvature_weight * cfg.pl_interval).backward()
+        metrics["curvature"] = curv.item()
     average_grads(G, sync)
     state.opt_G.step()
     D.requires_grad_(True)

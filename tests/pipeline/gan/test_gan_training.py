@@ -58,16 +58,17 @@ def test_step_counts_images_and_updates_all_parts() -> None:
 
 def test_g_train_from_moves_only_the_fine_layers() -> None:
     """g_train_from 32 (tiny32: 32 is the finest): mapping, constant and the 4-16 px layers
-    stay bit-identical through D and G steps with path-length regularisation; the 32 px
-    convs and toRGB move; D trains as usual; an unknown resolution is refused."""
-    cfg = StepConfig(batch_size=8, pl_weight=2.0, pl_interval=1, g_train_from=32)
+    stay bit-identical through D and G steps with path-length and curvature penalties; the
+    32 px convs and toRGB move; D trains as usual; an unknown resolution is refused."""
+    cfg = StepConfig(batch_size=8, pl_weight=2.0, curvature_weight=10.0, pl_interval=1,
+                     g_train_from=32)  # fmt: skip
     s = TrainState.create(PRESETS["tiny32"], cfg)
     g0 = {k: v.clone() for k, v in s.G.named_parameters()}
     d0 = [p.clone() for p in s.D.parameters()]
     it = batches(n=8)
     for real in (next(it), next(it)):
         m = train_step(s, real, cfg)
-    assert "pl" in m
+    assert "pl" in m and m["curvature"] > 0
     moved = {k for k, v in s.G.named_parameters() if not torch.equal(v, g0[k])}
     fine = {"synthesis.convs.5", "synthesis.convs.6", "synthesis.torgbs.3"}
     assert moved and all(any(k.startswith(f + ".") for f in fine) for k in moved)

@@ -12,6 +12,7 @@ from pipeline.gan import (
     d_r1_penalty,
     ema_beta,
     ema_update,
+    g_curvature_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
     mixing_ws,
@@ -80,6 +81,36 @@ def test_path_length_penalty_on_a_linear_synthesis() -> None:
     torch.testing.assert_close(new_mean, ref_mean)
     torch.testing.assert_close(pen.detach(), (ref_len - ref_mean).square().mean())
     assert pen.requires_grad and not new_mean.requires_grad  # the penalty trains G (here A)
+
+
+def test_curvature_penalty_is_zero_for_an_affine_g_and_the_quadratic_term_else() -> None:
+    """An affine map w → image has no curvature; adding a quadratic q(w) = (a·w)² · B gives
+    exactly the pooled second difference 2 (a·v)² B, with v the step the penalty drew."""
+    torch.manual_seed(5)
+    n, num_ws, w_dim, c, r = 16, 3, 6, 2, 4
+    A = torch.randn(num_ws, c * r * r, w_dim)
+    b0 = torch.randn(c * r * r)
+    a = torch.randn(w_dim)
+    B = torch.randn(c, r, r, requires_grad=True)
+
+    def affine(ws: torch.Tensor) -> torch.Tensor:  # [N, num_ws, w_dim] → [N, c, r, r]
+        return (torch.einsum("lpd,nld->np", A, ws) + b0).reshape(-1, c, r, r)
+
+    def bent(ws: torch.Tensor) -> torch.Tensor:
+        return affine(ws) + (ws[:, 0] @ a).square()[:, None, None, None] * B
+
+    w = torch.randn(n, w_dim) * torch.linspace(0.5, 2.0, w_dim)
+    pen = g_curvature_penalty(affine, w, num_ws, eps=0.5, size=r)
+    assert pen.item() < 1e-8
+    torch.manual_seed(6)
+    pen = g_curvature_penalty(bent, w, num_ws, eps=0.5, size=2)
+    torch.manual_seed(6)
+    v = torch.randn_like(w) * w.std(dim=0, keepdim=True) * 0.5  # the same step
+    d2 = 2 * (v @ a).square()[:, None, None, None] * B.detach()  # [N, c, r, r]
+    ref = torch.nn.functional.avg_pool2d(d2, 2).square().mean()
+    torch.testing.assert_close(pen.detach(), ref)
+    pen.backward()
+    assert B.grad is not None and B.grad.abs().sum() > 0  # the penalty trains G (here B)
 
 
 def test_mixing_ws() -> None:
