@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import Config, config_from_dict
+from pipeline.config import Config, GanTrainConfig, config_from_dict
 from pipeline.features import feature_names
 from pipeline.gan.data import DataCursor, TileBatches
 from pipeline.gan.generator import load_generator
@@ -30,6 +30,7 @@ from tasks.train_gan import (
     GanInputError,
     export_best,
     run_train_gan,
+    step_config,
 )
 
 
@@ -234,6 +235,16 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     for net in ("G", "G_ema", "D"):
         for name, pa in a[net].items():
             torch.testing.assert_close(pa, b[net][name], msg=f"{net}.{name} differs after a resume")
+
+
+def test_step_config_carries_the_regularisers() -> None:
+    """The gan section's regulariser settings reach the training step (a dropped one would
+    silently train without it), and the batch is split over the workers."""
+    g = GanTrainConfig(batch_size=64, pl_weight=2.0, curvature_weight=1000.0,
+                       curvature_eps=0.25, curvature_size=16, g_train_from=16)  # fmt: skip
+    s = step_config(g, world_size=2)
+    assert (s.batch_size, s.pl_weight, s.g_train_from) == (32, 2.0, 16)
+    assert (s.curvature_weight, s.curvature_eps, s.curvature_size) == (1000.0, 0.25, 16)
 
 
 def test_cli_imports_without_ray() -> None:
