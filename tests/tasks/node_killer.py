@@ -1,12 +1,20 @@
 """Shared by the multinode fault scripts: kill a Ray worker node once a stage has committed
-its first part file (a real node death in the middle of a running stage)."""
+its first part file (a real node death in the middle of a running stage).
+
+A lost machine takes its worker processes with it. ``Cluster.remove_node`` kills only the
+node's own processes (raylet, ...); its task and actor workers notice the dead raylet a
+moment later and could meanwhile finish the stage's remaining batches (one fresh-clone run
+saw no actor die). So the killer also SIGKILLs every descendant of the node's processes."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 class NodeKiller:
@@ -24,10 +32,23 @@ class NodeKiller:
         deadline = time.time() + self.timeout_s
         while time.time() < deadline:
             if self.parts.is_dir() and any(self.parts.glob("*.parquet")):
+                workers = self._descendants()
                 self.cluster.remove_node(self.node, allow_graceful=False)
+                for proc in workers:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
                 self.after_parts = len(list(self.parts.glob("*.parquet")))
                 return
             time.sleep(self.poll_s)
+
+    def _descendants(self) -> list[psutil.Process]:
+        """Every live process started under the node's own processes (its Ray workers)."""
+        out = []
+        for infos in self.node.all_processes.values():
+            for info in infos:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    out += psutil.Process(info.process.pid).children(recursive=True)
+        return out
 
     def __enter__(self) -> NodeKiller:
         self._thread.start()
