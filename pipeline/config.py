@@ -151,6 +151,17 @@ class GanTrainConfig(_Section):
     )  # fmt: skip
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
+    curvature_nuclei: float = Field(
+        0.0, ge=0,
+        description="weight, within the curvature penalty, of the same term on a soft nuclear "
+        "mask (the segmentation's view; 0: off)",
+    )  # fmt: skip
+    curvature_nuclei_size: int = Field(32, ge=1, description="that mask is pooled to this size")
+    curvature_relative: bool = Field(
+        False,
+        description="divide each curvature term by its squared first difference, so G cannot "
+        "lower it by making what it measures insensitive to w",
+    )  # fmt: skip
     style_mixing: float = Field(0.9, ge=0, le=1)
     ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
     score_raw_g: bool = Field(

@@ -11,6 +11,7 @@ from pipeline.gan.losses import (
     g_nonsaturating_loss,
     g_path_length_penalty,
     mixing_ws,
+    soft_nuclei_mask,
 )
 from pipeline.gan.metrics import (
     laplacian_pyramid,
@@ -38,6 +39,7 @@ __all__ = [
     "ema_update",
     "g_nonsaturating_loss",
     "g_curvature_penalty",
+    "soft_nuclei_mask",
     "g_path_length_penalty",
     "laplacian_pyramid",
     "layout_correlation",

@@ -57,12 +57,35 @@ def g_path_length_penalty(
     return penalty, new_mean.detach(), lengths.detach()
 
 
+def soft_nuclei_mask(
+    images: torch.Tensor,  # [N, 3, H, W], G's range [-1, 1]
+    od_threshold: float = 1.2,
+    red_fraction: float = 0.26,
+    od_width: float = 0.1,
+    fraction_width: float = 0.02,
+) -> torch.Tensor:
+    """A differentiable ``pipeline.features.nuclei.nuclei_mask`` [N, 1, H, W] in (0, 1): the
+    same optical-density rule (summed OD above ``od_threshold``, red absorbance share above
+    ``red_fraction``) with each step made a sigmoid of the given width, so the segmentation's
+    view of an image, the mask it thresholds and splits into nuclei, has a gradient."""
+    rgb = ((images + 1) / 2).clamp(1 / 255, 1)  # as nuclei_mask: max(x, 1) / 255
+    od = -rgb.log()
+    total = od.sum(dim=1, keepdim=True)
+    share = od[:, :1] / total.clamp_min(1e-3)
+    return torch.sigmoid((total - od_threshold) / od_width) * torch.sigmoid(
+        (share - red_fraction) / fraction_width
+    )
+
+
 def g_curvature_penalty(
     synthesis: Callable[[torch.Tensor], torch.Tensor],  # ws [N, num_ws, w_dim] → images
     w: torch.Tensor,  # [N, w_dim]
     num_ws: int,
     eps: float = 0.5,
     size: int = 8,
+    nuclei: float = 0.0,
+    nuclei_size: int = 32,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Mean squared second difference of G along random directions in W (a scalar).
 
@@ -75,11 +98,36 @@ def g_curvature_penalty(
     is affine in w. ``synthesis`` must draw the three images with the same noise (e.g.
     ``noise_mode="const"``). A finite-difference directional Hessian, as in the Hessian
     penalty of Peebles et al. 2020, but on all curvature, not only its off-diagonal part.
+
+    ``nuclei`` > 0 adds that weight times the same term on the images' soft nuclear mask
+    (``soft_nuclei_mask``) pooled to ``nuclei_size``: the nuclei as the segmentation sees
+    them, whose count and size fold in w while the pooled image stays smooth (docs/gan.md,
+    session 12).
+
+    ``relative`` divides each term by the mean squared first difference
+    ``(G(w + eps·v) − G(w − eps·v)) / 2`` of the same pooled view: scale-free, so G cannot
+    lower it by making a view insensitive to w (with the plain term, the nuclei of fine-tuned
+    generators drifted from w to the noise inputs: docs/gan.md, session 13).
     """
     v = torch.randn_like(w) * w.detach().std(dim=0, keepdim=True) * eps
     stacked = torch.cat([w - v, w, w + v])[:, None].expand(-1, num_ws, -1)
-    lo, mid, hi = F.adaptive_avg_pool2d(synthesis(stacked), size).chunk(3)
-    return (lo + hi - 2 * mid).square().mean()
+    images = synthesis(stacked)
+    penalty = _second_difference(images, size, relative)
+    if nuclei > 0:
+        penalty = penalty + nuclei * _second_difference(
+            soft_nuclei_mask(images), nuclei_size, relative
+        )
+    return penalty
+
+
+def _second_difference(views: torch.Tensor, size: int, relative: bool) -> torch.Tensor:
+    """Mean squared ``lo + hi − 2·mid`` of ``views`` stacked as [lo; mid; hi] and pooled to
+    ``size``; over the mean squared ``(hi − lo) / 2`` when ``relative``."""
+    lo, mid, hi = F.adaptive_avg_pool2d(views, size).chunk(3)
+    curvature = (lo + hi - 2 * mid).square().mean()
+    if not relative:
+        return curvature
+    return curvature / ((hi - lo) / 2).square().mean().clamp_min(1e-12)
 
 
 def mixing_ws(

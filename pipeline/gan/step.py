@@ -42,6 +42,9 @@ class StepConfig:
     curvature_weight: float = 0.0
     curvature_eps: float = 0.5  # step along W, in SDs of w
     curvature_size: int = 8  # images are pooled to this size before the difference
+    curvature_nuclei: float = 0.0  # weight of the same term on the soft nuclear mask
+    curvature_nuclei_size: int = 32  # the mask is pooled to this size
+    curvature_relative: bool = False  # each term over its squared first difference
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -248,7 +251,9 @@ def train_step(
         m = max(1, n // 2)
         w = G.mapping(torch.randn(m, G.z_dim, device=dev))
         curv = g_curvature_penalty(lambda ws: G.synthesis(ws, noise_mode="const"), w,
-                                   G.num_ws, cfg.curvature_eps, cfg.curvature_size)  # fmt: skip
+                                   G.num_ws, cfg.curvature_eps, cfg.curvature_size,
+                                   cfg.curvature_nuclei, cfg.curvature_nuclei_size,
+                                   cfg.curvature_relative)  # fmt: skip
         (curv * cfg.curvature_weight * cfg.pl_interval).backward()
         metrics["curvature"] = curv.item()
     average_grads(G, sync)

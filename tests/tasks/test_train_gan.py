@@ -241,10 +241,13 @@ def test_step_config_carries_the_regularisers() -> None:
     """The gan section's regulariser settings reach the training step (a dropped one would
     silently train without it), and the batch is split over the workers."""
     g = GanTrainConfig(batch_size=64, pl_weight=2.0, curvature_weight=1000.0,
-                       curvature_eps=0.25, curvature_size=16, g_train_from=16)  # fmt: skip
+                       curvature_eps=0.25, curvature_size=16, curvature_nuclei=2.0,
+                       curvature_nuclei_size=4, curvature_relative=True,
+                       g_train_from=16)  # fmt: skip
     s = step_config(g, world_size=2)
     assert (s.batch_size, s.pl_weight, s.g_train_from) == (32, 2.0, 16)
     assert (s.curvature_weight, s.curvature_eps, s.curvature_size) == (1000.0, 0.25, 16)
+    assert (s.curvature_nuclei, s.curvature_nuclei_size, s.curvature_relative) == (2.0, 4, True)
 
 
 def test_cli_imports_without_ray() -> None:

@@ -58,10 +58,11 @@ def test_step_counts_images_and_updates_all_parts() -> None:
 
 def test_g_train_from_moves_only_the_fine_layers() -> None:
     """g_train_from 32 (tiny32: 32 is the finest): mapping, constant and the 4-16 px layers
-    stay bit-identical through D and G steps with path-length and curvature penalties; the
-    32 px convs and toRGB move; D trains as usual; an unknown resolution is refused."""
+    stay bit-identical through D and G steps with path-length and (relative, nuclear-mask)
+    curvature penalties; the 32 px convs and toRGB move; D trains as usual; an unknown
+    resolution is refused."""
     cfg = StepConfig(batch_size=8, pl_weight=2.0, curvature_weight=10.0, pl_interval=1,
-                     g_train_from=32)  # fmt: skip
+                     curvature_nuclei=1.0, curvature_relative=True, g_train_from=32)  # fmt: skip
     s = TrainState.create(PRESETS["tiny32"], cfg)
     g0 = {k: v.clone() for k, v in s.G.named_parameters()}
     d0 = [p.clone() for p in s.D.parameters()]
