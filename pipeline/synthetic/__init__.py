@@ -1,5 +1,6 @@
 """The synthetic H&E demo cohort: planted factors with a known answer (docs/demo_cohort.md)."""
 
+from pipeline.synthetic.counterfactual import counterfactual_renders, tissue_tiles
 from pipeline.synthetic.he import (
     CENTER_STAINS,
     OD_BACKGROUND,
@@ -33,9 +34,11 @@ __all__ = [
     "STAINS",
     "Stain",
     "center_stain",
+    "counterfactual_renders",
     "plan_cohort",
     "planted_counts",
     "planted_nuclei",
     "render_slide",
     "stain_concentrations",
+    "tissue_tiles",
 ]

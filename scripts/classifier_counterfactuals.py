@@ -1,0 +1,48 @@
+"""What the demo classifier really uses: render each slide of a synthetic cohort again with
+the planted nuclear density and nuclear size set to their normal / tumor values one at a
+time (same slide seed, stain and center), tile it, and print the classifier's mean logit
+per combination. This is the ground truth the known-answer test's biomarker ranking should
+agree with (docs/gan.md, "Session 13"), independent of any generator.
+
+    PYTHONPATH=. .venv/bin/python scripts/classifier_counterfactuals.py work/demo/config.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+import yaml
+
+from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
+from pipeline.config import config_from_dict
+from pipeline.synthetic import counterfactual_renders, tissue_tiles
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("config", help="the run's resolved config (workdir/config.yaml)")
+    ap.add_argument("--side-um", type=int, default=512, help="rendered area per slide")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with open(args.config) as f:
+        cfg = config_from_dict(yaml.safe_load(f))
+    size, mpp = cfg.tiling.size, cfg.tiling.mpp
+    clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, size, 3))
+    side = int(round(args.side_um / mpp))
+    rows = []
+    for spec in pd.read_csv(cfg.cohort).to_dict("records"):
+        for density, radius, render in counterfactual_renders(spec, side, mpp):
+            with torch.no_grad():
+                score = clf.score(clf(tiles_to_tensor(tissue_tiles(render, size))))
+            rows.append({"center": spec["center"], "density": density, "radius": radius,
+                         "logit": float(score.mean())})  # fmt: skip
+    table = pd.DataFrame(rows)
+    print(f"mean logit of {clf.explained_class!r} (rows: planted density; columns: size)")
+    print(table.pivot_table("logit", "density", "radius").round(2).to_string())
+    print(table.pivot_table("logit", ["center", "density"], "radius").round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
