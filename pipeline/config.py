@@ -156,7 +156,7 @@ class GanTrainConfig(_Section):
         description="weight, within the curvature penalty, of the same term on a soft nuclear "
         "mask (the segmentation's view; 0: off)",
     )  # fmt: skip
-    curvature_nuclei_size: int = Field(32, ge=1, description="that mask is pooled to this size")
+    curvature_nuclei_size: int = Field(8, ge=1, description="that mask is pooled to this size")
     curvature_relative: bool = Field(
         False,
         description="divide each curvature term by its squared first difference, so G cannot "

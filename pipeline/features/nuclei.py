@@ -18,6 +18,8 @@ from skimage.segmentation import watershed
 MIN_NUCLEUS_UM2 = 12.0  # smaller objects are stain noise (a nucleus of radius 2 µm)
 MIN_SEPARATION_UM = 3.0  # two nuclei's centres lie at least this far apart
 MIN_CORE_UM = 1.0  # a nucleus' centre lies at least this far inside its mask
+OD_THRESHOLD = 1.2  # summed optical density of dense stain
+RED_FRACTION = 0.26  # share of red absorbance of basophilic (hematoxylin) stain
 
 
 def hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
@@ -26,7 +28,7 @@ def hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
 
 
 def nuclei_mask(
-    rgb: np.ndarray, od_threshold: float = 1.2, red_fraction: float = 0.26
+    rgb: np.ndarray, od_threshold: float = OD_THRESHOLD, red_fraction: float = RED_FRACTION
 ) -> np.ndarray:
     """Pixels of dense, basophilic stain: summed OD above ``od_threshold`` and a share of red
     absorbance above ``red_fraction`` (hematoxylin absorbs red, eosin hardly does). Unlike a

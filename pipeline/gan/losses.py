@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from pipeline.features.nuclei import OD_THRESHOLD, RED_FRACTION
 from pipeline.gan.networks import mix_styles
 
 
@@ -59,8 +60,8 @@ def g_path_length_penalty(
 
 def soft_nuclei_mask(
     images: torch.Tensor,  # [N, 3, H, W], G's range [-1, 1]
-    od_threshold: float = 1.2,
-    red_fraction: float = 0.26,
+    od_threshold: float = OD_THRESHOLD,
+    red_fraction: float = RED_FRACTION,
     od_width: float = 0.1,
     fraction_width: float = 0.02,
 ) -> torch.Tensor:
@@ -84,7 +85,7 @@ def g_curvature_penalty(
     eps: float = 0.5,
     size: int = 8,
     nuclei: float = 0.0,
-    nuclei_size: int = 32,
+    nuclei_size: int = 8,
     relative: bool = False,
 ) -> torch.Tensor:
     """Mean squared second difference of G along random directions in W (a scalar).
@@ -106,8 +107,8 @@ def g_curvature_penalty(
 
     ``relative`` divides each term by the mean squared first difference
     ``(G(w + eps·v) − G(w − eps·v)) / 2`` of the same pooled view: scale-free, so G cannot
-    lower it by making a view insensitive to w (with the plain term, the nuclei of fine-tuned
-    generators drifted from w to the noise inputs: docs/gan.md, session 13).
+    lower it by making a view insensitive to w (with the plain term, the nuclei of a fine-tuned
+    generator came to follow w half as much: docs/gan.md, session 13).
     """
     v = torch.randn_like(w) * w.detach().std(dim=0, keepdim=True) * eps
     stacked = torch.cat([w - v, w, w + v])[:, None].expand(-1, num_ws, -1)

@@ -43,7 +43,7 @@ class StepConfig:
     curvature_eps: float = 0.5  # step along W, in SDs of w
     curvature_size: int = 8  # images are pooled to this size before the difference
     curvature_nuclei: float = 0.0  # weight of the same term on the soft nuclear mask
-    curvature_nuclei_size: int = 32  # the mask is pooled to this size
+    curvature_nuclei_size: int = 8  # the mask is pooled to this size
     curvature_relative: bool = False  # each term over its squared first difference
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
