@@ -11,37 +11,35 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
 
 from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
 from pipeline.config import config_from_dict
-from pipeline.synthetic import counterfactual_renders, tissue_tiles
+from pipeline.synthetic import counterfactual_logits
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config", help="the run's resolved config (workdir/config.yaml)")
-    ap.add_argument("--side-um", type=int, default=512, help="rendered area per slide")
+    ap.add_argument("--side-um", type=float, default=512.0, help="rendered area per slide")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with open(args.config) as f:
         cfg = config_from_dict(yaml.safe_load(f))
-    size, mpp = cfg.tiling.size, cfg.tiling.mpp
-    clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, size, 3))
-    side = int(round(args.side_um / mpp))
-    rows = []
-    for spec in pd.read_csv(cfg.cohort).to_dict("records"):
-        for density, radius, render in counterfactual_renders(spec, side, mpp):
-            with torch.no_grad():
-                score = clf.score(clf(tiles_to_tensor(tissue_tiles(render, size))))
-            rows.append({"center": spec["center"], "density": density, "radius": radius,
-                         "logit": float(score.mean())})  # fmt: skip
-    table = pd.DataFrame(rows)
+    clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, cfg.tiling.size, 3))
+
+    def score(tiles: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return clf.score(clf(tiles_to_tensor(tiles))).numpy()
+
+    specs = pd.read_csv(cfg.cohort).to_dict("records")
+    table = counterfactual_logits(specs, score, cfg.tiling, args.side_um)
     print(f"mean logit of {clf.explained_class!r} (rows: planted density; columns: size)")
-    print(table.pivot_table("logit", "density", "radius").round(2).to_string())
-    print(table.pivot_table("logit", ["center", "density"], "radius").round(2).to_string())
+    print(table.pivot_table("logit", "density", "size").round(2).to_string())
+    print(table.pivot_table("logit", ["center", "density"], "size").round(2).to_string())
 
 
 if __name__ == "__main__":

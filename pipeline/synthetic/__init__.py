@@ -1,6 +1,10 @@
 """The synthetic H&E demo cohort: planted factors with a known answer (docs/demo_cohort.md)."""
 
-from pipeline.synthetic.counterfactual import counterfactual_renders, tissue_tiles
+from pipeline.synthetic.counterfactual import (
+    counterfactual_logits,
+    counterfactual_renders,
+    tissue_tiles,
+)
 from pipeline.synthetic.he import (
     CENTER_STAINS,
     OD_BACKGROUND,
@@ -34,6 +38,7 @@ __all__ = [
     "STAINS",
     "Stain",
     "center_stain",
+    "counterfactual_logits",
     "counterfactual_renders",
     "plan_cohort",
     "planted_counts",

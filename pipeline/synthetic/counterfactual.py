@@ -5,11 +5,15 @@ generator (scripts/classifier_counterfactuals.py; docs/gan.md, "Session 13")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from pipeline.config import TilingConfig
+from pipeline.slides.grid import tile_grid, tissue_fractions
+from pipeline.slides.tissue import tissue_mask
 from pipeline.synthetic.he import render_slide
 from pipeline.synthetic.plan import NUCLEAR_RADIUS_UM, NUCLEI_PER_MM2
 
@@ -29,10 +33,32 @@ def counterfactual_renders(spec: Mapping[str, Any], side_px: int, mpp: float
             })  # fmt: skip
 
 
-def tissue_tiles(rgb: np.ndarray, size: int, min_tissue: float = 0.5) -> np.ndarray:
-    """Non-overlapping ``size`` tiles of an [H, W, 3] render whose share of tissue pixels (any
-    channel below 225) is above ``min_tissue``: [N, size, size, 3]."""
-    n_y, n_x = rgb.shape[0] // size, rgb.shape[1] // size
-    tiles = rgb[: n_y * size, : n_x * size].reshape(n_y, size, n_x, size, 3).swapaxes(1, 2)
-    tiles = tiles.reshape(n_y * n_x, size, size, 3)
-    return tiles[(tiles.min(axis=3) < 225).mean(axis=(1, 2)) > min_tissue]
+def tissue_tiles(rgb: np.ndarray, tiling: TilingConfig) -> np.ndarray:
+    """The tiles ``tile`` would keep from a render at ``tiling.mpp``: the same grid, tissue
+    mask and ``min_tissue`` rule (pipeline.slides), read from the array: [N, size, size, 3]."""
+    h, w = rgb.shape[:2]
+    grid = tile_grid(w, h, mpp_x=tiling.mpp, mpp_y=tiling.mpp, target_mpp=tiling.mpp,
+                     size=tiling.size, step=tiling.step, level_downsamples=[1.0])  # fmt: skip
+    frac = tissue_fractions(tissue_mask(rgb, tiling.mpp, tiling.tissue), 1.0, 1.0, grid)
+    keep = grid.subset(frac >= tiling.min_tissue)
+    n = tiling.size
+    tiles = [rgb[y : y + n, x : x + n] for x, y in zip(keep.xs, keep.ys, strict=True)]
+    return np.stack(tiles) if tiles else np.zeros((0, n, n, 3), np.uint8)
+
+
+def counterfactual_logits(specs: Iterable[Mapping[str, Any]],
+                          score: Callable[[np.ndarray], np.ndarray], tiling: TilingConfig,
+                          side_um: float = 512.0) -> pd.DataFrame:  # fmt: skip
+    """Mean ``score`` (uint8 tiles [N, H, W, 3] → logits [N]) over each slide's counterfactual
+    renders: one row per slide × planted density × nuclear size (columns slide_id, center,
+    density, size, logit, n_tiles)."""
+    side = int(round(side_um / tiling.mpp))
+    rows = []
+    for spec in specs:
+        for density, size, rgb in counterfactual_renders(spec, side, tiling.mpp):
+            tiles = tissue_tiles(rgb, tiling)
+            logit = float(np.mean(score(tiles))) if len(tiles) else np.nan
+            rows.append({"slide_id": spec["slide_id"], "center": spec["center"],
+                         "density": density, "size": size, "n_tiles": len(tiles),
+                         "logit": logit})  # fmt: skip
+    return pd.DataFrame(rows)

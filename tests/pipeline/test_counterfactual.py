@@ -2,8 +2,16 @@
 
 import numpy as np
 
+from pipeline.config import TilingConfig
 from pipeline.features.nuclei import nuclei_table
-from pipeline.synthetic import counterfactual_renders, plan_cohort, tissue_tiles
+from pipeline.synthetic import (
+    counterfactual_logits,
+    counterfactual_renders,
+    plan_cohort,
+    tissue_tiles,
+)
+
+TILING = TilingConfig(mpp=1.0, size=64, min_tissue=0.9)
 
 
 def test_counterfactuals_change_density_and_size_one_at_a_time() -> None:
@@ -11,7 +19,7 @@ def test_counterfactuals_change_density_and_size_one_at_a_time() -> None:
     renders = {(d, s): rgb for d, s, rgb in counterfactual_renders(spec, 384, 1.0)}
     assert sorted(renders) == [(d, s) for d in ("normal", "tumor") for s in ("normal", "tumor")]
     stats = {
-        k: nuclei_table(tissue_tiles(rgb, 64, 0.9), mpp=1.0).mean() for k, rgb in renders.items()
+        k: nuclei_table(tissue_tiles(rgb, TILING), mpp=1.0).mean() for k, rgb in renders.items()
     }
     for size in ("normal", "tumor"):  # more nuclei at the tumor density, same size
         lo, hi = stats["normal", size], stats["tumor", size]
@@ -24,8 +32,20 @@ def test_counterfactuals_change_density_and_size_one_at_a_time() -> None:
     assert a.shape == (384, 384, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
 
 
-def test_tissue_tiles_keeps_tiles_with_tissue() -> None:
-    rgb = np.full((128, 192, 3), 240, np.uint8)  # glass
-    rgb[:64, :64] = (200, 120, 180)  # one tile of tissue
-    tiles = tissue_tiles(rgb, 64)
-    assert tiles.shape == (1, 64, 64, 3) and (tiles[0] == (200, 120, 180)).all()
+def test_tissue_tiles_follow_the_tiling_rule() -> None:
+    """Glass with a block of stain two tiles wide: the tiling's own tissue mask and
+    ``min_tissue`` keep those two tiles, in grid order."""
+    rgb = np.full((128, 256, 3), 240, np.uint8)  # glass
+    rgb[:64, 64:192] = (200, 120, 180)  # stained: two tiles of 64 µm
+    tiles = tissue_tiles(rgb, TILING)
+    assert tiles.shape == (2, 64, 64, 3) and (tiles == (200, 120, 180)).all()
+    assert tissue_tiles(np.full((128, 128, 3), 240, np.uint8), TILING).shape == (0, 64, 64, 3)
+
+
+def test_counterfactual_logits_scores_every_combination() -> None:
+    """One row per slide × density × size, the mean of the score over the kept tiles."""
+    specs = plan_cohort(4, 5, size_um=256.0, mpp=1.0).iloc[:2].to_dict("records")
+    table = counterfactual_logits(specs, lambda t: t.mean(axis=(1, 2, 3)), TILING, 256.0)
+    assert len(table) == 8 and (table["n_tiles"] > 0).all()
+    assert table.groupby(["density", "size"]).size().tolist() == [2, 2, 2, 2]
+    assert table["logit"].between(0, 255).all()
