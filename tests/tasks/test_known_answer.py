@@ -88,8 +88,8 @@ def test_known_answer_biomarkers_and_bias(analysed) -> None:
 def test_the_planted_answer_is_what_the_classifier_uses(analysed) -> None:
     """The premise of the known answer, checked without any generator: each slide rendered
     again with only its planted nuclear size and/or density changed (same seed, stain and
-    center) moves the trained classifier's logit toward tumor. Here: size alone +1.08,
-    density alone +1.19, both +3.61 (the demo's longer-trained classifier leans on size:
+    center) moves the trained classifier's logit toward tumor. Here: size alone +1.07,
+    density alone +1.19, both +3.60 (the demo's longer-trained classifier leans on size:
     +7.4, −0.55, +12.3). So the shift must show both."""
     cfg, _ = analysed
     clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, cfg.tiling.size, 3))
