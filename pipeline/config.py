@@ -197,6 +197,12 @@ class GanTrainConfig(_Section):
     use_gpu: bool = False
     cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
     max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
+    keep_checkpoints: int | None = Field(
+        2,
+        ge=1,
+        description="tick checkpoints kept (the newest; None keeps every tick, to choose or "
+        "export a snapshot after the run with export-gan --checkpoint)",
+    )
     storage_path: str | None = Field(None, description="Ray Train storage (default workdir/gan)")
     input_shift: float | None = Field(
         None,

@@ -440,8 +440,8 @@ def latest_checkpoint(cfg: Config) -> WorkPath:
     return found[-1]
 
 
-def _keep_local_checkpoint(folder: Path, root: WorkPath, nimg: int, keep: int = 2) -> None:
-    """Copy a tick's checkpoint into ``root`` atomically; keep the newest ``keep``.
+def _keep_local_checkpoint(folder: Path, root: WorkPath, nimg: int, keep: int | None = 2) -> None:
+    """Copy a tick's checkpoint into ``root`` atomically; keep the newest ``keep`` (None: all).
 
     Object storage: the files are uploaded one by one, ``state.pt`` last — a checkpoint
     counts only once it exists (``_checkpoints``).
@@ -458,8 +458,9 @@ def _keep_local_checkpoint(folder: Path, root: WorkPath, nimg: int, keep: int = 
         shutil.copytree(folder, tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-    for old in sorted(root.glob("checkpoint_*"), key=str)[:-keep]:
-        remove_tree(old)
+    if keep is not None:
+        for old in sorted(root.glob("checkpoint_*"), key=str)[:-keep]:
+            remove_tree(old)
 
 
 def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
@@ -473,7 +474,9 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
 
     def report(metrics: dict[str, float], folder: Path | None) -> None:
         if folder is not None:
-            _keep_local_checkpoint(folder, root, int(round(metrics["kimg"] * 1000)))
+            _keep_local_checkpoint(
+                folder, root, int(round(metrics["kimg"] * 1000)), cfg.gan.keep_checkpoints
+            )
         shown = (
             "d_loss",
             "g_loss",
@@ -520,7 +523,7 @@ def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
         ),
         run_config=RunConfig(
             name="train", storage_path=storage_path, storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=g.keep_checkpoints),
             failure_config=FailureConfig(max_failures=g.max_failures),
         ),
     )  # fmt: skip

@@ -28,6 +28,7 @@ from tasks.train_gan import (
     FAULT_ENV,
     RESUMES_FILE,
     GanInputError,
+    _keep_local_checkpoint,
     export_best,
     run_train_gan,
     step_config,
@@ -224,10 +225,12 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     cfg_file.write_text(f"cohort: x\nworkdir: {part.workdir}\n")
     sets = ["--set", "gan.preset=tiny32", "--set", "gan.batch_size=8", "--set",
             "gan.tick_kimg=0.016", "--set", "gan.metric_images=32", "--set",
-            "gan.cpus_per_worker=1"]  # fmt: skip
+            "gan.cpus_per_worker=1", "--set", "gan.keep_checkpoints=1"]  # fmt: skip
     args = ["train-gan", str(cfg_file), "--local", *sets]
     assert main([*args, "--set", "gan.total_kimg=0.016"]) == 0
     assert main([*args, "--set", "gan.total_kimg=0.032"]) == 0
+    kept = sorted((part.workdir / "gan" / "ray" / "local").glob("checkpoint_*"))
+    assert [p.name for p in kept] == ["checkpoint_000000000032"]  # gan.keep_checkpoints
     metrics = pd.read_parquet(part.workdir / "gan" / "metrics.parquet")
     assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
     a = load_state(ckpts[-1])["train"]
@@ -235,6 +238,21 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     for net in ("G", "G_ema", "D"):
         for name, pa in a[net].items():
             torch.testing.assert_close(pa, b[net][name], msg=f"{net}.{name} differs after a resume")
+
+
+def test_keep_checkpoints_none_keeps_every_tick(tmp_path: Path) -> None:
+    """``gan.keep_checkpoints: null`` keeps every tick (to pick a snapshot after the run)."""
+    tick = tmp_path / "tick"
+    tick.mkdir()
+    (tick / "state.pt").write_bytes(b"x")
+    root = tmp_path / "local"
+    for nimg in (16, 32, 48):
+        _keep_local_checkpoint(tick, root, nimg, keep=None)
+    assert len(list(root.glob("checkpoint_*"))) == 3
+    _keep_local_checkpoint(tick, root, 64, keep=2)
+    assert sorted(p.name for p in root.glob("checkpoint_*")) == [
+        "checkpoint_000000000048", "checkpoint_000000000064"]  # fmt: skip
+    assert (root / "checkpoint_000000000064" / "state.pt").read_bytes() == b"x"
 
 
 def test_step_config_carries_the_regularisers() -> None:
