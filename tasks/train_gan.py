@@ -142,12 +142,15 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
 
 def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
     """The preset's architecture with ``channels`` image channels (default: ``gan.channels``,
-    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` when set."""
+    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` / ``gan.mapping_lr_mult``
+    when set."""
     g = cfg.gan
     channels = channels or g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
     spec = preset_spec(g.preset, channels)
     if g.input_shift is not None:
         spec = dataclasses.replace(spec, input_shift=g.input_shift)
+    if g.mapping_lr_mult is not None:
+        spec = dataclasses.replace(spec, mapping_lr_mult=g.mapping_lr_mult)
     return dataclasses.replace(spec, shift_source=g.shift_source)
 
 
