@@ -1,8 +1,9 @@
 """What the demo classifier really uses: render each slide of a synthetic cohort again with
 the planted nuclear density and nuclear size set to their normal / tumor values one at a
-time (same slide seed, stain and center), tile it, and print the classifier's mean logit
-per combination. This is the ground truth the known-answer test's biomarker ranking should
-agree with (docs/gan.md, "Session 13"), independent of any generator.
+time (same slide seed, stain and center), and with each center's stain (same nuclei), tile
+it, and print the classifier's mean logit per combination. This is the ground truth the
+known-answer test's biomarker ranking and bias finding should agree with (docs/gan.md,
+"Session 13" and "Session 14"), independent of any generator.
 
     PYTHONPATH=. .venv/bin/python scripts/classifier_counterfactuals.py work/demo/config.yaml
 """
@@ -18,7 +19,7 @@ import yaml
 
 from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
 from pipeline.config import config_from_dict
-from pipeline.synthetic import counterfactual_logits
+from pipeline.synthetic import counterfactual_logits, stain_counterfactual_logits
 
 
 def main() -> None:
@@ -40,6 +41,10 @@ def main() -> None:
     print(f"mean logit of {clf.explained_class!r} (rows: planted density; columns: size)")
     print(table.pivot_table("logit", "density", "size").round(2).to_string())
     print(table.pivot_table("logit", ["center", "density"], "size").round(2).to_string())
+    centers = sorted({str(s["center"]) for s in specs})
+    stains = stain_counterfactual_logits(specs, score, cfg.tiling, centers, args.side_um)
+    print("mean logit by the slide's own center (rows) and the stain rendered (columns)")
+    print(stains.pivot_table("logit", "center", "stain_center").round(2).to_string())
 
 
 if __name__ == "__main__":

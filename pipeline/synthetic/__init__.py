@@ -3,6 +3,7 @@
 from pipeline.synthetic.counterfactual import (
     counterfactual_logits,
     counterfactual_renders,
+    stain_counterfactual_logits,
     tissue_tiles,
 )
 from pipeline.synthetic.he import (
@@ -45,5 +46,6 @@ __all__ = [
     "planted_nuclei",
     "render_slide",
     "stain_concentrations",
+    "stain_counterfactual_logits",
     "tissue_tiles",
 ]

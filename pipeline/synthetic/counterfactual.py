@@ -1,7 +1,8 @@
 """Counterfactual renders of a planned slide: the same slide (seed, stain, center) with the
-planted nuclear density and size set to their normal or tumor values one at a time. What a
-classifier's logit does across them is the ground truth of what it uses, independent of any
-generator (scripts/classifier_counterfactuals.py; docs/gan.md, "Session 13")."""
+planted nuclear density and size set to their normal or tumor values one at a time, or with
+another center's stain. What a classifier's logit does across them is the ground truth of
+what it uses, independent of any generator (scripts/classifier_counterfactuals.py;
+docs/gan.md, "Session 13" and "Session 14")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 from pipeline.config import TilingConfig
 from pipeline.slides.grid import tile_grid, tissue_fractions
 from pipeline.slides.tissue import tissue_mask
-from pipeline.synthetic.he import render_slide
+from pipeline.synthetic.he import CENTER_STAINS, render_slide
 from pipeline.synthetic.plan import NUCLEAR_RADIUS_UM, NUCLEI_PER_MM2
 
 LABELS = ("normal", "tumor")
@@ -56,9 +57,33 @@ def counterfactual_logits(specs: Iterable[Mapping[str, Any]],
     rows = []
     for spec in specs:
         for density, size, rgb in counterfactual_renders(spec, side, tiling.mpp):
-            tiles = tissue_tiles(rgb, tiling)
-            logit = float(np.mean(score(tiles))) if len(tiles) else np.nan
             rows.append({"slide_id": spec["slide_id"], "center": spec["center"],
-                         "density": density, "size": size, "n_tiles": len(tiles),
-                         "logit": logit})  # fmt: skip
+                         "density": density, "size": size,
+                         **_mean_score(rgb, score, tiling)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def stain_counterfactual_logits(specs: Iterable[Mapping[str, Any]],
+                                score: Callable[[np.ndarray], np.ndarray],
+                                tiling: TilingConfig, centers: Iterable[str],
+                                side_um: float = 512.0) -> pd.DataFrame:  # fmt: skip
+    """Mean ``score`` over each slide rendered with each center's stain (``CENTER_STAINS``),
+    its planted nuclei and layout unchanged: one row per slide × stain center (columns
+    slide_id, center, stain_center, logit, n_tiles). How far the logit moves with the stain
+    alone is the classifier's site bias."""
+    side = int(round(side_um / tiling.mpp))
+    rows = []
+    for spec in specs:
+        for c in centers:
+            rgb = render_slide({**spec, "width_px": side, "height_px": side, "mpp": tiling.mpp,
+                                "stain": CENTER_STAINS[c]})  # fmt: skip
+            rows.append({"slide_id": spec["slide_id"], "center": spec["center"],
+                         "stain_center": c, **_mean_score(rgb, score, tiling)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _mean_score(
+    rgb: np.ndarray, score: Callable[[np.ndarray], np.ndarray], tiling: TilingConfig
+) -> dict[str, Any]:
+    tiles = tissue_tiles(rgb, tiling)
+    return {"n_tiles": len(tiles), "logit": float(np.mean(score(tiles))) if len(tiles) else np.nan}

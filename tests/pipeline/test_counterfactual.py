@@ -5,9 +5,12 @@ import numpy as np
 from pipeline.config import TilingConfig
 from pipeline.features.nuclei import nuclei_table
 from pipeline.synthetic import (
+    CENTER_STAINS,
     counterfactual_logits,
     counterfactual_renders,
     plan_cohort,
+    render_slide,
+    stain_counterfactual_logits,
     tissue_tiles,
 )
 
@@ -49,3 +52,21 @@ def test_counterfactual_logits_scores_every_combination() -> None:
     assert len(table) == 8 and (table["n_tiles"] > 0).all()
     assert table.groupby(["density", "size"]).size().tolist() == [2, 2, 2, 2]
     assert table["logit"].between(0, 255).all()
+
+
+def test_stain_counterfactuals_change_the_stain_only() -> None:
+    """Each slide rendered in each center's stain: the colour moves with the stain, the
+    planted nuclei stay (same count and size), one row per slide × stain center."""
+    specs = plan_cohort(4, 5, size_um=256.0, mpp=1.0).iloc[:2].to_dict("records")
+
+    def mean_red(t: np.ndarray) -> np.ndarray:
+        return t[..., 0].mean(axis=(1, 2))
+
+    table = stain_counterfactual_logits(specs, mean_red, TILING, ["A", "B"], 256.0)
+    assert len(table) == 4 and (table["n_tiles"] > 0).all()
+    red = table.pivot_table("logit", "slide_id", "stain_center")
+    assert ((red["A"] - red["B"]).abs() > 2).all(), red  # standard vs purple: other colours
+    spec = {**specs[0], "width_px": 256, "height_px": 256, "mpp": 1.0}
+    counts = [nuclei_table(tissue_tiles(render_slide({**spec, "stain": CENTER_STAINS[c]}),
+                                        TILING), mpp=1.0).mean() for c in ("A", "B")]  # fmt: skip
+    assert abs(counts[0]["nuclei_density"] / counts[1]["nuclei_density"] - 1) < 0.15, counts
