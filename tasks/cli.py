@@ -132,6 +132,14 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
             print(f"{name:26s} median R² {c['median_r2']:.2f} (bar >= {c['min_median_r2']}; "
                   f"lowest: {low})   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
             continue
+        if name == "w_spread":  # constant noise: each feature's SD over the reals'
+            low = ", ".join(f"{k} x{v:.2f}" for k, v in sorted(
+                c["sd_ratio"].items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1]
+            )[:3])  # fmt: skip
+            print(f"{name:26s} SD at constant noise / reals' median x{c['median_sd_ratio']:.2f}"
+                  f" (bar >= x{c['min_median_sd_ratio']}; lowest: {low})   "
+                  f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+            continue
         if "real_mean" not in c:  # layout correlation: one value per set
             print(f"{name:26s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"
                   f"              {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip

@@ -23,6 +23,7 @@ LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the 
 # End to end (tests/tasks/test_known_answer.py): generators at 0.87 and 0.74 keep the
 # planted biomarkers; 0.54 and 0.13 lose them.
 LINEARITY_MIN = 0.7
+W_SPREAD_MIN = 0.5  # analysis features' SD at constant noise over the reals' SD (median)
 
 
 def tiles_modality(tiles: np.ndarray) -> str:
@@ -140,20 +141,41 @@ def latent_linearity(w: np.ndarray, stats: pd.DataFrame, folds: int = 5, seed: i
     return out
 
 
-def _linearity_check(w: np.ndarray, samples: np.ndarray, mpp: float,
-                     features: Sequence[str] | None) -> dict[str, Any]:  # fmt: skip
-    """The analysis features of ``samples`` (drawn from ``w`` at constant noise, as the
-    analysis draws them) must be near-linear in w: median R² >= ``LINEARITY_MIN``."""
+def _w_features(samples: np.ndarray, mpp: float, features: Sequence[str] | None,
+                ref: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """The analysis features of ``samples`` drawn at constant noise (as the analysis draws
+    them), circular ones unwrapped about the reals' (``ref``) mean."""
     from pipeline.features import compute_features, feature_names
 
     modality = tiles_modality(samples)
     names = [n for n in (features or feature_names(modality)) if n in feature_names(modality)]
-    table = unwrap_circular(compute_features(samples, mpp, names, modality=modality), modality)
+    table = compute_features(samples, mpp, names, modality=modality)
+    return unwrap_circular(table, modality, ref=ref)
+
+
+def _linearity_check(w: np.ndarray, table: pd.DataFrame) -> dict[str, Any]:
+    """The analysis features of samples of ``w`` at constant noise (``table``) must be
+    near-linear in w: median R² >= ``LINEARITY_MIN``."""
     r2 = latent_linearity(w, table)
     finite = [v for v in r2.values() if math.isfinite(v)]
     median = float(np.median(finite)) if finite else float("nan")
     return {"median_r2": median, "min_median_r2": LINEARITY_MIN, "r2": r2,
             "passed": bool(median >= LINEARITY_MIN)}  # fmt: skip
+
+
+def _spread_check(real: pd.DataFrame, table: pd.DataFrame) -> dict[str, Any]:
+    """At constant noise, where only w varies, the analysis features must still spread: the
+    median over the features of their SD over the reals' SD >= ``W_SPREAD_MIN``. The analysis
+    moves along w, so variety that only the noise inputs make is out of its reach; a
+    generator can pass every per-tile check at random noise and draw one tile at constant
+    noise (session 14's M1N: median x0.03, the shipped generator x0.75). The median, as for
+    linearity: fine texture and sharpness may rightly come from the noise."""
+    ratio = {c: float(table[c].std() / max(float(real[c].std()), 1e-12))
+             for c in table.columns if c in real.columns}  # fmt: skip
+    finite = [v for v in ratio.values() if math.isfinite(v)]
+    median = float(np.median(finite)) if finite else float("nan")
+    return {"sd_ratio": ratio, "median_sd_ratio": median, "min_median_sd_ratio": W_SPREAD_MIN,
+            "passed": bool(median >= W_SPREAD_MIN)}  # fmt: skip
 
 
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
@@ -167,7 +189,8 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     also nuclear solidity and the per-tile mean of each colour channel. And the samples'
     layout correlation at most 0.1 above the reals' (no shared arrangement,
     ``layout_correlation``). With ``latents`` = (w, samples of w at constant noise), also
-    the features' linearity in w (``latent_linearity``; median R² >= ``LINEARITY_MIN``).
+    the features' linearity in w (``latent_linearity``; median R² >= ``LINEARITY_MIN``) and
+    their spread there (``_spread_check``; median SD ratio >= ``W_SPREAD_MIN``).
     Returns the figures and ``passed``.
     """
     modality = tiles_modality(reals)
@@ -176,7 +199,10 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
     checks: dict[str, Any] = {c: compare(r[c], f[c]) for c in r.columns}
     checks["layout_corr"] = _layout_check(reals, fakes)
     if latents is not None:
-        checks["w_linearity"] = _linearity_check(*latents, mpp, features)
+        w, samples = latents
+        table = _w_features(samples, mpp, features, ref=r)
+        checks["w_linearity"] = _linearity_check(w, table)
+        checks["w_spread"] = _spread_check(r, table)
     return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
             "swd": swd(reals, fakes, seed=seed),
             "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
@@ -198,8 +224,13 @@ class StatsTracker:
     @property
     def keys(self) -> tuple[str, ...]:
         """The metrics a tick's score needs: every statistic's z, the layout excess and the
-        linearity excess."""
-        return (*(f"{c}_z" for c in self.real.columns), "layout_excess", "linearity_excess")
+        linearity and spread excesses."""
+        return (
+            *(f"{c}_z" for c in self.real.columns),
+            "layout_excess",
+            "linearity_excess",
+            "spread_excess",
+        )
 
     def __call__(self, fakes: np.ndarray, latents: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> dict[str, float]:  # fmt: skip
@@ -216,12 +247,20 @@ class StatsTracker:
         shared = layout_correlation(fakes) - self.real_layout - LAYOUT_MARGIN
         out["layout_excess"] = shared / LAYOUT_MARGIN
         if latents is not None:
-            r2 = _linearity_check(*latents, self.mpp, self.features)["median_r2"]
+            w, samples = latents
+            table = _w_features(samples, self.mpp, self.features, ref=self.real)
+            r2 = _linearity_check(w, table)["median_r2"]
             out["w_linearity"] = r2
             # > 0: below the bar, in units of it (R² 0 scores 1, like |z| = 2); no feature
             # measurable (NaN) cannot show linearity either
             out["linearity_excess"] = (LINEARITY_MIN - (r2 if math.isfinite(r2) else 0.0)
                                        ) / LINEARITY_MIN  # fmt: skip
+            spread = _spread_check(self.real, table)["median_sd_ratio"]
+            out["w_spread"] = spread
+            # > 0: below the bar, scored like an SD ratio (|log2| over 1); none measurable
+            # (NaN) scores 1, like a ratio of a quarter
+            out["spread_excess"] = (max(0.0, math.log2(W_SPREAD_MIN / max(spread, 1e-12)))
+                                    if math.isfinite(spread) else 1.0)  # fmt: skip
         return out
 
 
@@ -232,8 +271,9 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
 
     First how far the tracked statistics lie outside the bar (``StatsTracker``): the largest
     excess of ``|<stat>_z|`` over 1, of ``|log2 <stat>_sd_ratio|`` over 1, of the shared
-    layout over its margin (``layout_excess``) or of the features' non-linearity in w
-    (``linearity_excess``), 0 when all are within and without a tracker;
+    layout over its margin (``layout_excess``), of the features' non-linearity in w
+    (``linearity_excess``) or of their lack of spread at constant noise (``spread_excess``),
+    0 when all are within and without a tracker;
     then SWD: the snapshot choice of the StyleGAN papers (best FID) with the bar the later
     stages need. ``None`` too when a ``required`` metric is missing (``StatsTracker.keys``: a
     tick of a resumed run measured by an older bar must not compete).
@@ -247,7 +287,7 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     z = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_z") in metrics]
     ratio = [float(metrics[k]) for c in bar if (k := f"{prefix}{c}_sd_ratio") in metrics]
     excess = [abs(v) - 1.0 for v in z] + [abs(math.log2(max(v, 1e-12))) - 1.0 for v in ratio]
-    for k in ("layout_excess", "linearity_excess"):
+    for k in ("layout_excess", "linearity_excess", "spread_excess"):
         if f"{prefix}{k}" in metrics:
             excess.append(float(metrics[f"{prefix}{k}"]))
     if any(not math.isfinite(e) for e in excess):

@@ -317,6 +317,8 @@ def test_gan_quality_command_writes_the_bar(full_run: Config, tmp_path: Path) ->
     lin = q["checks"]["w_linearity"]  # the features against the samples' w
     assert np.isfinite(lin["median_r2"]) and set(lin["r2"]) == set(feature_names("histology"))
     assert lin["min_median_r2"] == LINEARITY_MIN
+    spread = q["checks"]["w_spread"]  # the same samples' spread at constant noise
+    assert set(spread["sd_ratio"]) == set(lin["r2"]) and np.isfinite(spread["median_sd_ratio"])
     assert np.isfinite(q["swd"]["mean"])
     with Image.open(out / "quality_reals_vs_samples.png") as im:
         assert im.size == (2 * 8 * 32, 4 * 32)  # 32 tiles | 32 samples, 8 a row

@@ -230,3 +230,28 @@ def test_features_unrelated_to_w_fail_the_linearity_check() -> None:
     assert good["checks"]["w_linearity"]["median_r2"] > 0.9
     assert not bad["checks"]["w_linearity"]["passed"] and not bad["passed"]
     assert bad["checks"]["w_linearity"]["median_r2"] < 0.1
+
+
+def test_one_tile_at_constant_noise_fails_the_spread_check() -> None:
+    """A generator whose constant-noise samples (the analysis's) are all alike fails
+    ``w_spread`` even when its random-noise samples pass every per-tile check (session 14's
+    M1N drew one tile at constant noise); samples as varied as the reals pass. The tracker
+    scores it too (``spread_excess``)."""
+    tiles = demo_tiles(0)
+    w = np.random.default_rng(0).standard_normal((len(tiles), 16))
+    varied = quality_report(tiles, tiles, mpp=1.0, latents=(w, tiles))["checks"]["w_spread"]
+    assert varied["passed"] and varied["median_sd_ratio"] == pytest.approx(1.0)
+    # one tile, slightly jittered in brightness so the features are not exactly constant
+    jitter = np.random.default_rng(1).integers(-2, 3, size=(len(tiles), 1, 1, 1))
+    alike = np.clip(tiles[:1].astype(int) + jitter, 0, 255).astype(np.uint8)
+    rep = quality_report(tiles, tiles, mpp=1.0, latents=(w, alike))
+    spread = rep["checks"]["w_spread"]
+    assert not spread["passed"] and not rep["passed"]
+    assert spread["median_sd_ratio"] < 0.2 and set(spread["sd_ratio"]) >= {"nuclei_density"}
+    tracker = StatsTracker(tiles, mpp=1.0)
+    assert "spread_excess" in tracker.keys
+    assert tracker(tiles, latents=(w, tiles))["spread_excess"] == 0.0
+    low = tracker(tiles, latents=(w, alike))
+    assert low["w_spread"] == pytest.approx(spread["median_sd_ratio"])
+    assert low["spread_excess"] > 1.0
+    assert snapshot_score({**low, "swd": 100.0})[0] >= low["spread_excess"]
