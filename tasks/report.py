@@ -78,19 +78,6 @@ def _slides(cfg: Config, preds: pd.DataFrame, max_slides: int) -> list[bytes]:
     return out
 
 
-COSINE_COLUMNS = ["direction", "other", "cosine", "null_q95", "null_q99", "above_null"]
-CONDITIONAL_COLUMNS = ["direction", "other", "logit_slope", "logit_slope_conditional", "survived"]
-
-
-def bias_tables(bias: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The cosine and conditional sections of ``cohort_bias.parquet`` for the report. Either may
-    be absent (no classifier direction could be fitted, e.g. every sample got one class): then
-    an empty table with the section's columns."""
-    cos = bias[bias["section"] == "cosine"].reindex(columns=COSINE_COLUMNS)
-    cond = bias[bias["section"] == "conditional"].reindex(columns=CONDITIONAL_COLUMNS)
-    return cos, cond
-
-
 def run_report(cfg: Config, tiles_per_direction: int = 2, max_slides: int = 24) -> Path:
     """Write the report; returns the path of ``index.html``."""
     a_dir = cfg.workdir / OUT
@@ -152,7 +139,10 @@ def run_report(cfg: Config, tiles_per_direction: int = 2, max_slides: int = 24) 
             save_gif(out / "gifs" / f"{_slug(d.name)}_{_slug(tile_id)}.gif", frames, scale=3)
         sections.append(sec)
 
-    cos, cond = bias_tables(bias)
+    cos = bias[bias["section"] == "cosine"][["direction", "other", "cosine", "null_q95",
+                                              "null_q99", "above_null"]]  # fmt: skip
+    cond_cols = ["direction", "other", "logit_slope", "logit_slope_conditional", "survived"]
+    cond = bias[bias["section"] == "conditional"][cond_cols]
     grp = bias[bias["section"] == "group_effect"]
     top_feats = effects[(effects["direction"] == "classifier")].nsmallest(6, "rank")["feature"]
     grp = grp[(grp["direction"] == "classifier") & grp["feature"].isin(top_feats)][

@@ -9,6 +9,13 @@ import pandas as pd
 
 from pipeline.directions import Direction
 
+# The sections' columns, also when a section has no rows (no classifier direction could be
+# fitted): cohort_bias.parquet keeps one schema for its readers (the report, pandas, duckdb).
+COSINE_COLUMNS = ["section", "direction", "other", "cosine", "abs_cosine", "null_q95",
+                  "null_q99", "above_null"]  # fmt: skip
+CONDITIONAL_COLUMNS = ["section", "direction", "other", "logit_slope",
+                       "logit_slope_conditional", "survived"]  # fmt: skip
+
 
 def cosine_rows(directions: list[Direction], null: dict[str, float]) -> pd.DataFrame:
     """Every classifier direction against every other direction: cosine, |cosine|, the null's
@@ -23,7 +30,7 @@ def cosine_rows(directions: list[Direction], null: dict[str, float]) -> pd.DataF
                          "cosine": cos, "abs_cosine": abs(cos), "null_q95": null["q95"],
                          "null_q99": null["q99"],
                          "above_null": abs(cos) > null["q99"]})  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COSINE_COLUMNS)
 
 
 def prediction_slopes(shifts: pd.DataFrame, value: str = "logit") -> pd.Series:
@@ -50,4 +57,4 @@ def conditional_rows(shifts: pd.DataFrame, pairs: dict[str, str]) -> pd.DataFram
         rows.append({"section": "conditional", "direction": orig, "other": cond,
                      "logit_slope": s_o, "logit_slope_conditional": s_c,
                      "survived": s_c / s_o if s_o else np.nan})  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CONDITIONAL_COLUMNS)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.directions import (
+    Direction,
     DirectionFitError,
     classifier_directions,
     latent_sigma,
@@ -15,6 +16,13 @@ from pipeline.directions import (
     project_out,
     random_cosine_null,
     shift_latents,
+)
+from pipeline.io.parquet import read_parquet, write_parquet
+from pipeline.reports.bias import (
+    CONDITIONAL_COLUMNS,
+    COSINE_COLUMNS,
+    conditional_rows,
+    cosine_rows,
 )
 from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
 
@@ -108,3 +116,20 @@ def test_effects_slopes_ci_over_slides_and_groups() -> None:
     rows_a = ge[ge.feature == "a"].set_index("group")
     assert rows_a.loc["A", "estimable"] and not rows_a.loc["C", "estimable"]
     assert rows_a.loc["A", "p_heterogeneity"] > 0.05  # same slope in every group
+
+
+def test_bias_sections_keep_their_columns_without_a_classifier_direction(tmp_path) -> None:
+    """No classifier direction (every sample in one class): the cosine and conditional
+    sections have no rows but keep their columns, so cohort_bias.parquet has one schema and
+    the report's column selections work (the report raised a KeyError before)."""
+    meta_only = [Direction("meta:center=B", "metadata", np.eye(DIM, dtype=np.float32)[0])]
+    cos = cosine_rows(meta_only, random_cosine_null(DIM))
+    cond = conditional_rows(pd.DataFrame(columns=["direction", "tile_id", "alpha", "logit"]), {})
+    assert cos.empty and list(cos.columns) == COSINE_COLUMNS
+    assert cond.empty and list(cond.columns) == CONDITIONAL_COLUMNS
+    groups = pd.DataFrame({"direction": ["meta:center=B"], "feature": ["brightness"],
+                           "effect": [0.1], "section": ["group_effect"]})  # fmt: skip
+    write_parquet(pd.concat([groups, cos, cond], ignore_index=True), tmp_path / "bias.parquet")
+    bias = read_parquet(tmp_path / "bias.parquet")
+    assert set(COSINE_COLUMNS + CONDITIONAL_COLUMNS) <= set(bias.columns) and len(bias) == 1
+    assert bias[bias["section"] == "cosine"][["direction", "other", "null_q99"]].empty
