@@ -116,6 +116,12 @@ def cmd_export_gan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lowest(values: dict[str, float], fmt: str, n: int = 3) -> str:
+    """The ``n`` lowest per-feature figures of a check, NaN (unmeasurable) first."""
+    ranked = sorted(values.items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1])
+    return ", ".join(fmt.format(k=k, v=v) for k, v in ranked[:n])
+
+
 def cmd_gan_quality(args: argparse.Namespace) -> int:
     from tasks.gan_quality import run_gan_quality
 
@@ -123,19 +129,12 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     report = run_gan_quality(cfg, n=args.n, generator=args.generator)
     for name, c in report["checks"].items():
         if name == "w_linearity":  # features vs w: R² per feature, the bar takes the median
-            low = ", ".join(
-                f"{k} {v:.2f}"
-                for k, v in sorted(
-                    c["r2"].items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1]
-                )[:3]
-            )
+            low = _lowest(c["r2"], "{k} {v:.2f}")
             print(f"{name:26s} median R² {c['median_r2']:.2f} (bar >= {c['min_median_r2']}; "
                   f"lowest: {low})   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
             continue
         if name == "w_spread":  # constant noise: each feature's SD over the reals'
-            low = ", ".join(f"{k} x{v:.2f}" for k, v in sorted(
-                c["sd_ratio"].items(), key=lambda kv: -math.inf if kv[1] != kv[1] else kv[1]
-            )[:3])  # fmt: skip
+            low = _lowest(c["sd_ratio"], "{k} x{v:.2f}")
             print(f"{name:26s} SD at constant noise / reals' median x{c['median_sd_ratio']:.2f}"
                   f" (bar >= x{c['min_median_sd_ratio']}; lowest: {low})   "
                   f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip

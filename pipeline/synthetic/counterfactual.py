@@ -27,11 +27,15 @@ def counterfactual_renders(spec: Mapping[str, Any], side_px: int, mpp: float
     combinations of planted density and nuclear size, everything else as in ``spec``."""
     for density in LABELS:
         for size in LABELS:
-            yield density, size, render_slide({
-                **spec, "width_px": side_px, "height_px": side_px, "mpp": mpp,
-                "nuclei_per_mm2": NUCLEI_PER_MM2[density],
-                "nuclear_radius_um": NUCLEAR_RADIUS_UM[size],
-            })  # fmt: skip
+            yield density, size, _render(spec, side_px, mpp,
+                                         nuclei_per_mm2=NUCLEI_PER_MM2[density],
+                                         nuclear_radius_um=NUCLEAR_RADIUS_UM[size])  # fmt: skip
+
+
+def _render(spec: Mapping[str, Any], side_px: int, mpp: float, **changes: Any) -> np.ndarray:
+    """A ``side_px`` square of the slide at ``mpp``, with ``changes`` to its plan."""
+    return render_slide({**spec, "width_px": side_px, "height_px": side_px, "mpp": mpp,
+                         **changes})  # fmt: skip
 
 
 def tissue_tiles(rgb: np.ndarray, tiling: TilingConfig) -> np.ndarray:
@@ -75,8 +79,7 @@ def stain_counterfactual_logits(specs: Iterable[Mapping[str, Any]],
     rows = []
     for spec in specs:
         for c in centers:
-            rgb = render_slide({**spec, "width_px": side, "height_px": side, "mpp": tiling.mpp,
-                                "stain": CENTER_STAINS[c]})  # fmt: skip
+            rgb = _render(spec, side, tiling.mpp, stain=CENTER_STAINS[c])
             rows.append({"slide_id": spec["slide_id"], "center": spec["center"],
                          "stain_center": c, **_mean_score(rgb, score, tiling)})  # fmt: skip
     return pd.DataFrame(rows)
