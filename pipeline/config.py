@@ -223,6 +223,13 @@ class GanTrainConfig(_Section):
         "sample like the noise inputs; the layout is stochastic detail and w keeps the "
         "tissue's state)",
     )
+    w_input: float | None = Field(
+        None,
+        ge=0,
+        description="add this times a learned linear map of w to G's constant input (see "
+        "NetworkSpec), so the layout varies smoothly with w; None keeps the preset's (0: the "
+        "paper's fixed constant)",
+    )
     init_from: str | None = Field(
         None,
         description="warm start G (and D) from an exported generator folder, e.g. models/; "

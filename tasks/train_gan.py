@@ -142,8 +142,8 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
 
 def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
     """The preset's architecture with ``channels`` image channels (default: ``gan.channels``,
-    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` / ``gan.mapping_lr_mult``
-    when set."""
+    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` / ``gan.mapping_lr_mult`` /
+    ``gan.w_input`` when set."""
     g = cfg.gan
     channels = channels or g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
     spec = preset_spec(g.preset, channels)
@@ -151,6 +151,8 @@ def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
         spec = dataclasses.replace(spec, input_shift=g.input_shift)
     if g.mapping_lr_mult is not None:
         spec = dataclasses.replace(spec, mapping_lr_mult=g.mapping_lr_mult)
+    if g.w_input is not None:
+        spec = dataclasses.replace(spec, w_input=g.w_input)
     return dataclasses.replace(spec, shift_source=g.shift_source)
 
 

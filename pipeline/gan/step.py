@@ -83,11 +83,12 @@ def average_grads(module: nn.Module, sync: Sync) -> None:
 def set_g_trainable(G: Generator, from_res: int = 4) -> None:
     """Let gradients reach G's synthesis layers at ``from_res`` px and finer only.
 
-    ``from_res`` 4 trains all of G. Above 4 the mapping network, the constant and every
-    coarser layer are frozen: fine-tuning a warm-started generator's fine detail (sharper
-    nuclei, texture) then cannot move its W, whose geometry the analysis relies on (the
-    features' near-linearity in w, docs/gan.md). Frozen weights get no gradient, so the
-    optimizer leaves them alone and the backward pass stops at ``from_res``.
+    ``from_res`` 4 trains all of G. Above 4 the mapping network, the input (constant and
+    map of w) and every coarser layer are frozen: fine-tuning a warm-started generator's
+    fine detail (sharper nuclei, texture) then cannot move its W, whose geometry the
+    analysis relies on (the features' near-linearity in w, docs/gan.md). Frozen weights get
+    no gradient, so the optimizer leaves them alone and the backward pass stops at
+    ``from_res``.
     """
     resolutions = G.spec.resolutions
     if from_res not in resolutions:
@@ -95,6 +96,8 @@ def set_g_trainable(G: Generator, from_res: int = 4) -> None:
     train_all = from_res == resolutions[0]
     G.mapping.requires_grad_(train_all)
     G.synthesis.const.requires_grad_(train_all)
+    if G.synthesis.input_map is not None:  # part of the input, like the constant
+        G.synthesis.input_map.requires_grad_(train_all)
     for conv in G.synthesis.convs:
         conv.requires_grad_(conv.resolution >= from_res)
     for res, torgb in zip(resolutions, G.synthesis.torgbs, strict=True):

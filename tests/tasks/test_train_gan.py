@@ -256,12 +256,19 @@ def _mapping_moved(cfg: Config) -> float:
 def test_mapping_lr_mult_lets_the_mapping_learn(tiles_32: Path, full_run: Config,
                                                 tmp_path: Path) -> None:  # fmt: skip
     """``gan.mapping_lr_mult`` overrides the preset's 0.01, is saved with the architecture, and
-    the mapping network then moves ~100x more (here in half the steps)."""
+    the mapping network then moves ~100x more (here in half the steps). ``gan.w_input`` is
+    saved likewise, and its map of w trains with G."""
     fast = gan_config(tiles_32, tmp_path / "fast", num_workers=1, cpus_per_worker=1,
-                      total_kimg=0.016, mapping_lr_mult=1.0)  # fmt: skip
+                      total_kimg=0.016, mapping_lr_mult=1.0, w_input=0.5)  # fmt: skip
     run_train_gan(fast, local=True)
-    assert load_generator(fast.workdir / "gan").G.spec.mapping_lr_mult == 1.0
-    assert load_generator(full_run.workdir / "gan").G.spec.mapping_lr_mult == 0.01
+    fast_spec = load_generator(fast.workdir / "gan").G.spec
+    assert (fast_spec.mapping_lr_mult, fast_spec.w_input) == (1.0, 0.5)
+    full_spec = load_generator(full_run.workdir / "gan").G.spec
+    assert (full_spec.mapping_lr_mult, full_spec.w_input) == (0.01, 0.0)
+    torch.manual_seed(fast.gan.seed)  # as TrainState.create
+    start = Generator(fast_spec).synthesis.input_map.weight
+    trained = load_state(latest_checkpoint(fast))["train"]["G"]["synthesis.input_map.weight"]
+    assert not torch.allclose(trained, start)
     slow_moved, fast_moved = _mapping_moved(full_run), _mapping_moved(fast)
     assert 0 < slow_moved < 1e-3 and fast_moved > 20 * slow_moved, (slow_moved, fast_moved)
 

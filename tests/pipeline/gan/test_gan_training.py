@@ -1,5 +1,6 @@
 """The training step, loop and data stream without Ray."""
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -60,10 +61,11 @@ def test_g_train_from_moves_only_the_fine_layers() -> None:
     """g_train_from 32 (tiny32: 32 is the finest): mapping, constant and the 4-16 px layers
     stay bit-identical through D and G steps with path-length and (relative, nuclear-mask)
     curvature penalties; the 32 px convs and toRGB move; D trains as usual; an unknown
-    resolution is refused."""
+    resolution is refused. The input's map of w (``w_input``) is frozen with the constant,
+    and trains with it at 4."""
     cfg = StepConfig(batch_size=8, pl_weight=2.0, curvature_weight=10.0, pl_interval=1,
                      curvature_nuclei=1.0, curvature_relative=True, g_train_from=32)  # fmt: skip
-    s = TrainState.create(PRESETS["tiny32"], cfg)
+    s = TrainState.create(dataclasses.replace(PRESETS["tiny32"], w_input=1.0), cfg)
     g0 = {k: v.clone() for k, v in s.G.named_parameters()}
     d0 = [p.clone() for p in s.D.parameters()]
     it = batches(n=8)
@@ -80,6 +82,7 @@ def test_g_train_from_moves_only_the_fine_layers() -> None:
         set_g_trainable(s.G, 12)
     set_g_trainable(s.G, 4)
     assert all(p.requires_grad for p in s.G.parameters())
+    assert s.G.synthesis.input_map.weight.requires_grad
 
 
 def test_guard_rolls_back_then_gives_up() -> None:
