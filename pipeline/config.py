@@ -149,6 +149,12 @@ class GanTrainConfig(_Section):
         description="penalty on G's curvature along W at the samples' scale, on pooled images "
         "(keeps stain, brightness and composition linear in w for straight shifts; 0: off)",
     )  # fmt: skip
+    mode_seeking_weight: float = Field(
+        0.0, ge=0,
+        description="mode-seeking penalty (MSGAN) on pairs of samples at constant noise, "
+        "lazy like path length: keeps w in control when the noise or a collapsed mapping "
+        "would vary the samples instead (0: off)",
+    )  # fmt: skip
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     curvature_nuclei: float = Field(

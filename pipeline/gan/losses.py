@@ -1,6 +1,7 @@
 """GAN losses as small pure functions: non-saturating logistic loss, R1 and path-length
 regularisers (Karras et al. 2020), a curvature penalty that keeps coarse image content
-linear in w, and the style-mixing ws used by the G loss."""
+linear in w, a mode-seeking penalty that keeps z (and so w) in control of the samples
+(Mao et al. 2019), and the style-mixing ws used by the G loss."""
 
 from __future__ import annotations
 
@@ -56,6 +57,24 @@ def g_path_length_penalty(
     new_mean = mean_path_length + decay * (lengths.detach().mean() - mean_path_length)
     penalty = (lengths - new_mean).square().mean()
     return penalty, new_mean.detach(), lengths.detach()
+
+
+def g_mode_seeking_penalty(
+    images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """Mode seeking (MSGAN, Mao et al. 2019): 1 / (mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|).
+
+    ``images`` [2M, C, H, W] are G's samples of the latents ``z`` [2M, z_dim]; the first
+    half is paired with the second. The ratio falls toward 0 as G stops following its
+    latent (the samples collapse onto one, or another input such as the noise takes over),
+    and the penalty then grows as its inverse.
+    """
+    a, b = images.flatten(1).chunk(2)
+    za, zb = z.flatten(1).chunk(2)
+    if len(a) == 0 or len(a) != len(b):
+        raise ValueError(f"need an even number >= 2 of images, got {len(images)}")
+    ratio = (a - b).abs().mean() / (za - zb).abs().mean()
+    return 1.0 / (ratio + eps)
 
 
 def soft_nuclei_mask(

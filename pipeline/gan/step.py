@@ -20,6 +20,7 @@ from pipeline.gan.losses import (
     d_logistic_loss,
     d_r1_penalty,
     g_curvature_penalty,
+    g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
 )
@@ -45,6 +46,7 @@ class StepConfig:
     curvature_nuclei: float = 0.0  # weight of the same term on the soft nuclear mask
     curvature_nuclei_size: int = 8  # the mask is pooled to this size
     curvature_relative: bool = False  # each term over its squared first difference
+    mode_seeking_weight: float = 0.0  # MSGAN penalty at constant noise (0: off)
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -106,7 +108,8 @@ def set_g_trainable(G: Generator, from_res: int = 4) -> None:
 
 def g_reg_interval(cfg: StepConfig) -> int:
     """Steps between G's lazy regularisation passes (0: none is on)."""
-    return cfg.pl_interval if cfg.pl_weight > 0 or cfg.curvature_weight > 0 else 0
+    on = cfg.pl_weight > 0 or cfg.curvature_weight > 0 or cfg.mode_seeking_weight > 0
+    return cfg.pl_interval if on else 0
 
 
 def _lazy_adam(params, lr: float, beta2: float, interval: int) -> torch.optim.Adam:
@@ -259,6 +262,12 @@ def train_step(
                                    cfg.curvature_relative)  # fmt: skip
         (curv * cfg.curvature_weight * cfg.pl_interval).backward()
         metrics["curvature"] = curv.item()
+    if cfg.mode_seeking_weight > 0 and state.step % cfg.pl_interval == 0:
+        # at constant noise, where the analysis draws its samples: only z (w) can vary them
+        z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
+        ms = g_mode_seeking_penalty(G(z, noise_mode="const"), z)
+        (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
+        metrics["mode_seeking"] = ms.item()
     average_grads(G, sync)
     state.opt_G.step()
     D.requires_grad_(True)

@@ -15,6 +15,7 @@ from pipeline.gan import (
     ema_beta,
     ema_update,
     g_curvature_penalty,
+    g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
     mixing_ws,
@@ -223,3 +224,22 @@ def test_ema_beta_half_life_and_rampup() -> None:
     early = ema_beta(32, cur_nimg=1000, rampup=0.05)  # half-life capped at 50 images
     assert early ** (50 / 32) == pytest.approx(0.5)
     assert ema_beta(32, cur_nimg=1000, rampup=None) == beta
+
+
+def test_mode_seeking_penalty_is_the_inverse_spread_per_latent_distance() -> None:
+    """MSGAN's term: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|) over the paired halves; it
+    grows as the samples stop following z, and its gradient pushes paired samples apart."""
+    z = torch.tensor([[0.0, 0.0], [1.0, 3.0]])  # pairs (z[0], z[1]): mean |dz| = 2
+    images = torch.tensor([[[[0.0, 1.0]]], [[[0.5, 0.0]]]], requires_grad=True)  # |dI| 0.75
+    pen = g_mode_seeking_penalty(images, z)
+    assert pen.item() == pytest.approx(2 / 0.75, rel=1e-4)
+    (grad,) = torch.autograd.grad(pen, images)
+    step = images - 0.01 * grad  # descending the penalty moves the pair apart
+    assert (step[0] - step[1]).abs().mean() > (images[0] - images[1]).abs().mean()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 8, generator=g)
+    follows = torch.tanh(z @ torch.randn(8, 3 * 4 * 4, generator=g)).view(64, 3, 4, 4)
+    mostly_one = 0.05 * follows + torch.randn(1, 3, 4, 4, generator=g)  # one sample, nearly
+    assert g_mode_seeking_penalty(mostly_one, z) > 10 * g_mode_seeking_penalty(follows, z)
+    with pytest.raises(ValueError, match="even"):
+        g_mode_seeking_penalty(follows[:3], z[:3])
