@@ -155,6 +155,9 @@ class GanTrainConfig(_Section):
         "lazy like path length: keeps w in control when the noise or a collapsed mapping "
         "would vary the samples instead (0: off)",
     )  # fmt: skip
+    mode_seeking_size: int | None = Field(
+        None, ge=1, description="its images are pooled to this size (None: full resolution)"
+    )
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     curvature_nuclei: float = Field(

@@ -60,15 +60,19 @@ def g_path_length_penalty(
 
 
 def g_mode_seeking_penalty(
-    images: torch.Tensor, z: torch.Tensor, eps: float = 1e-5
+    images: torch.Tensor, z: torch.Tensor, size: int | None = None, eps: float = 1e-5
 ) -> torch.Tensor:
     """Mode seeking (MSGAN, Mao et al. 2019): 1 / (mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|).
 
     ``images`` [2M, C, H, W] are G's samples of the latents ``z`` [2M, z_dim]; the first
     half is paired with the second. The ratio falls toward 0 as G stops following its
     latent (the samples collapse onto one, or another input such as the noise takes over),
-    and the penalty then grows as its inverse.
+    and the penalty then grows as its inverse. With ``size`` the images are average-pooled
+    to size × size first, so only coarser content (layout, density, stain) counts, not
+    pixel-level texture, which G could otherwise vary to lower the penalty.
     """
+    if size is not None:
+        images = F.adaptive_avg_pool2d(images, size)
     a, b = images.flatten(1).chunk(2)
     za, zb = z.flatten(1).chunk(2)
     if len(a) == 0 or len(a) != len(b):

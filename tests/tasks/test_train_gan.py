@@ -294,9 +294,10 @@ def test_step_config_carries_the_regularisers() -> None:
     g = GanTrainConfig(batch_size=64, pl_weight=2.0, curvature_weight=1000.0,
                        curvature_eps=0.25, curvature_size=16, curvature_nuclei=2.0,
                        curvature_nuclei_size=4, curvature_relative=True,
-                       g_train_from=16, mode_seeking_weight=0.1)  # fmt: skip
+                       g_train_from=16, mode_seeking_weight=0.1,
+                       mode_seeking_size=16)  # fmt: skip
     s = step_config(g, world_size=2)
-    assert s.mode_seeking_weight == 0.1
+    assert (s.mode_seeking_weight, s.mode_seeking_size) == (0.1, 16)
     assert (s.batch_size, s.pl_weight, s.g_train_from) == (32, 2.0, 16)
     assert (s.curvature_weight, s.curvature_eps, s.curvature_size) == (1000.0, 0.25, 16)
     assert (s.curvature_nuclei, s.curvature_nuclei_size, s.curvature_relative) == (2.0, 4, True)

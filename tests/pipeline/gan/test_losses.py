@@ -243,3 +243,11 @@ def test_mode_seeking_penalty_is_the_inverse_spread_per_latent_distance() -> Non
     assert g_mode_seeking_penalty(mostly_one, z) > 10 * g_mode_seeking_penalty(follows, z)
     with pytest.raises(ValueError, match="even"):
         g_mode_seeking_penalty(follows[:3], z[:3])
+    # pooled (``size``), pixel texture no longer counts: pairs differing by a checkerboard only
+    checker = (torch.arange(8)[:, None] + torch.arange(8)).remainder(2).float() * 2 - 1
+    checker = checker.expand(3, 8, 8)  # ±1: zero mean in every 2 × 2 block
+    base = torch.rand(1, 3, 8, 8, generator=g).expand(64, -1, -1, -1)
+    textured = base + torch.cat(
+        [checker[None].expand(32, -1, -1, -1), -checker[None].expand(32, -1, -1, -1)]
+    )
+    assert g_mode_seeking_penalty(textured, z) < 1e3 < g_mode_seeking_penalty(textured, z, size=4)
