@@ -158,6 +158,12 @@ class GanTrainConfig(_Section):
     mode_seeking_size: int | None = Field(
         None, ge=1, description="its images are pooled to this size (None: full resolution)"
     )
+    mode_seeking_max: float | None = Field(
+        None, gt=0,
+        description="hinge: only the penalty above this counts, so it stops a collapse without "
+        "pushing healthy samples apart (None: MSGAN's plain inverse; tiny64 generators "
+        "that follow w read ~4-5, M1N's collapse 30-90)",
+    )  # fmt: skip
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     curvature_nuclei: float = Field(

@@ -60,7 +60,11 @@ def g_path_length_penalty(
 
 
 def g_mode_seeking_penalty(
-    images: torch.Tensor, z: torch.Tensor, size: int | None = None, eps: float = 1e-5
+    images: torch.Tensor,
+    z: torch.Tensor,
+    size: int | None = None,
+    hinge: float | None = None,
+    eps: float = 1e-5,
 ) -> torch.Tensor:
     """Mode seeking (MSGAN, Mao et al. 2019): 1 / (mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|).
 
@@ -69,7 +73,9 @@ def g_mode_seeking_penalty(
     latent (the samples collapse onto one, or another input such as the noise takes over),
     and the penalty then grows as its inverse. With ``size`` the images are average-pooled
     to size × size first, so only coarser content (layout, density, stain) counts, not
-    pixel-level texture, which G could otherwise vary to lower the penalty.
+    pixel-level texture, which G could otherwise vary to lower the penalty. With ``hinge``
+    only the part above it counts (0 below): a collapse is stopped, healthy samples are not
+    pushed further apart.
     """
     if size is not None:
         images = F.adaptive_avg_pool2d(images, size)
@@ -78,7 +84,8 @@ def g_mode_seeking_penalty(
     if len(a) == 0 or len(a) != len(b):
         raise ValueError(f"need an even number >= 2 of images, got {len(images)}")
     ratio = (a - b).abs().mean() / (za - zb).abs().mean()
-    return 1.0 / (ratio + eps)
+    penalty = 1.0 / (ratio + eps)
+    return penalty if hinge is None else (penalty - hinge).relu()
 
 
 def soft_nuclei_mask(

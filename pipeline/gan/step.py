@@ -48,6 +48,7 @@ class StepConfig:
     curvature_relative: bool = False  # each term over its squared first difference
     mode_seeking_weight: float = 0.0  # MSGAN penalty at constant noise (0: off)
     mode_seeking_size: int | None = None  # its images pooled to this size (None: full)
+    mode_seeking_max: float | None = None  # hinge: only the part above this counts
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -266,7 +267,8 @@ def train_step(
     if cfg.mode_seeking_weight > 0 and state.step % cfg.pl_interval == 0:
         # at constant noise, where the analysis draws its samples: only z (w) can vary them
         z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
-        ms = g_mode_seeking_penalty(G(z, noise_mode="const"), z, cfg.mode_seeking_size)
+        ms = g_mode_seeking_penalty(G(z, noise_mode="const"), z, cfg.mode_seeking_size,
+                                    cfg.mode_seeking_max)  # fmt: skip
         (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
         metrics["mode_seeking"] = ms.item()
     average_grads(G, sync)

@@ -251,3 +251,10 @@ def test_mode_seeking_penalty_is_the_inverse_spread_per_latent_distance() -> Non
         [checker[None].expand(32, -1, -1, -1), -checker[None].expand(32, -1, -1, -1)]
     )
     assert g_mode_seeking_penalty(textured, z) < 1e3 < g_mode_seeking_penalty(textured, z, size=4)
+    # hinge: only the part above it counts, so healthy samples get no push at all
+    collapsed = g_mode_seeking_penalty(mostly_one, z)
+    assert g_mode_seeking_penalty(mostly_one, z, hinge=5.0) == pytest.approx(collapsed - 5.0)
+    healthy = follows.clone().requires_grad_(True)
+    below = g_mode_seeking_penalty(healthy, z, hinge=g_mode_seeking_penalty(follows, z) + 1)
+    below.backward()
+    assert below == 0 and (healthy.grad == 0).all()
