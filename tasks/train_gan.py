@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+import yaml
 
-from pipeline.config import Config, GanTrainConfig, config_from_dict
+from pipeline.config import Config, ConfigError, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
 from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
@@ -393,6 +394,20 @@ def save_snapshot(folder: WorkPath, train_sd: dict[str, Any], cfg: Config,
              net, meta["kimg"], *score)  # fmt: skip
 
 
+def trained_config(cfg: Config) -> Config:
+    """The config the run in ``cfg.workdir`` trained with (its saved ``gan/config.yaml``, from
+    its last start), else ``cfg``: an export records how the generator was trained (e.g. the
+    run's ``--set gan.…`` overrides), not the export command's config."""
+    path = cfg.workdir / "gan" / "config.yaml"
+    if not path.is_file():
+        return cfg
+    try:
+        return config_from_dict(yaml.safe_load(path.read_text()), str(path))
+    except (ConfigError, yaml.YAMLError) as exc:
+        log.warning("%s: not a valid config (%s); recording the export's config", path, exc)
+        return cfg
+
+
 def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *,
                      half: bool = False, with_discriminator: bool = False,
                      net: str = "G_ema") -> dict[str, Any]:  # fmt: skip
@@ -400,7 +415,7 @@ def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *
     into ``out_dir`` (and D, for warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
     train_sd = saved["train"]
-    meta = generator_meta(train_sd, cfg, net)
+    meta = generator_meta(train_sd, trained_config(cfg), net)
     save_generator(out_dir, train_sd[net], meta, half=half)
     if with_discriminator:
         save_weights(out_dir / "discriminator.safetensors", train_sd["D"], half=half)

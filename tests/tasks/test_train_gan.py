@@ -139,6 +139,9 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
     plain.write_text(f"cohort: x\nworkdir: {warm_cfg.workdir}\ngan:\n  preset: tiny32\n")
     assert main(["export-gan", str(plain), str(tmp_path / "again")]) == 0
     assert load_generator(tmp_path / "again").G.spec == warm_spec
+    # and generator.json records how the run was trained, not the export command's config
+    recorded = json.loads((tmp_path / "again" / "generator.json").read_text())["config"]
+    assert (recorded["input_shift"], recorded["init_from"]) == (1.0, str(models))
 
 
 def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
