@@ -25,6 +25,16 @@ import yaml
 from pipeline.io.paths import WorkPath, as_path, is_remote, move_tree, put_file
 
 LOCK_NAME = ".lock"
+
+
+def _process_umask() -> int:
+    """The umask, read once (``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
 LEASE_S = 300.0  # an object-store lock not refreshed for this long belongs to a dead run
 
 
@@ -51,6 +61,8 @@ def atomic_write(path: WorkPath | str, write: Callable[[Path], None]) -> None:
     tmp = temp_sibling(path)
     try:
         write(tmp)
+        if tmp.is_file():  # writers that create 0600 files (safetensors) get a plain open()'s
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mode: readable by the group on shared storage
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():

@@ -1,0 +1,45 @@
+"""Atomic writes on a local disk: permissions as a plain write gives them, nothing left on error."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.io.checkpoints import load_weights, save_weights
+from pipeline.io.files import atomic_write
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_exported_weights_are_readable_like_any_written_file(tmp_path: Path) -> None:
+    # safetensors creates its files 0600; an export on shared storage must be readable by the
+    # group that reads the models, as a plain open() would have made it.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    path = tmp_path / "generator.safetensors"
+    save_weights(path, {"w": torch.ones(3)}, half=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~_umask(), oct(mode)
+    assert torch.equal(load_weights(path)["w"], torch.ones(3))
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "report.parquet"
+    path.write_text("old")
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, broken)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.parquet"]
