@@ -11,7 +11,6 @@ so GradCAM can see inside), ``split.parquet`` (which slides were held out).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from pipeline.classifier.train import (
 )
 from pipeline.config import ClassifierConfig, ClassifierTrainConfig, Config, config_from_dict
 from pipeline.io.checkpoints import CheckpointError, load_state, save_state
-from pipeline.io.files import atomic_write_yaml
+from pipeline.io.files import atomic_write_yaml, staging_dir
 from pipeline.io.models import load_torchscript, save_torchscript, save_weights, write_card
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath, arrow_filesystem, as_path
@@ -155,7 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             dist.all_reduce(both)
             loss_sum, count = float(both[0]), int(both[1])
         checkpoint = None
-        with tempfile.TemporaryDirectory() as d:
+        with staging_dir() as d:
             if rank == 0:
                 logits = predict_logits(bare, tiles[val_idx], mean, std, device=device)
                 row = {"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),

@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +50,13 @@ from pipeline.io.checkpoints import (
     save_state,
     save_weights,
 )
-from pipeline.io.files import atomic_write, atomic_write_yaml, replace_dir, temp_sibling
+from pipeline.io.files import (
+    atomic_write,
+    atomic_write_yaml,
+    replace_dir,
+    staging_dir,
+    temp_sibling,
+)
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import (
@@ -317,7 +322,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         if rank == 0 and found is not None and (best["score"] is None or found[0] < best["score"]):
             save_snapshot(out_dir / BEST_DIR, st.state_dict(), cfg, rows, *found)
             best["score"] = found[0]
-        with tempfile.TemporaryDirectory() as d:
+        with staging_dir() as d:
             folder = None
             if rank == 0:
                 if tick["n"] % g.sample_ticks == 0 or st.cur_nimg >= loop_cfg.total_nimg:

@@ -43,6 +43,16 @@ def temp_sibling(path: WorkPath) -> WorkPath:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
+@contextmanager
+def staging_dir() -> Iterator[Path]:
+    """A temporary local folder, removed on exit, with the mode a plain ``mkdir`` gives it
+    (``tempfile`` makes 0700): for folders copied whole into a run directory, such as Ray Train
+    checkpoints, which keep the folder's mode, so the group can read them on shared storage."""
+    with tempfile.TemporaryDirectory(prefix="stylepath-") as d:
+        os.chmod(d, 0o777 & ~_UMASK)
+        yield Path(d)
+
+
 def atomic_write(path: WorkPath | str, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` and move ``tmp`` onto ``path``; on error nothing is left behind.
 

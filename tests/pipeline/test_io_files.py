@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.io.checkpoints import load_weights, save_weights
-from pipeline.io.files import atomic_write
+from pipeline.io.files import atomic_write, staging_dir
 
 
 def _umask() -> int:
@@ -43,3 +43,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
         atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.parquet"]
+
+
+def test_a_staged_folder_gets_a_plain_folders_mode_and_goes_away() -> None:
+    with staging_dir() as d:
+        (d / "state.pt").write_bytes(b"x")
+        assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~_umask()
+    assert not d.exists()
