@@ -4,6 +4,8 @@ training step live elsewhere. Module and parameter names are the checkpoint form
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,6 +21,10 @@ from pipeline.gan.layers import (
 from pipeline.gan.presets import NetworkSpec
 
 SHIFT_SEED = 2020  # the fixed projection w → input shift (not a weight: rebuilt identically)
+# The shift of ``noise_mode="const"`` with ``shift_source="noise"``, in units of input_shift: a
+# typical draw of N(0, I₂), at its median radius √(2 ln 2) ≈ 1.18. Zero, the choice until
+# session 16, is a point training hardly visits: its images came out overexposed (docs/gan.md).
+CONST_SHIFT = (math.sqrt(math.log(2.0)), math.sqrt(math.log(2.0)))
 
 
 class MappingNetwork(nn.Module):
@@ -65,7 +71,8 @@ class SynthesisNetwork(nn.Module):
     sample by ``input_shift · P·ws[:, 0]`` cells (P: two fixed random unit vectors), so the
     layout varies with w and cannot settle on the pixel grid (StyleGAN2's "texture sticking").
     With ``spec.shift_source == "noise"`` the shift is drawn like the noise inputs instead:
-    N(0, input_shift²) cells per sample with ``noise_mode="random"``, zero otherwise.
+    N(0, input_shift²) cells per sample with ``noise_mode="random"``, one fixed typical draw
+    (``CONST_SHIFT``) with ``"const"``, and zero with ``"none"``.
     With ``spec.w_input`` a learned linear map of ``ws[:, 0]`` (times ``w_input``) is added to
     the constant, so the input itself varies with w, smoothly.
     """
@@ -91,6 +98,8 @@ class SynthesisNetwork(nn.Module):
     def input_shift(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         """The constant's per-sample shift in cells: [N, 2] (zeros without ``input_shift``)."""
         if self.spec.shift_source == "noise":
+            if noise_mode == "const":
+                return self.spec.input_shift * ws.new_tensor(CONST_SHIFT).expand(ws.shape[0], 2)
             if noise_mode != "random":
                 return ws.new_zeros(ws.shape[0], 2)
             return self.spec.input_shift * torch.randn(ws.shape[0], 2, device=ws.device)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import time
 
 import pytest
@@ -205,8 +206,9 @@ def test_input_shift_moves_the_layout_with_w() -> None:
 def test_input_shift_from_noise_is_stochastic_detail() -> None:
     """With ``shift_source="noise"`` the constant's shift is drawn per sample like the noise
     inputs (SD ``input_shift`` cells), independent of w: the samples of one w differ and do
-    not share a layout; at constant noise the shift is zero, so a sample is a function of w
-    alone (as the analysis and the inversion draw them)."""
+    not share a layout; at constant noise it is one fixed typical draw (``CONST_SHIFT``, radius
+    1.18 SD: zero, which training hardly visits, drew overexposed images), so a sample is a
+    function of w alone (as the analysis and the inversion draw them); without noise, zero."""
     from pipeline.gan.loop import generate
     from pipeline.gan.metrics import layout_correlation
 
@@ -215,7 +217,9 @@ def test_input_shift_from_noise_is_stochastic_detail() -> None:
     H = Generator(dataclasses.replace(spec, input_shift=2.0, shift_source="noise")).eval()
     H.load_state_dict(G.state_dict())
     ws = G.ws_from_z(torch.randn(2048, spec.z_dim))
-    assert (H.synthesis.input_shift(ws, "const") == 0).all()
+    const = H.synthesis.input_shift(ws, "const")
+    assert (const == const[:1]).all() and torch.equal(const, H.synthesis.input_shift(ws, "const"))
+    assert float(const[0].norm()) == pytest.approx(2.0 * math.sqrt(2 * math.log(2)))
     assert (H.synthesis.input_shift(ws, "none") == 0).all()
     torch.manual_seed(0)
     shift = H.synthesis.input_shift(ws)
@@ -223,9 +227,13 @@ def test_input_shift_from_noise_is_stochastic_detail() -> None:
     # independent of w: a sample's shift does not follow its w
     assert not torch.equal(shift, H.synthesis.input_shift(ws))
     with torch.no_grad():
-        torch.testing.assert_close(  # constant noise: G itself, nothing moved
-            H.synthesis(ws[:4], noise_mode="const"), G.synthesis(ws[:4], noise_mode="const")
+        torch.testing.assert_close(  # no noise: G itself, nothing moved
+            H.synthesis(ws[:4], noise_mode="none"), G.synthesis(ws[:4], noise_mode="none")
         )
+        # constant noise: G with its constant moved by the fixed shift, the same for every call
+        moved = H.synthesis(ws[:4], noise_mode="const")
+        assert not torch.allclose(moved, G.synthesis(ws[:4], noise_mode="const"))
+        torch.testing.assert_close(moved, H.synthesis(ws[:4], noise_mode="const"))
         one_w = ws[:1].expand(8, -1, -1)
         assert H.synthesis(one_w).std(0).mean() > 0.05  # one w, eight arrangements
     fixed = layout_correlation(generate(G, 64, seed=1))
