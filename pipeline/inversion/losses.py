@@ -57,6 +57,14 @@ def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Ten
     return torch.stack(losses).mean(0)
 
 
+def as_displayed(img: torch.Tensor) -> torch.Tensor:
+    """A raw generator image as it is shown, clamped to [0, 1], with the identity's gradient
+    (straight-through): a pixel past the range costs only as far as it is wrong as shown (a
+    raw 3 against a white target costs nothing), yet is still pulled back when it is wrong.
+    On the raw image, an overexposed generator's out-of-range whites dominate the loss."""
+    return img + (img.clamp(0, 1) - img).detach()
+
+
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error per tile → [N]."""
     return (x - y).square().flatten(1).mean(1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pipeline.gan.generator import TrainedGenerator
-from pipeline.inversion.losses import DFeatures, feature_loss, ms_ssim_loss, mse
+from pipeline.inversion.losses import DFeatures, as_displayed, feature_loss, ms_ssim_loss, mse
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: R
     """Per-tile reconstruction loss of latents ``w`` (or of their image ``img``, unclamped)
     against target images → [N]."""
     img = gen.synthesis(w, clamp=False) if img is None else img
-    loss = s.pixel_weight * mse(img, target)
+    shown = as_displayed(img)
+    loss = s.pixel_weight * mse(shown, target)
     if s.ssim_weight:
-        loss = loss + s.ssim_weight * ms_ssim_loss(img.clamp(0, 1), target, s.ssim_scales)
+        loss = loss + s.ssim_weight * ms_ssim_loss(shown, target, s.ssim_scales)
     if s.feature_weight and feats is not None and target_feats is not None:
         loss = loss + s.feature_weight * feature_loss(feats(img), target_feats)
     return loss

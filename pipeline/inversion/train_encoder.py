@@ -10,7 +10,7 @@ import torch
 
 from pipeline.gan.generator import TrainedGenerator
 from pipeline.inversion.encoder import Encoder, expand_ws
-from pipeline.inversion.losses import ms_ssim_loss, mse
+from pipeline.inversion.losses import as_displayed, ms_ssim_loss, mse
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def encoder_step(
     total = loss.latent * lat
     out = {"latent": float(lat.detach())}
     if loss.pixel > 0 or loss.ssim > 0:
-        recon = gen.synthesis(pred, clamp=False)
+        recon = as_displayed(gen.synthesis(pred, clamp=False))
         pix = mse(recon, x).mean()
-        ss = ms_ssim_loss(recon.clamp(0, 1), x).mean()
+        ss = ms_ssim_loss(recon, x).mean()
         total = total + loss.pixel * pix + loss.ssim * ss
         out.update(pixel=float(pix.detach()), ssim_loss=float(ss.detach()))
     opt.zero_grad(set_to_none=True)

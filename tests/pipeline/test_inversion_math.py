@@ -10,7 +10,7 @@ from pipeline.gan.networks import Discriminator, Generator
 from pipeline.gan.presets import PRESETS
 from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.fidelity import fidelity
-from pipeline.inversion.losses import DFeatures, ms_ssim_loss, mse, ssim
+from pipeline.inversion.losses import DFeatures, as_displayed, ms_ssim_loss, mse, ssim
 from pipeline.inversion.refine import RefineSettings, lr_at, refine
 from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
 
@@ -89,3 +89,15 @@ def test_lr_schedule_and_fidelity_without_classifier() -> None:
     x = torch.rand(2, 3, 16, 16)
     f = fidelity(x, x, None)
     assert f["mse"].tolist() == [0, 0] and f["ssim"] == pytest.approx([1, 1], abs=1e-5)
+
+
+def test_the_loss_sees_the_image_as_shown_and_still_pulls_it_back() -> None:
+    """An overexposed raw pixel costs only as far as it is wrong once clamped, and a wrong
+    one still gets the gradient that pulls it back (the clamp alone would give it none)."""
+    raw = torch.tensor([[3.0, 3.0, -0.5, 0.4]], requires_grad=True)
+    target = torch.tensor([[1.0, 0.2, 0.0, 0.4]])
+    loss = mse(as_displayed(raw), target)
+    torch.testing.assert_close(loss, torch.tensor([(0.8**2) / 4]))  # white is right, 3 → 1
+    loss.sum().backward()
+    assert raw.grad[0, 1] > 0  # too bright as shown: pushed down
+    assert raw.grad[0, 0] == 0 and raw.grad[0, 2] == 0 and raw.grad[0, 3] == 0
