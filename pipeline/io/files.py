@@ -25,6 +25,7 @@ import yaml
 from pipeline.io.paths import WorkPath, as_path, is_remote, move_tree, put_file
 
 LOCK_NAME = ".lock"
+LEASE_S = 300.0  # an object-store lock not refreshed for this long belongs to a dead run
 
 
 def _process_umask() -> int:
@@ -35,7 +36,6 @@ def _process_umask() -> int:
 
 
 _UMASK = _process_umask()
-LEASE_S = 300.0  # an object-store lock not refreshed for this long belongs to a dead run
 
 
 def temp_sibling(path: WorkPath) -> WorkPath:
