@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -39,14 +38,14 @@ from tasks.train_gan import (
 )
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def _plain_dir_mode(tmp_path: Path) -> int:
+    """The mode a plain ``mkdir`` gives a folder here (the umask's)."""
+    (tmp_path / "plain").mkdir(exist_ok=True)
+    return _mode(tmp_path / "plain")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +173,7 @@ def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
     assert metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])
     ckpts = [c for c in (out / "ray" / "train").glob("checkpoint_*") if c.is_dir()]
     assert sorted(load_state(c)["train"]["cur_nimg"] for c in ckpts) == [16, 32]
-    assert {_mode(c) for c in ckpts} == {0o777 & ~_umask()}  # group-readable on shared storage
+    assert {_mode(c) for c in ckpts} == {_plain_dir_mode(tmp_path)}  # group-readable
     same_generator(full_run.workdir / "gan", out, "after a worker was killed")
 
 
@@ -215,7 +214,7 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     assert run_train_gan(full, local=True)["kimg"] == pytest.approx(0.032)
     ckpts = sorted((full.workdir / "gan" / "ray" / "local").glob("checkpoint_*"))
     assert [p.name for p in ckpts] == ["checkpoint_000000000016", "checkpoint_000000000032"]
-    assert {_mode(c) for c in ckpts} == {0o777 & ~_umask()}, "a checkpoint only its owner reads"
+    assert {_mode(c) for c in ckpts} == {_plain_dir_mode(tmp_path)}, "only its owner reads it"
 
     # The best snapshot: the tick and generator (G_ema or the raw G) with the lowest
     # snapshot_score, exportable on its own.
