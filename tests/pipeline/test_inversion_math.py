@@ -11,7 +11,7 @@ from pipeline.gan.presets import PRESETS
 from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.fidelity import fidelity
 from pipeline.inversion.losses import DFeatures, as_displayed, ms_ssim_loss, mse, ssim
-from pipeline.inversion.refine import RefineSettings, lr_at, refine
+from pipeline.inversion.refine import RefineSettings, lr_at, refine, tile_loss
 from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
 
 
@@ -101,3 +101,13 @@ def test_the_loss_sees_the_image_as_shown_and_still_pulls_it_back() -> None:
     loss.sum().backward()
     assert raw.grad[0, 1] > 0  # too bright as shown: pushed down
     assert raw.grad[0, 0] == 0 and raw.grad[0, 2] == 0 and raw.grad[0, 3] == 0
+
+
+def test_refinement_scores_the_image_as_shown() -> None:
+    """A reconstruction that shows the white tile exactly (raw values past white) costs nothing;
+    scored raw, it would cost (3 - 1)² per pixel and be pulled to another image."""
+    target = torch.ones(2, 3, 16, 16)
+    raw = torch.full_like(target, 3.0)
+    s = RefineSettings(ssim_scales=1)
+    loss = tile_loss(None, torch.zeros(2, 8), target, s, None, None, img=raw)  # type: ignore[arg-type]
+    torch.testing.assert_close(loss, torch.zeros(2))
