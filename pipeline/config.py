@@ -158,6 +158,12 @@ class GanTrainConfig(_Section):
     mode_seeking_size: int | None = Field(
         None, ge=1, description="its images are pooled to this size (None: full resolution)"
     )
+    mode_seeking_noise: Literal["shared", "const"] = Field(
+        "shared",
+        description="the noise (and input shift) its pairs share: a fresh random draw per "
+        "step ('shared', an input D also sees, so G cannot game one fixed input) or the "
+        "fixed constant-noise buffers the analysis samples at ('const', sessions 14-16)",
+    )
     mode_seeking_max: float | None = Field(
         None, gt=0,
         description="hinge: only the penalty above this counts, so it stops a collapse without "

@@ -92,6 +92,7 @@ def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
         curvature_nuclei=g.curvature_nuclei, curvature_nuclei_size=g.curvature_nuclei_size,
         curvature_relative=g.curvature_relative, mode_seeking_weight=g.mode_seeking_weight,
         mode_seeking_size=g.mode_seeking_size, mode_seeking_max=g.mode_seeking_max,
+        mode_seeking_noise=g.mode_seeking_noise,
         style_mixing=g.style_mixing,
         ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
         ada_ops=tuple(g.ada_ops), noise_init=g.noise_init, g_train_from=g.g_train_from,

@@ -159,8 +159,9 @@ class EqualConv2d(nn.Module):
 class StyledConv(nn.Module):
     """Modulated 3x3 conv + per-pixel noise + bias + lrelu; optional 2x upsampling first.
 
-    ``noise_mode``: "random" (fresh noise), "const" (a fixed buffer, for reproducible
-    samples) or "none".
+    ``noise_mode``: "random" (fresh noise per sample), "shared" (one fresh map for the whole
+    batch: samples differ only in w, at an input drawn like training's), "const" (a fixed
+    buffer, for reproducible samples) or "none".
     """
 
     def __init__(
@@ -191,10 +192,17 @@ class StyledConv(nn.Module):
         y = modulated_conv2d(x, self.weight * self.weight_gain, styles, fused=self.fused)
         if noise_mode == "random":
             y = inject_noise(y, self.noise_strength)
+        elif noise_mode == "shared":
+            h, w_ = y.shape[-2:]
+            y = inject_noise(
+                y, self.noise_strength, torch.randn(h, w_, dtype=y.dtype, device=y.device)
+            )
         elif noise_mode == "const":
             y = inject_noise(y, self.noise_strength, self.noise_const)
         elif noise_mode != "none":
-            raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
+            raise ValueError(
+                f"noise_mode must be random, shared, const or none, got {noise_mode!r}"
+            )
         return lrelu(y + self.bias[None, :, None, None])  # [N, O, R, R]
 
 

@@ -71,7 +71,8 @@ class SynthesisNetwork(nn.Module):
     sample by ``input_shift · P·ws[:, 0]`` cells (P: two fixed random unit vectors), so the
     layout varies with w and cannot settle on the pixel grid (StyleGAN2's "texture sticking").
     With ``spec.shift_source == "noise"`` the shift is drawn like the noise inputs instead:
-    N(0, input_shift²) cells per sample with ``noise_mode="random"``, one fixed typical draw
+    N(0, input_shift²) cells per sample with ``noise_mode="random"`` (one draw for the whole
+    batch with ``"shared"``), one fixed typical draw
     (``CONST_SHIFT``) with ``"const"``, and zero with ``"none"``.
     With ``spec.w_input`` a learned linear map of ``ws[:, 0]`` (times ``w_input``) is added to
     the constant, so the input itself varies with w, smoothly.
@@ -100,6 +101,10 @@ class SynthesisNetwork(nn.Module):
         if self.spec.shift_source == "noise":
             if noise_mode == "const":
                 return self.spec.input_shift * ws.new_tensor(CONST_SHIFT).expand(ws.shape[0], 2)
+            if noise_mode == "shared":  # one fresh draw for the whole batch
+                return self.spec.input_shift * torch.randn(1, 2, device=ws.device).expand(
+                    ws.shape[0], 2
+                )
             if noise_mode != "random":
                 return ws.new_zeros(ws.shape[0], 2)
             return self.spec.input_shift * torch.randn(ws.shape[0], 2, device=ws.device)

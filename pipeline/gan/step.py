@@ -49,6 +49,7 @@ class StepConfig:
     mode_seeking_weight: float = 0.0  # MSGAN penalty at constant noise (0: off)
     mode_seeking_size: int | None = None  # its images pooled to this size (None: full)
     mode_seeking_max: float | None = None  # hinge: only the part above this counts
+    mode_seeking_noise: str = "shared"  # its pairs share a fresh draw ("shared") or "const"
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -265,10 +266,11 @@ def train_step(
         (curv * cfg.curvature_weight * cfg.pl_interval).backward()
         metrics["curvature"] = curv.item()
     if cfg.mode_seeking_weight > 0 and state.step % cfg.pl_interval == 0:
-        # at constant noise, where the analysis draws its samples: only z (w) can vary them
+        # all samples share one draw of the noise (and input shift), so only z (w) can vary
+        # them; "shared" draws it afresh each time, so G cannot game one fixed input
         z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
-        ms = g_mode_seeking_penalty(G(z, noise_mode="const"), z, cfg.mode_seeking_size,
-                                    cfg.mode_seeking_max)  # fmt: skip
+        images = G(z, noise_mode=cfg.mode_seeking_noise)
+        ms = g_mode_seeking_penalty(images, z, cfg.mode_seeking_size, cfg.mode_seeking_max)
         (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
         metrics["mode_seeking"] = ms.item()
     average_grads(G, sync)

@@ -311,9 +311,11 @@ def test_step_config_carries_the_regularisers() -> None:
                        curvature_eps=0.25, curvature_size=16, curvature_nuclei=2.0,
                        curvature_nuclei_size=4, curvature_relative=True,
                        g_train_from=16, mode_seeking_weight=0.1,
-                       mode_seeking_size=16, mode_seeking_max=8.0)  # fmt: skip
+                       mode_seeking_size=16, mode_seeking_max=8.0,
+                       mode_seeking_noise="const")  # fmt: skip
     s = step_config(g, world_size=2)
     assert (s.mode_seeking_weight, s.mode_seeking_size, s.mode_seeking_max) == (0.1, 16, 8.0)
+    assert s.mode_seeking_noise == "const" and GanTrainConfig().mode_seeking_noise == "shared"
     assert (s.batch_size, s.pl_weight, s.g_train_from) == (32, 2.0, 16)
     assert (s.curvature_weight, s.curvature_eps, s.curvature_size) == (1000.0, 0.25, 16)
     assert (s.curvature_nuclei, s.curvature_nuclei_size, s.curvature_relative) == (2.0, 4, True)

@@ -105,6 +105,34 @@ def test_noise_modes() -> None:
     assert not torch.equal(G.synthesis(ws, "none"), G.synthesis(ws, "const"))
 
 
+def test_shared_noise_is_one_fresh_draw_for_the_whole_batch() -> None:
+    """``noise_mode="shared"`` draws one noise map per layer (and, with a noise-drawn input
+    shift, one shift) for the batch: samples of the same w are identical, so only w can make
+    them differ; the draw is fresh per call (an input training also sees), not the constant
+    buffers, so G cannot tune its output to one fixed input."""
+    torch.manual_seed(4)
+    spec = dataclasses.replace(TINY8, input_shift=2.0, shift_source="noise")
+    G = Generator(spec).eval()
+    for conv in G.synthesis.convs:
+        conv.noise_strength.data.fill_(1.0)
+    one_w = G.ws_from_z(torch.randn(1, spec.z_dim)).expand(4, -1, -1)
+    with torch.no_grad():
+        a, b = G.synthesis(one_w, "shared"), G.synthesis(one_w, "shared")
+        assert (a == a[:1]).all()  # one draw across the batch
+        assert not torch.allclose(a, b)  # fresh per call
+        assert not torch.allclose(a[:1], G.synthesis(one_w[:1], "const"))
+        assert G.synthesis(one_w, "random").std(0).mean() > 0.05  # per-sample draws differ
+    shift = G.synthesis.input_shift(one_w, "shared")
+    assert (shift == shift[:1]).all() and not torch.equal(
+        shift, G.synthesis.input_shift(one_w, "shared")
+    )
+    torch.manual_seed(0)
+    draws = torch.cat([G.synthesis.input_shift(one_w[:1], "shared") for _ in range(2000)])
+    assert 1.8 < float(draws.std()) < 2.2  # drawn like training's shift, N(0, input_shift²)
+    with pytest.raises(ValueError, match="shared"):
+        G.synthesis(one_w, "fixed")
+
+
 def test_fused_modulation_generator_matches() -> None:
     torch.manual_seed(5)
     G = Generator(TINY8).eval()
