@@ -12,7 +12,7 @@ from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.fidelity import fidelity
 from pipeline.inversion.losses import DFeatures, as_displayed, ms_ssim_loss, mse, ssim
 from pipeline.inversion.refine import RefineSettings, lr_at, refine, tile_loss
-from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
+from pipeline.inversion.train_encoder import EncoderLoss, encoder_step, train_encoder
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,19 @@ def test_refinement_scores_the_image_as_shown() -> None:
     s = RefineSettings(ssim_scales=1)
     loss = tile_loss(None, torch.zeros(2, 8), target, s, None, None, img=raw)  # type: ignore[arg-type]
     torch.testing.assert_close(loss, torch.zeros(2))
+
+
+def test_encoder_step_scores_the_image_as_shown(gen: TrainedGenerator, one_thread) -> None:
+    """The encoder's pixel and MS-SSIM terms compare the reconstruction as shown: an encoder
+    that already returns the w of a tile whose raw synthesis runs past white and black (61 %
+    of this untrained G's values) pays nothing, where the raw image would cost it."""
+    E = Encoder(EncoderSpec(32, gen.w_dim, gen.num_ws, width=8), gen.w_mean, gen.w_std)
+    w = gen.w_mean.expand(2, -1)  # what E returns at initialisation
+    with torch.no_grad():
+        raw = gen.synthesis(w, clamp=False)
+    assert ((raw < 0) | (raw > 1)).float().mean() > 0.3
+    opt = torch.optim.Adam(E.parameters(), lr=0.0)
+    out = encoder_step(gen, E, opt, raw.clamp(0, 1), w, EncoderLoss(pixel=1.0, ssim=1.0))
+    assert out["latent"] == pytest.approx(0.0, abs=1e-10)
+    assert out["pixel"] == pytest.approx(0.0, abs=1e-10)
+    assert out["ssim_loss"] == pytest.approx(0.0, abs=1e-5)
