@@ -64,6 +64,7 @@ def g_mode_seeking_penalty(
     z: torch.Tensor,
     size: int | None = None,
     hinge: float | None = None,
+    value_range: tuple[float, float] | None = None,
     eps: float = 1e-5,
 ) -> torch.Tensor:
     """Mode seeking (MSGAN, Mao et al. 2019): 1 / (mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|).
@@ -75,8 +76,12 @@ def g_mode_seeking_penalty(
     to size × size first, so only coarser content (layout, density, stain) counts, not
     pixel-level texture, which G could otherwise vary to lower the penalty. With ``hinge``
     only the part above it counts (0 below): a collapse is stopped, healthy samples are not
-    pushed further apart.
+    pushed further apart. With ``value_range`` the images are clamped to it first, so they
+    are compared as shown: differences past white or black are invisible and earn nothing
+    (G could otherwise meet the penalty by overexposing).
     """
+    if value_range is not None:
+        images = images.clamp(*value_range)
     if size is not None:
         images = F.adaptive_avg_pool2d(images, size)
     a, b = images.flatten(1).chunk(2)

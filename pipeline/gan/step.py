@@ -270,7 +270,8 @@ def train_step(
         # them; "shared" draws it afresh each time, so G cannot game one fixed input
         z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
         images = G(z, noise_mode=cfg.mode_seeking_noise)
-        ms = g_mode_seeking_penalty(images, z, cfg.mode_seeking_size, cfg.mode_seeking_max)
+        ms = g_mode_seeking_penalty(images, z, cfg.mode_seeking_size, cfg.mode_seeking_max,
+                                    value_range=(-1.0, 1.0))  # as shown  # fmt: skip
         (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
         metrics["mode_seeking"] = ms.item()
     average_grads(G, sync)

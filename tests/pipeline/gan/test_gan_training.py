@@ -87,9 +87,10 @@ def test_g_train_from_moves_only_the_fine_layers() -> None:
 
 
 def test_mode_seeking_keeps_the_samples_following_z() -> None:
-    """``mode_seeking_weight`` adds MSGAN's penalty at constant noise on the lazy G steps
-    (Adam rescaled as for path length): the metric is logged, and in a few steps G's samples
-    at constant noise spread further per unit of z than the same run's without it."""
+    """``mode_seeking_weight`` adds MSGAN's penalty on the lazy G steps (Adam rescaled as for
+    path length), on samples sharing one draw of noise: the metric is logged, and in a few
+    steps G's samples at constant noise, as shown (clamped), spread further per unit of z
+    than the same run's without it."""
     from pipeline.gan.step import g_reg_interval
 
     def spread_after(weight: float) -> tuple[float, dict[str, float]]:
@@ -97,17 +98,18 @@ def test_mode_seeking_keeps_the_samples_following_z() -> None:
         torch.manual_seed(0)
         s = TrainState.create(PRESETS["tiny32"], cfg, seed=0)
         it = batches(n=8)
-        for _ in range(4):
+        for _ in range(8):
             m = train_step(s, next(it), cfg)
         z = torch.randn(64, s.G.z_dim, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
-            return g_mode_seeking_penalty(s.G(z, noise_mode="const"), z).item(), m
+            images = s.G(z, noise_mode="const")
+            return g_mode_seeking_penalty(images, z, value_range=(-1.0, 1.0)).item(), m
 
     assert g_reg_interval(StepConfig(mode_seeking_weight=1.0, pl_interval=4)) == 4
     plain, m0 = spread_after(0.0)
     seeking, m1 = spread_after(20.0)
     assert "mode_seeking" not in m0 and m1["mode_seeking"] > 0
-    assert seeking < 0.9 * plain, (seeking, plain)
+    assert seeking < 0.93 * plain, (seeking, plain)  # 1.46 vs 1.66 (0 at weight 0)
 
 
 def test_guard_rolls_back_then_gives_up() -> None:

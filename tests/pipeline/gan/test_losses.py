@@ -258,3 +258,7 @@ def test_mode_seeking_penalty_is_the_inverse_spread_per_latent_distance() -> Non
     below = g_mode_seeking_penalty(healthy, z, hinge=g_mode_seeking_penalty(follows, z) + 1)
     below.backward()
     assert below == 0 and (healthy.grad == 0).all()
+    # value_range: compared as shown, pairs differing only past white earn nothing
+    white = torch.ones(64, 3, 4, 4) + 2 * follows.abs()  # every value at or past white
+    assert g_mode_seeking_penalty(white, z) < 10
+    assert g_mode_seeking_penalty(white, z, value_range=(-1.0, 1.0)) > 1e4
