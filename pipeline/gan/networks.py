@@ -72,8 +72,8 @@ class SynthesisNetwork(nn.Module):
     layout varies with w and cannot settle on the pixel grid (StyleGAN2's "texture sticking").
     With ``spec.shift_source == "noise"`` the shift is drawn like the noise inputs instead:
     N(0, input_shift²) cells per sample with ``noise_mode="random"`` (one draw for the whole
-    batch with ``"shared"``), one fixed typical draw
-    (``CONST_SHIFT``) with ``"const"``, and zero with ``"none"``.
+    batch with ``"shared"``), one fixed typical draw (``CONST_SHIFT``) with ``"const"``, and
+    zero with ``"none"``.
     With ``spec.w_input`` a learned linear map of ``ws[:, 0]`` (times ``w_input``) is added to
     the constant, so the input itself varies with w, smoothly.
     """

@@ -46,7 +46,7 @@ class StepConfig:
     curvature_nuclei: float = 0.0  # weight of the same term on the soft nuclear mask
     curvature_nuclei_size: int = 8  # the mask is pooled to this size
     curvature_relative: bool = False  # each term over its squared first difference
-    mode_seeking_weight: float = 0.0  # MSGAN penalty at constant noise (0: off)
+    mode_seeking_weight: float = 0.0  # MSGAN penalty at one noise draw per batch (0: off)
     mode_seeking_size: int | None = None  # its images pooled to this size (None: full)
     mode_seeking_max: float | None = None  # hinge: only the part above this counts
     mode_seeking_noise: str = "shared"  # its pairs share a fresh draw ("shared") or "const"
