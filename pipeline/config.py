@@ -151,7 +151,8 @@ class GanTrainConfig(_Section):
     )  # fmt: skip
     mode_seeking_weight: float = Field(
         0.0, ge=0,
-        description="mode-seeking penalty (MSGAN) on pairs of samples at constant noise, "
+        description="mode-seeking penalty (MSGAN) on pairs of samples sharing one noise draw "
+        "(gan.mode_seeking_noise), compared as shown (clamped), "
         "lazy like path length: keeps w in control when the noise or a collapsed mapping "
         "would vary the samples instead (0: off)",
     )  # fmt: skip
