@@ -42,7 +42,7 @@ from pipeline.gan.generator import TrainedGenerator, load_generator
 from pipeline.gan.networks import Discriminator
 from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.fidelity import fidelity
-from pipeline.inversion.losses import DFeatures
+from pipeline.inversion.losses import LOSS_VERSION, DFeatures
 from pipeline.inversion.refine import RefineSettings, refine
 from pipeline.inversion.train_encoder import EncoderLoss, train_encoder
 from pipeline.io.checkpoints import load_weights
@@ -189,7 +189,7 @@ def encoder_key(gen_fp: str, spec: EncoderSpec, icfg: InversionConfig) -> str:
     e = icfg.encoder.model_dump()
     for k in ("retrain", "num_cpus", "num_gpus"):
         e.pop(k)
-    return _hash({"generator": gen_fp, "spec": spec.to_dict(), "train": e})
+    return _hash({"generator": gen_fp, "spec": spec.to_dict(), "train": e, "loss": LOSS_VERSION})
 
 
 def _device(num_gpus: float) -> torch.device:
@@ -354,6 +354,7 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "seed": icfg.seed,
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
+            "loss": LOSS_VERSION,
         }
     )
 

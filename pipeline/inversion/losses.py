@@ -12,6 +12,10 @@ from torch import nn
 from pipeline.gan.networks import Discriminator
 
 _C1, _C2 = 0.01**2, 0.03**2
+# What the encoder and refinement losses compare; cached encoders and inverted parts made
+# under another version are redone. 1: the raw synthesis; 2: the image as shown
+# (``as_displayed``, session 16).
+LOSS_VERSION = 2
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

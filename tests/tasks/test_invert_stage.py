@@ -105,6 +105,21 @@ def test_pool_of_two_resume_and_cached_encoder(setup, tmp_path: Path) -> None:
     assert not trained and meta["steps"] == 3
 
 
+def test_a_new_loss_version_retrains_the_encoder(monkeypatch) -> None:
+    """Encoders cached (and parts inverted) under other reconstruction losses are not reused:
+    the loss version is part of the encoder's cache key, so a workdir from before the
+    losses compared the image as shown trains a new encoder and redoes its parts."""
+    import tasks.invert as invert
+    from pipeline.config import InversionConfig
+    from pipeline.inversion.encoder import EncoderSpec
+
+    spec, icfg = EncoderSpec(32, 8, 4, width=8), InversionConfig()
+    key = invert.encoder_key("gen", spec, icfg)
+    assert invert.encoder_key("gen", spec, icfg) == key
+    monkeypatch.setattr(invert, "LOSS_VERSION", invert.LOSS_VERSION - 1)
+    assert invert.encoder_key("gen", spec, icfg) != key
+
+
 class GreenScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 20.0 * (x[:, 1].mean(dim=(1, 2)) - 0.4)
