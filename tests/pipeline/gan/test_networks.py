@@ -122,6 +122,12 @@ def test_shared_noise_is_one_fresh_draw_for_the_whole_batch() -> None:
         assert not torch.allclose(a, b)  # fresh per call
         assert not torch.allclose(a[:1], G.synthesis(one_w[:1], "const"))
         assert G.synthesis(one_w, "random").std(0).mean() > 0.05  # per-sample draws differ
+    plain = Generator(TINY8).eval()  # no input shift: the noise maps alone are drawn afresh
+    plain.load_state_dict(G.state_dict())
+    with torch.no_grad():
+        p1, p2 = plain.synthesis(one_w, "shared"), plain.synthesis(one_w, "shared")
+        assert (p1 == p1[:1]).all() and not torch.allclose(p1, p2)
+        assert not torch.allclose(p1, plain.synthesis(one_w, "const"))
     shift = G.synthesis.input_shift(one_w, "shared")
     assert (shift == shift[:1]).all() and not torch.equal(
         shift, G.synthesis.input_shift(one_w, "shared")
