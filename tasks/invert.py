@@ -354,7 +354,6 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "seed": icfg.seed,
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
-            "loss": LOSS_VERSION,
         }
     )
 

@@ -12,9 +12,9 @@ from torch import nn
 from pipeline.gan.networks import Discriminator
 
 _C1, _C2 = 0.01**2, 0.03**2
-# What the encoder and refinement losses compare; cached encoders and inverted parts made
-# under another version are redone. 1: the raw synthesis; 2: the image as shown
-# (``as_displayed``, session 16).
+# What the encoder and refinement losses compare, part of the encoder's cache key (and so of
+# the inverted parts' fingerprint): work made under another version is redone. 1: the raw
+# synthesis; 2: the image as shown (``as_displayed``, session 16).
 LOSS_VERSION = 2
 
 

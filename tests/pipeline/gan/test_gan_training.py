@@ -109,7 +109,7 @@ def test_mode_seeking_keeps_the_samples_following_z() -> None:
     plain, m0 = spread_after(0.0)
     seeking, m1 = spread_after(20.0)
     assert "mode_seeking" not in m0 and m1["mode_seeking"] > 0
-    assert seeking < 0.93 * plain, (seeking, plain)  # 1.46 vs 1.66 (0 at weight 0)
+    assert seeking < 0.93 * plain, (seeking, plain)  # 1.46 vs 1.66; 1.56 without the clamp
 
 
 def test_guard_rolls_back_then_gives_up() -> None:
