@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -171,6 +172,16 @@ class GanTrainConfig(_Section):
         "pushing healthy samples apart (None: MSGAN's plain inverse; tiny64 generators "
         "that follow w read ~4-5, M1N's collapse 30-90)",
     )  # fmt: skip
+    spread_weight: float = Field(
+        0.0, ge=0,
+        description="penalty, lazy like path length, when the samples of one shared noise "
+        "draw spread a tile statistic (soft nuclear fraction, mean R, G, B as shown) less "
+        "or more than the real batch (SD ratio outside gan.spread_band): w, not the noise "
+        "or input shift, must carry the tiles' content (0: off)",
+    )  # fmt: skip
+    spread_band: tuple[float, float] = Field(
+        (0.7, 1.3), description="the SD ratio (samples / reals) the spread penalty allows"
+    )
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     curvature_nuclei: float = Field(
@@ -270,6 +281,13 @@ class GanTrainConfig(_Section):
         description="generator written to workdir/gan at the end: the last tick, or the best "
         "snapshot (nuclear bar, then SWD; workdir/gan/best)",
     )
+
+    @field_validator("spread_band")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= 1 <= v[1]:
+            raise ValueError(f"spread_band must be (low, high) with 0 < low <= 1 <= high, got {v}")
+        return v
 
 
 class ClassifierTrainConfig(_Section):

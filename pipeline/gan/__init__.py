@@ -11,8 +11,10 @@ from pipeline.gan.losses import (
     g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
+    g_spread_penalty,
     mixing_ws,
     soft_nuclei_mask,
+    tile_statistics,
 )
 from pipeline.gan.metrics import (
     laplacian_pyramid,
@@ -43,10 +45,12 @@ __all__ = [
     "g_mode_seeking_penalty",
     "soft_nuclei_mask",
     "g_path_length_penalty",
+    "g_spread_penalty",
     "laplacian_pyramid",
     "layout_correlation",
     "mixing_ws",
     "modulated_conv2d",
     "sample_patch_descriptors",
     "swd",
+    "tile_statistics",
 ]

@@ -1,7 +1,8 @@
 """GAN losses as small pure functions: non-saturating logistic loss, R1 and path-length
 regularisers (Karras et al. 2020), a curvature penalty that keeps coarse image content
 linear in w, a mode-seeking penalty that keeps z (and so w) in control of the samples
-(Mao et al. 2019), and the style-mixing ws used by the G loss."""
+(Mao et al. 2019), a spread penalty that makes w (not the noise) carry the tiles'
+per-tile statistics, and the style-mixing ws used by the G loss."""
 
 from __future__ import annotations
 
@@ -111,6 +112,39 @@ def soft_nuclei_mask(
     return torch.sigmoid((total - od_threshold) / od_width) * torch.sigmoid(
         (share - red_fraction) / fraction_width
     )
+
+
+def tile_statistics(images: torch.Tensor) -> torch.Tensor:
+    """Per-tile statistics [N, 4] of images in G's range [-1, 1], as shown (clamped): the
+    soft nuclear area fraction (``soft_nuclei_mask``) and the mean R, G, B in [0, 1]. The
+    tile-level content the analysis measures along a shift: how much nucleus, which stain."""
+    shown = images.clamp(-1, 1)
+    nuclear = soft_nuclei_mask(shown).mean(dim=(1, 2, 3))
+    return torch.cat([nuclear[:, None], ((shown + 1) / 2).mean(dim=(2, 3))], dim=1)
+
+
+def g_spread_penalty(
+    fake_stats: torch.Tensor,  # [M, K] of samples that differ only in w (one shared noise draw)
+    real_stats: torch.Tensor,  # [N, K] of real tiles
+    low: float = 0.7,
+    high: float = 1.3,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Mean over the K statistics of the squared log-ratio of the samples' SD to the reals'
+    SD outside [``low``, ``high``] (0 inside): a scalar.
+
+    Drawn at one shared noise draw, the samples differ only in w, so this asks w to carry
+    the tiles' spread of each statistic, neither less (the noise or input shift carrying it,
+    so that moving along W changes nothing: MSH2 in docs/gan.md, session 18) nor more (the
+    colour inflation by which G met the mode-seeking penalty, session 17). Scale-free, so
+    every statistic counts alike whatever its units.
+    """
+    if len(fake_stats) < 2 or len(real_stats) < 2:
+        raise ValueError("need at least 2 samples and 2 reals to take an SD")
+    log_ratio = (fake_stats.std(dim=0) + eps).log() - (real_stats.std(dim=0) + eps).log()
+    below = (math.log(low) - log_ratio).relu()
+    above = (log_ratio - math.log(high)).relu()
+    return (below.square() + above.square()).mean()
 
 
 def g_curvature_penalty(

@@ -23,6 +23,8 @@ from pipeline.gan.losses import (
     g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
+    g_spread_penalty,
+    tile_statistics,
 )
 from pipeline.gan.networks import Discriminator, Generator
 from pipeline.gan.presets import NetworkSpec
@@ -50,6 +52,9 @@ class StepConfig:
     mode_seeking_size: int | None = None  # its images pooled to this size (None: full)
     mode_seeking_max: float | None = None  # hinge: only the part above this counts
     mode_seeking_noise: str = "shared"  # its pairs share a fresh draw ("shared") or "const"
+    spread_weight: float = 0.0  # w carries the reals' spread of tile statistics (0: off)
+    spread_low: float = 0.7  # SD ratio (samples at one shared draw / reals) band, no penalty
+    spread_high: float = 1.3
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
@@ -111,7 +116,8 @@ def set_g_trainable(G: Generator, from_res: int = 4) -> None:
 
 def g_reg_interval(cfg: StepConfig) -> int:
     """Steps between G's lazy regularisation passes (0: none is on)."""
-    on = cfg.pl_weight > 0 or cfg.curvature_weight > 0 or cfg.mode_seeking_weight > 0
+    on = (cfg.pl_weight > 0 or cfg.curvature_weight > 0 or cfg.mode_seeking_weight > 0
+          or cfg.spread_weight > 0)  # fmt: skip
     return cfg.pl_interval if on else 0
 
 
@@ -274,6 +280,13 @@ def train_step(
                                     value_range=(-1.0, 1.0))  # as shown  # fmt: skip
         (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
         metrics["mode_seeking"] = ms.item()
+    if cfg.spread_weight > 0 and state.step % cfg.pl_interval == 0:
+        # one fresh draw of noise and input shift for all: only w varies these samples
+        images = G(torch.randn(max(2, n // 2), G.z_dim, device=dev), noise_mode="shared")
+        spread = g_spread_penalty(tile_statistics(images), tile_statistics(real),
+                                  cfg.spread_low, cfg.spread_high)  # fmt: skip
+        (spread * cfg.spread_weight * cfg.pl_interval).backward()
+        metrics["spread"] = spread.item()
     average_grads(G, sync)
     state.opt_G.step()
     D.requires_grad_(True)

@@ -37,6 +37,10 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
         load_config(write(tmp_path, "cohort: a\nworkdir: w\n"), ["tiling.size=big"])
     with pytest.raises(ConfigError, match=r"tiling\.mpp: .*greater than 0"):
         load_config(write(tmp_path, "cohort: a\nworkdir: w\n"), ["tiling.mpp=-1"])
+    with pytest.raises(ConfigError, match=r"gan\.spread_band: .*low <= 1 <= high"):
+        load_config(write(tmp_path, "cohort: a\nworkdir: w\n"), ["gan.spread_band=[1.2, 1.5]"])
+    band = load_config(write(tmp_path, "cohort: a\nworkdir: w\n"), ["gan.spread_band=[0.5, 2]"])
+    assert band.gan.spread_band == (0.5, 2.0)
 
 
 def test_missing_required_and_bad_files(tmp_path: Path) -> None:

@@ -312,8 +312,10 @@ def test_step_config_carries_the_regularisers() -> None:
                        curvature_nuclei_size=4, curvature_relative=True,
                        g_train_from=16, mode_seeking_weight=0.1,
                        mode_seeking_size=16, mode_seeking_max=8.0,
-                       mode_seeking_noise="const")  # fmt: skip
+                       mode_seeking_noise="const", spread_weight=0.5,
+                       spread_band=(0.5, 1.5))  # fmt: skip
     s = step_config(g, world_size=2)
+    assert (s.spread_weight, s.spread_low, s.spread_high) == (0.5, 0.5, 1.5)
     assert (s.mode_seeking_weight, s.mode_seeking_size, s.mode_seeking_max) == (0.1, 16, 8.0)
     assert s.mode_seeking_noise == "const" and GanTrainConfig().mode_seeking_noise == "shared"
     assert (s.batch_size, s.pl_weight, s.g_train_from) == (32, 2.0, 16)

@@ -18,8 +18,10 @@ from pipeline.gan import (
     g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
+    g_spread_penalty,
     mixing_ws,
     soft_nuclei_mask,
+    tile_statistics,
 )
 from pipeline.gan.networks import MappingNetwork
 from pipeline.synthetic import plan_cohort, render_slide
@@ -262,3 +264,45 @@ def test_mode_seeking_penalty_is_the_inverse_spread_per_latent_distance() -> Non
     white = torch.ones(64, 3, 4, 4) + 2 * follows.abs()  # every value at or past white
     assert g_mode_seeking_penalty(white, z) < 10
     assert g_mode_seeking_penalty(white, z, value_range=(-1.0, 1.0)) > 1e4
+
+
+def test_tile_statistics_are_nuclear_fraction_and_colour_as_shown() -> None:
+    """Per tile: the soft nuclear fraction and the mean R, G, B in [0, 1], with values past
+    white counted as white (as shown)."""
+    white = torch.ones(2, 3, 8, 8)
+    white[1] += 3.0  # overexposed: looks the same
+    purple = torch.tensor([0.3, 0.2, 0.5]).view(1, 3, 1, 1).expand(1, 3, 8, 8) * 2 - 1
+    half = white[:1].clone()
+    half[..., :4] = purple[..., :4]  # the left half a nucleus' colour
+    stats = tile_statistics(torch.cat([white, purple, half]))
+    assert stats.shape == (4, 4)
+    torch.testing.assert_close(stats[0], stats[1])
+    torch.testing.assert_close(stats[0], torch.tensor([0.0, 1.0, 1.0, 1.0]), atol=1e-3, rtol=0)
+    assert stats[2, 0] > 0.95 and stats[3, 0] == pytest.approx(0.5, abs=0.01)
+    torch.testing.assert_close(stats[2, 1:], torch.tensor([0.3, 0.2, 0.5]))
+
+
+def test_spread_penalty_asks_w_for_the_reals_spread_no_less_no_more() -> None:
+    """0 while the samples' SD of every statistic is within [low, high] times the reals';
+    the squared log-ratio beyond; scale-free; its gradient spreads collapsed samples."""
+    g = torch.Generator().manual_seed(0)
+    reals = torch.randn(256, 4, generator=g) * torch.tensor([0.09, 0.05, 0.06, 0.03])
+    like = torch.randn(64, 4, generator=g) * torch.tensor([0.09, 0.05, 0.06, 0.03])
+    assert g_spread_penalty(like, reals) == 0
+    collapsed = (0.05 * like).requires_grad_(True)  # the noise, not w, carries the spread
+    pen = g_spread_penalty(collapsed, reals)
+    ratio = collapsed.std(0) / reals.std(0)
+    expected = ((math.log(0.7) - ratio.log()).relu().square()).mean()
+    assert pen.item() == pytest.approx(expected.item(), rel=1e-3) and pen > 4
+    (grad,) = torch.autograd.grad(pen, collapsed)
+    assert ((collapsed - 0.01 * grad).std(0) > collapsed.std(0)).all()
+    inflated = 3 * like  # the mode-seeking penalty's colour inflation
+    assert g_spread_penalty(inflated, reals).item() == pytest.approx(
+        ((inflated.std(0) / reals.std(0)).log() - math.log(1.3)).square().mean().item(), rel=1e-3
+    )
+    assert g_spread_penalty(inflated, reals, high=4.0) == 0
+    assert g_spread_penalty(10 * collapsed, 10 * reals).item() == pytest.approx(
+        pen.item(), rel=1e-3
+    )
+    with pytest.raises(ValueError, match="at least 2"):
+        g_spread_penalty(like[:1], reals)
