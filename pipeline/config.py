@@ -175,9 +175,9 @@ class GanTrainConfig(_Section):
     spread_weight: float = Field(
         0.0, ge=0,
         description="penalty, lazy like path length, when the samples of one shared noise "
-        "draw spread a tile statistic (soft nuclear and tissue fractions, mean R, G, B as "
-        "shown) less or more than the real batch (SD ratio outside gan.spread_band): w, not "
-        "the noise or input shift, must carry the tiles' content (0: off)",
+        "draw spread a tile statistic (soft nuclear fraction, mean R, G, B as shown) less "
+        "or more than the real batch (SD ratio outside gan.spread_band): w, not the noise "
+        "or input shift, must carry the tiles' content (0: off)",
     )  # fmt: skip
     spread_band: tuple[float, float] = Field(
         (0.7, 1.3), description="the SD ratio (samples / reals) the spread penalty allows"

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pipeline.features.histology import TISSUE_SATURATION
 from pipeline.features.nuclei import OD_THRESHOLD, RED_FRACTION
 from pipeline.gan.networks import mix_styles
 
@@ -115,27 +114,13 @@ def soft_nuclei_mask(
     )
 
 
-def soft_tissue_mask(
-    images: torch.Tensor,  # [N, 3, H, W], G's range [-1, 1]
-    saturation: float = TISSUE_SATURATION,
-    width: float = 0.02,
-) -> torch.Tensor:
-    """A differentiable ``tissue_fraction`` mask [N, 1, H, W] in (0, 1): HSV saturation
-    (max − min) / max above ``saturation``, the step made a sigmoid of ``width``."""
-    rgb = ((images + 1) / 2).clamp(1 / 255, 1)
-    hi, lo = rgb.amax(dim=1, keepdim=True), rgb.amin(dim=1, keepdim=True)
-    return torch.sigmoid(((hi - lo) / hi - saturation) / width)
-
-
 def tile_statistics(images: torch.Tensor) -> torch.Tensor:
-    """Per-tile statistics [N, 5] of images in G's range [-1, 1], as shown (clamped): the
-    soft nuclear area fraction (``soft_nuclei_mask``), the soft tissue fraction
-    (``soft_tissue_mask``) and the mean R, G, B in [0, 1]. The tile-level content the
-    analysis measures along a shift: how much nucleus, how much tissue, which stain."""
+    """Per-tile statistics [N, 4] of images in G's range [-1, 1], as shown (clamped): the
+    soft nuclear area fraction (``soft_nuclei_mask``) and the mean R, G, B in [0, 1]. The
+    tile-level content the analysis measures along a shift: how much nucleus, which stain."""
     shown = images.clamp(-1, 1)
     nuclear = soft_nuclei_mask(shown).mean(dim=(1, 2, 3))
-    tissue = soft_tissue_mask(shown).mean(dim=(1, 2, 3))
-    return torch.cat([nuclear[:, None], tissue[:, None], ((shown + 1) / 2).mean(dim=(2, 3))], 1)
+    return torch.cat([nuclear[:, None], ((shown + 1) / 2).mean(dim=(2, 3))], dim=1)
 
 
 def g_spread_penalty(
