@@ -126,7 +126,8 @@ def test_spread_penalty_makes_w_carry_the_tiles_spread() -> None:
             colour = grey + torch.rand(8, 1, 1, 1, generator=g) * (hue - hue.mean(1, True))
             yield (colour + 0.1 * torch.randn(8, 3, 32, 32, generator=g)).clamp(-1, 1)
 
-    reals = torch.cat([next(t) for t in [tiles()] for _ in range(8)])
+    stream = tiles()
+    reals = torch.cat([next(stream) for _ in range(8)])
 
     def penalty_after(weight: float) -> tuple[float, dict[str, float]]:
         cfg = StepConfig(batch_size=8, pl_interval=1, spread_weight=weight)
