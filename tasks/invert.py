@@ -208,7 +208,8 @@ def _train_encoder_job(gen_folder: WorkPath, spec: dict, settings: dict, num_cpu
     torch.set_num_threads(max(1, int(num_cpus)))
     device = _device(num_gpus)
     gen = _gen_to(load_generator(gen_folder), device)
-    E = Encoder(EncoderSpec.from_dict(spec), gen.w_mean, gen.w_std).to(device)
+    E = Encoder(EncoderSpec.from_dict(spec), gen.w_mean, gen.w_std, seed=settings["seed"])
+    E = E.to(device)
     loss = EncoderLoss(
         latent=settings["latent_weight"],
         pixel=settings["pixel_weight"],

@@ -36,9 +36,22 @@ class EncoderSpec:
 class Encoder(nn.Module):
     """Stride-2 3×3 convs (LeakyReLU) from R to 4 px, then two linear layers."""
 
-    def __init__(self, spec: EncoderSpec, w_mean: torch.Tensor, w_std: torch.Tensor) -> None:
+    def __init__(self, spec: EncoderSpec, w_mean: torch.Tensor, w_std: torch.Tensor,
+                 seed: int | None = None) -> None:  # fmt: skip
+        """``seed`` fixes the initial weights without touching the global RNG (a rerun of
+        the invert stage then trains the same encoder); None draws them from it."""
         super().__init__()
         self.spec = spec
+        if seed is None:
+            self._build(spec)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self._build(spec)
+        self.register_buffer("w_mean", w_mean.detach().clone().float())
+        self.register_buffer("w_std", w_std.detach().clone().float())
+
+    def _build(self, spec: EncoderSpec) -> None:
         layers: list[nn.Module] = [nn.Conv2d(spec.channels, spec.width, 3, padding=1),
                                    nn.LeakyReLU(0.2)]  # fmt: skip
         ch, res = spec.width, spec.resolution
@@ -55,8 +68,6 @@ class Encoder(nn.Module):
         )  # fmt: skip
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        self.register_buffer("w_mean", w_mean.detach().clone().float())
-        self.register_buffer("w_std", w_std.detach().clone().float())
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         out = self.head(self.features(img * 2 - 1))
