@@ -33,15 +33,11 @@ from pipeline.inversion.refine import RefineSettings, refine
 from pipeline.io.checkpoints import load_weights
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.tile_store import TileStore
-from tasks.invert import ensure_encoder, prepare, run_invert
+from tasks.invert import ensure_encoder, prepare, refine_settings, run_invert
 
 
 def settings(cfg, steps: int) -> RefineSettings:
-    r = cfg.inversion.refine
-    return RefineSettings(steps=steps, lr=r.lr, noise=r.noise, noise_ramp=r.noise_ramp,
-                          lr_rampup=r.lr_rampup, lr_rampdown=r.lr_rampdown,
-                          pixel_weight=r.pixel_weight, ssim_weight=r.ssim_weight,
-                          feature_weight=r.feature_weight, ssim_scales=r.ssim_scales)  # fmt: skip
+    return refine_settings(cfg.inversion.refine, steps)
 
 
 def measure(gen, E, feats, x, s: RefineSettings | None, batch: int, from_mean: bool = False

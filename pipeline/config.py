@@ -455,6 +455,9 @@ class RefineConfig(_Section):
     pixel_weight: float = Field(1.0, ge=0, description="pixel MSE")
     ssim_weight: float = Field(1.0, ge=0, description="multi-scale 1 − SSIM")
     feature_weight: float = Field(0.1, ge=0, description="discriminator-feature loss (0: off)")
+    stats_weight: float = Field(
+        0.0, ge=0, description="tile statistics (nuclear fraction, mean colour) kept (0: off)"
+    )
     ssim_scales: int = Field(3, ge=1, le=5)
 
 

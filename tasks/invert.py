@@ -20,7 +20,7 @@ import json
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from pipeline.classifier.contract import (
     resolve_spec,
     tiles_to_tensor,
 )
-from pipeline.config import Config, InversionConfig, SelectionConfig
+from pipeline.config import Config, InversionConfig, RefineConfig, SelectionConfig
 from pipeline.gan.generator import TrainedGenerator, load_generator
 from pipeline.gan.networks import Discriminator
 from pipeline.inversion.encoder import Encoder, EncoderSpec
@@ -255,6 +255,12 @@ def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
     return weights, meta, True
 
 
+def refine_settings(r: RefineConfig, steps: int | None = None) -> RefineSettings:
+    """The refinement's settings from its config section (``steps`` overrides)."""
+    kw = {f.name: getattr(r, f.name) for f in fields(RefineSettings)}
+    return RefineSettings(**(kw if steps is None else kw | {"steps": steps}))
+
+
 # -- the actor ---------------------------------------------------------------------------------
 class Inverter:
     """Loads G, E, D's features and the classifier once; inverts batches of one slide."""
@@ -281,12 +287,7 @@ class Inverter:
         self.store = TileStore(tiles_root)
         self.parts = InversionStore(inversion_root)
         self.icfg = icfg
-        r = icfg.refine
-        self.settings = RefineSettings(
-            steps=r.steps, lr=r.lr, noise=r.noise, noise_ramp=r.noise_ramp,
-            lr_rampup=r.lr_rampup, lr_rampdown=r.lr_rampdown, pixel_weight=r.pixel_weight,
-            ssim_weight=r.ssim_weight, feature_weight=r.feature_weight, ssim_scales=r.ssim_scales,
-        )  # fmt: skip
+        self.settings = refine_settings(icfg.refine)
         self.fault_marker = fault_marker
 
     def ready(self) -> bool:

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import torch
 
 from pipeline.gan.generator import TrainedGenerator
-from pipeline.inversion.losses import DFeatures, as_displayed, feature_loss, ms_ssim_loss, mse
+from pipeline.inversion.losses import (
+    DFeatures,
+    as_displayed,
+    feature_loss,
+    ms_ssim_loss,
+    mse,
+    statistics_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class RefineSettings:
     pixel_weight: float = 1.0
     ssim_weight: float = 1.0
     feature_weight: float = 0.1
+    stats_weight: float = 0.0
     ssim_scales: int = 3
 
 
@@ -61,6 +69,8 @@ def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: R
         loss = loss + s.ssim_weight * ms_ssim_loss(shown, target, s.ssim_scales)
     if s.feature_weight and feats is not None and target_feats is not None:
         loss = loss + s.feature_weight * feature_loss(feats(img), target_feats)
+    if s.stats_weight:
+        loss = loss + s.stats_weight * statistics_loss(shown, target)
     return loss
 
 

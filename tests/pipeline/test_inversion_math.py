@@ -10,7 +10,14 @@ from pipeline.gan.networks import Discriminator, Generator
 from pipeline.gan.presets import PRESETS
 from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.fidelity import fidelity
-from pipeline.inversion.losses import DFeatures, as_displayed, ms_ssim_loss, mse, ssim
+from pipeline.inversion.losses import (
+    DFeatures,
+    as_displayed,
+    ms_ssim_loss,
+    mse,
+    ssim,
+    statistics_loss,
+)
 from pipeline.inversion.refine import RefineSettings, lr_at, refine, tile_loss
 from pipeline.inversion.train_encoder import EncoderLoss, encoder_step, train_encoder
 
@@ -149,3 +156,37 @@ def test_encoder_step_scores_the_image_as_shown(gen: TrainedGenerator, one_threa
     assert out["latent"] == pytest.approx(0.0, abs=1e-10)
     assert out["pixel"] == pytest.approx(0.0, abs=1e-10)
     assert out["ssim_loss"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_statistics_loss_keeps_how_much_nucleus_not_where() -> None:
+    """Two tiles with the same dark purple nucleus at different places cost almost nothing;
+    the nucleus drawn nowhere (the pink background alone: what pixel losses drift to when
+    they cannot place it) costs far more, although its pixel MSE is lower."""
+    pink = torch.tensor([0.93, 0.72, 0.85])[:, None, None].expand(3, 32, 32)
+    purple = torch.tensor([0.25, 0.15, 0.45])[:, None, None]
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+
+    def tile(cy: int, cx: int) -> torch.Tensor:
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 25).float()
+        return pink * (1 - disc) + purple * disc
+
+    a, moved, empty = tile(8, 8), tile(22, 20), pink.clone()
+    x = torch.stack([a, a, a])
+    y = torch.stack([a, moved, empty])
+    stats = statistics_loss(x, y)
+    assert stats[0] == 0 and stats[1] < 1e-3 and stats[2] > 10 * stats[1] + 1e-3, stats
+    assert mse(x, y)[2] < mse(x, y)[1]  # pixels prefer no nucleus to one in the wrong place
+    grey = statistics_loss(x[:, :1], y[:, :1])  # one channel: its mean
+    torch.testing.assert_close(grey, (x[:, 0].mean((1, 2)) - y[:, 0].mean((1, 2))) ** 2)
+
+
+def test_refinement_with_the_statistics_term_keeps_them_closer(gen: TrainedGenerator,
+                                                               one_thread) -> None:  # fmt: skip
+    torch.manual_seed(5)
+    with torch.no_grad():
+        target = gen.synthesis(gen.mapping(torch.randn(6, gen.z_dim)))
+    w0 = gen.w_mean.expand(6, -1).clone()
+    off = refine(gen, w0, target, RefineSettings(steps=15, lr=0.1, feature_weight=0), seed=1)
+    on = refine(gen, w0, target, RefineSettings(steps=15, lr=0.1, feature_weight=0,
+                                                stats_weight=100.0), seed=1)  # fmt: skip
+    assert statistics_loss(on.img, target).mean() < 0.5 * statistics_loss(off.img, target).mean()
