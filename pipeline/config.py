@@ -458,6 +458,9 @@ class RefineConfig(_Section):
     stats_weight: float = Field(
         0.0, ge=0, description="tile statistics (nuclear fraction, mean colour) kept (0: off)"
     )
+    stats_open_px: int = Field(
+        7, ge=1, description="nuclei at least this wide (px) count as large in the statistics"
+    )
     ssim_scales: int = Field(3, ge=1, le=5)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.gan.losses import tile_statistics
+from pipeline.gan.losses import soft_nuclei_mask, tile_statistics
 from pipeline.gan.networks import Discriminator
 
 _C1, _C2 = 0.01**2, 0.03**2
@@ -106,14 +106,28 @@ def feature_loss(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor
     return torch.stack(out).mean(0)
 
 
-def statistics_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def soft_opening(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey-scale morphological opening of a soft mask [N, 1, H, W] with a ``size`` × ``size``
+    square (erosion = min-pool, then dilation = max-pool): what survives lies in objects at
+    least ``size`` px wide."""
+    pad = size // 2
+    eroded = -F.max_pool2d(-mask, size, 1, pad)
+    return F.max_pool2d(eroded, size, 1, pad)[..., : mask.shape[-2], : mask.shape[-1]]
+
+
+def statistics_loss(x: torch.Tensor, y: torch.Tensor, open_px: int = 7) -> torch.Tensor:
     """Squared difference of tile-level statistics per tile → [N], images in [0, 1]: for
-    RGB the soft nuclear area fraction and the mean R, G, B (``tile_statistics``), otherwise
-    the mean of each channel. Pixel and SSIM losses cannot place nuclei the generator draws
-    elsewhere, and pay least for drawing none (the mean image): this term keeps how much
-    nucleus and which stain the tile has, which is what the analysis measures."""
-    if x.shape[1] == 3:
-        sx, sy = tile_statistics(x * 2 - 1), tile_statistics(y * 2 - 1)
-    else:
-        sx, sy = x.mean(dim=(2, 3)), y.mean(dim=(2, 3))
-    return (sx - sy).square().sum(1)
+    RGB the soft nuclear area fraction, the share of it in nuclei at least ``open_px`` wide
+    (``soft_opening``: many small nuclei and a few large ones differ here) and the mean R, G,
+    B (``tile_statistics``); otherwise the mean of each channel. Pixel and SSIM losses cannot
+    place nuclei the generator draws elsewhere, and pay least for drawing none (the mean
+    image): this term keeps how much nucleus, how large, and which stain the tile has, which
+    is what the analysis measures."""
+    if x.shape[1] != 3:
+        return (x.mean(dim=(2, 3)) - y.mean(dim=(2, 3))).square().sum(1)
+
+    def stats(img: torch.Tensor) -> torch.Tensor:
+        large = soft_opening(soft_nuclei_mask(img * 2 - 1), open_px).mean(dim=(1, 2, 3))
+        return torch.cat([tile_statistics(img * 2 - 1), large[:, None]], dim=1)
+
+    return (stats(x) - stats(y)).square().sum(1)

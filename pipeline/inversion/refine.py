@@ -37,6 +37,7 @@ class RefineSettings:
     ssim_weight: float = 1.0
     feature_weight: float = 0.1
     stats_weight: float = 0.0
+    stats_open_px: int = 7
     ssim_scales: int = 3
 
 
@@ -70,7 +71,7 @@ def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: R
     if s.feature_weight and feats is not None and target_feats is not None:
         loss = loss + s.feature_weight * feature_loss(feats(img), target_feats)
     if s.stats_weight:
-        loss = loss + s.stats_weight * statistics_loss(shown, target)
+        loss = loss + s.stats_weight * statistics_loss(shown, target, s.stats_open_px)
     return loss
 
 

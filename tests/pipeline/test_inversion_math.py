@@ -15,6 +15,7 @@ from pipeline.inversion.losses import (
     as_displayed,
     ms_ssim_loss,
     mse,
+    soft_opening,
     ssim,
     statistics_loss,
 )
@@ -190,3 +191,22 @@ def test_refinement_with_the_statistics_term_keeps_them_closer(gen: TrainedGener
     on = refine(gen, w0, target, RefineSettings(steps=15, lr=0.1, feature_weight=0,
                                                 stats_weight=100.0), seed=1)  # fmt: skip
     assert statistics_loss(on.img, target).mean() < 0.5 * statistics_loss(off.img, target).mean()
+
+
+def test_statistics_loss_tells_many_small_nuclei_from_a_few_large() -> None:
+    """Same nuclear area, same colour: 16 nuclei 3 px wide against 1 nucleus 12 px wide. The
+    nuclear fraction alone cannot tell them apart; its share in nuclei ≥ 7 px wide can."""
+    pink = torch.tensor([0.93, 0.72, 0.85])[:, None, None]
+    purple = torch.tensor([0.25, 0.15, 0.45])[:, None, None]
+    small = torch.zeros(32, 32)
+    for i in range(4):
+        for j in range(4):
+            small[4 + 7 * i : 7 + 7 * i, 4 + 7 * j : 7 + 7 * j] = 1  # 16 × 9 px
+    large = torch.zeros(32, 32)
+    large[10:22, 10:22] = 1  # 144 px
+    assert small.sum() == large.sum()
+    a, b = (pink * (1 - m) + purple * m for m in (small, large))
+    opened = soft_opening(small[None, None], 7), soft_opening(large[None, None], 7)
+    assert opened[0].sum() == 0 and opened[1].sum() == large.sum()
+    assert statistics_loss(a[None], b[None], open_px=7) > 0.01
+    assert statistics_loss(a[None], b[None], open_px=1) < 1e-6  # without the size statistic
