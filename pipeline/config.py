@@ -456,7 +456,7 @@ class RefineConfig(_Section):
     ssim_weight: float = Field(1.0, ge=0, description="multi-scale 1 − SSIM")
     feature_weight: float = Field(0.1, ge=0, description="discriminator-feature loss (0: off)")
     stats_weight: float = Field(
-        0.0, ge=0, description="tile statistics (nuclear fraction, mean colour) kept (0: off)"
+        0.0, ge=0, description="tile statistics (nuclear fraction, size, colour) kept (0: off)"
     )
     stats_open_px: int = Field(
         7, ge=1, description="nuclei at least this wide (px) count as large in the statistics"
