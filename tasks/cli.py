@@ -69,6 +69,8 @@ def cmd_make_cohort(args: argparse.Namespace) -> int:
         mpp=args.mpp,
         tumor_fraction=args.tumor_fraction,
         confound=args.confound,
+        renderer=args.renderer,
+        ink_share=args.ink_share,
     )
     print(f"demo cohort: {table}")
     return EXIT_OK
@@ -369,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px of the slides")
     p.add_argument("--tumor-fraction", type=float, default=0.5)
     p.add_argument("--confound", type=float, default=0.75, help="share of tumor slides at A")
+    p.add_argument("--renderer", choices=["he", "cells"], default="he",
+                   help="he: the demo's planted nuclei; cells: epithelium with planted eosin")
+    p.add_argument("--ink-share", type=float, default=0.0,
+                   help="share of slides with green pen marks (a shortcut no generator saw)")
     p.set_defaults(func=cmd_make_cohort)
 
     p = sub.add_parser("demo", help="make the demo cohort and run the pipeline on it")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 from tqdm import tqdm
@@ -16,17 +17,44 @@ from pipeline.io.files import atomic_write, atomic_write_json
 from pipeline.io.parquet import read_table
 from pipeline.io.slide_writer import write_pyramid_tiff
 from pipeline.synthetic import plan_cohort, render_slide
+from pipeline.synthetic.cells import plan_cells_cohort, render_cells
+from pipeline.synthetic.marks import add_ink
 from tasks.runtime import ensure_ray
 
 # Bump when rendering changes pixels, so cached demo cohorts are rebuilt.
 GENERATOR_VERSION = 2
 
 
+RENDERERS = ("he", "cells")
+
+
 @ray.remote
 def _write_slide(spec: dict[str, Any], path: str) -> str:
     mpp = float(spec["mpp"])
-    write_pyramid_tiff(Path(path), render_slide(spec), mpp=mpp, app_mag=round(10.0 / mpp, 2))
+    rgb = render_cells(spec) if spec.get("renderer") == "cells" else render_slide(spec)
+    if spec.get("ink"):
+        rgb = add_ink(rgb, int(spec["slide_seed"]) + 1, mpp)
+    write_pyramid_tiff(Path(path), rgb, mpp=mpp, app_mag=round(10.0 / mpp, 2))
     return path
+
+
+def _plan(renderer: str, n_slides: int, seed: int, size_um: float, mpp: float,
+          tumor_fraction: float, confound: float, ink_share: float) -> pd.DataFrame:  # fmt: skip
+    """The slides to render: ``he`` (the demo's planted nuclei) or ``cells`` (planted eosin);
+    ``ink_share`` of them (every k-th, independent of label) get green pen marks."""
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer must be one of {RENDERERS}, got {renderer!r}")
+    if renderer == "cells":
+        plan = pd.DataFrame(plan_cells_cohort(n_slides, seed, size_um=size_um, mpp=mpp))
+        plan["renderer"] = "cells"
+    else:
+        plan = plan_cohort(n_slides, seed, size_um=size_um, mpp=mpp,
+                           tumor_fraction=tumor_fraction, confound=confound)  # fmt: skip
+    if ink_share:
+        n_ink = int(round(n_slides * ink_share))
+        order = np.random.default_rng([seed, 7]).permutation(n_slides)
+        plan["ink"] = np.isin(np.arange(n_slides), order[:n_ink]).astype(int)
+    return plan
 
 
 def make_cohort(
@@ -38,20 +66,24 @@ def make_cohort(
     mpp: float = 0.5,
     tumor_fraction: float = 0.5,
     confound: float = 0.75,
+    renderer: str = "he",
+    ink_share: float = 0.0,
     ray_cfg: RayConfig | None = None,
     progress: bool | None = None,
 ) -> Path:
-    """Write slides + ``cohort.csv`` into ``out``; a no-op when the same cohort is already there."""
+    """Write slides + ``cohort.csv`` into ``out``; a no-op when the same cohort is already there.
+    ``renderer``: ``he`` (the demo's) or ``cells`` (``pipeline/synthetic/cells.py``);
+    ``ink_share``: the share of slides with pen marks (``pipeline/synthetic/marks.py``)."""
     out = Path(out).absolute()
     params = {
         "n_slides": n_slides, "seed": seed, "size_um": size_um, "mpp": mpp,
         "tumor_fraction": tumor_fraction, "confound": confound, "version": GENERATOR_VERSION,
     }  # fmt: skip
+    if renderer != "he" or ink_share:  # (stamps of demo cohorts stay as they were)
+        params |= {"renderer": renderer, "ink_share": ink_share}
     table = out / "cohort.csv"
     stamp = out / "cohort.json"
-    plan = plan_cohort(
-        n_slides, seed, size_um=size_um, mpp=mpp, tumor_fraction=tumor_fraction, confound=confound
-    )
+    plan = _plan(renderer, n_slides, seed, size_um, mpp, tumor_fraction, confound, ink_share)
     plan["path"] = [f"slides/{sid}.tif" for sid in plan["slide_id"]]
     if stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params:
         existing = read_table(table)

@@ -1,0 +1,78 @@
+"""The controls of the trust gates: planted cohort/classifier pairs whose right answer, or the
+obligation to abstain, is known — and the rule each must obey, fixed before any tuning.
+
+- ``stain``: a ``cells`` cohort (eosin planted per slide, nuclei independent) and a
+  TorchScript black box reading mean eosin OD: name a stain feature and no nuclear one, or
+  abstain with reasons.
+- ``unrelated``: the same cohort and a black box hashing the pixels: ``not_supported`` with
+  reasons, and no feature specific along its directions.
+- ``undrawable``: the demo renderer with green pen ink on half the slides and a black box
+  reading the ink (the generator never saw ink): ``not_supported`` with reasons, nothing named.
+- ``demo``: the demo cohort (planted nuclear density and size) and the built-in CNN: name
+  nuclear density or size, or abstain with reasons.
+
+"Named" features are what the report headlines: the ``specific`` features of a direction whose
+verdict is ``supported`` or ``weak``; a ``not_supported`` direction names none.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+NUCLEAR = frozenset(
+    {
+        "nuclei_density",
+        "nuclear_area_mean",
+        "nuclear_area_fraction",
+        "nuclear_hematoxylin_mean",
+        "nuclear_eccentricity_mean",
+    }
+)
+STAIN = frozenset({"eosin_mean", "hematoxylin_mean", "hue_mean", "saturation_mean"})
+PLANTED_NUCLEI = frozenset({"nuclei_density", "nuclear_area_mean"})
+VERDICTS = ("supported", "weak", "not_supported")
+CONTROLS = ("stain", "unrelated", "undrawable", "demo")
+CLASSIFIER_KINDS = ("classifier", "conditional")
+
+
+def named(verdicts: pd.DataFrame, effects: pd.DataFrame, direction: str) -> list[str]:
+    """The features the report names for ``direction``, most specific first."""
+    v = verdicts.set_index("direction")
+    if direction not in v.index or v.loc[direction, "verdict"] == "not_supported":
+        return []
+    e = effects[(effects["direction"] == direction) & effects["specific"].astype(bool)]
+    return e.sort_values("rank")["feature"].tolist()
+
+
+def judge(control: str, verdicts: pd.DataFrame, effects: pd.DataFrame) -> list[str]:
+    """What ``control``'s run got wrong (empty: it passed), judged on the explained class's
+    ``classifier`` direction (and, for ``unrelated``, its conditional versions too)."""
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; one of {CONTROLS}")
+    v = verdicts.set_index("direction")
+    if "classifier" not in v.index:
+        return ["no verdict for the classifier direction"]
+    row = v.loc["classifier"]
+    wrong = [f"verdict {row['verdict']!r} is not one of {VERDICTS}"] * (
+        row["verdict"] not in VERDICTS
+    )
+    if row["verdict"] != "supported" and not str(row["reasons"]).strip():
+        wrong.append(f"verdict {row['verdict']} without reasons")
+    names = set(named(verdicts, effects, "classifier"))
+    if control == "stain" and names and (not names & STAIN or names & NUCLEAR):
+        wrong.append(f"a stain-reading model explained by {sorted(names)}")
+    if control == "unrelated":
+        if row["verdict"] != "not_supported":
+            wrong.append(f"an output unrelated to the tile judged {row['verdict']}")
+        ours = verdicts.loc[verdicts["kind"].isin(CLASSIFIER_KINDS), "direction"]
+        spec = effects[effects["direction"].isin(ours) & effects["specific"].astype(bool)]
+        if len(spec):
+            wrong.append(
+                f"specific features of an unrelated output: "
+                f"{sorted(set(spec['direction'] + ':' + spec['feature']))}"
+            )
+    if control == "undrawable" and (row["verdict"] != "not_supported" or names):
+        wrong.append(f"an undrawable property judged {row['verdict']}, named {sorted(names)}")
+    if control == "demo" and names and not names & PLANTED_NUCLEI:
+        wrong.append(f"planted nuclear density/size explained by {sorted(names)}")
+    return wrong
