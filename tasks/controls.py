@@ -33,7 +33,10 @@ COHORTS = {
     "undrawable": ("he", 0.5),
     "demo": ("he", 0.0),
 }
-BLACKBOX = {"stain": "eosin", "unrelated": "hash", "undrawable": "ink", "demo": None}
+BLACKBOX = {"stain": "eosin", "unrelated": "hash", "undrawable": "ink", "demo": None,
+            "stain_he": "eosin"}
+# A control run on the cohort of an earlier one starts from a copy of its workdir.
+SHARES = {"unrelated": "stain", "stain_he": "demo"}
 # ``test``: the suite's size (8 slides of 1 mm², fewer samples and steps); ``demo``: the
 # demo's own settings on 16 slides of 2 mm × 2 mm.
 SCALES: dict[str, dict[str, Any]] = {
@@ -166,8 +169,8 @@ def run_controls(
         t0 = time.perf_counter()
         cfg = control_config(root, control, seed, scale)
         _cohort(cfg, control, seed, scale)
-        if control == "unrelated" and "stain" in controls:  # the same cohort: reuse its work
-            src = control_config(root, "stain", seed, scale).workdir
+        if SHARES.get(control) in controls:  # the same cohort: reuse its work
+            src = control_config(root, SHARES[control], seed, scale).workdir
             if not cfg.workdir.exists():
                 shutil.copytree(
                     src,

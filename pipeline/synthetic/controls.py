@@ -10,6 +10,9 @@ obligation to abstain, is known — and the rule each must obey, fixed before an
   reading the ink (the generator never saw ink): ``not_supported`` with reasons, nothing named.
 - ``demo``: the demo cohort (planted nuclear density and size) and the built-in CNN: name
   nuclear density or size, or abstain with reasons.
+- ``stain_he``: the demo cohort, whose stain the demo generator draws, and the eosin black
+  box: as ``stain``. (Added after ``stain`` abstained on its ``cells`` cohort because the
+  generator's samples never reach that cohort's eosin: this one reaches the specificity test.)
 
 "Named" features are what the report headlines: the ``specific`` features of a direction whose
 verdict is ``supported`` or ``weak``; a ``not_supported`` direction names none.
@@ -31,7 +34,7 @@ NUCLEAR = frozenset(
 STAIN = frozenset({"eosin_mean", "hematoxylin_mean", "hue_mean", "saturation_mean"})
 PLANTED_NUCLEI = frozenset({"nuclei_density", "nuclear_area_mean"})
 VERDICTS = ("supported", "weak", "not_supported")
-CONTROLS = ("stain", "unrelated", "undrawable", "demo")
+CONTROLS = ("stain", "unrelated", "undrawable", "demo", "stain_he")
 CLASSIFIER_KINDS = ("classifier", "conditional")
 
 
@@ -59,7 +62,7 @@ def judge(control: str, verdicts: pd.DataFrame, effects: pd.DataFrame) -> list[s
     if row["verdict"] != "supported" and not str(row["reasons"]).strip():
         wrong.append(f"verdict {row['verdict']} without reasons")
     names = set(named(verdicts, effects, "classifier"))
-    if control == "stain" and names and (not names & STAIN or names & NUCLEAR):
+    if control in ("stain", "stain_he") and names and (not names & STAIN or names & NUCLEAR):
         wrong.append(f"a stain-reading model explained by {sorted(names)}")
     if control == "unrelated":
         if row["verdict"] != "not_supported":

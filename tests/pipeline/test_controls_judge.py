@@ -46,6 +46,7 @@ def test_named_features_are_the_specific_ones_of_a_supported_or_weak_direction()
         ("stain", "weak", {"nuclear_area_mean": True, "eosin_mean": True}, False),  # names nuclei
         ("stain", "supported", {"sharpness": True}, False),  # names no stain
         ("stain", "not_supported", {"nuclear_area_mean": True}, True),  # abstains
+        ("stain_he", "weak", {"nuclei_density": True, "hue_mean": True}, False),
         ("unrelated", "not_supported", {"eosin_mean": False}, True),
         ("unrelated", "not_supported", {"eosin_mean": True}, False),  # a specific feature
         ("unrelated", "weak", {"eosin_mean": False}, False),
