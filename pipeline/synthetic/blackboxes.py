@@ -51,6 +51,24 @@ class InkScore(nn.Module):
         return self.gain * (self.statistic(x) - self.threshold)
 
 
+class SharpnessScore(nn.Module):
+    """Log variance of the Laplacian of the grey tile: focus, never stain or content."""
+
+    def __init__(self, threshold: float = 0.0, gain: float = 2.0) -> None:
+        super().__init__()
+        lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("lap", lap.view(1, 1, 3, 3))
+        self.threshold, self.gain = float(threshold), float(gain)
+
+    def statistic(self, x: torch.Tensor) -> torch.Tensor:
+        grey = x.mean(dim=1, keepdim=True)
+        edges = torch.nn.functional.conv2d(grey, self.lap)
+        return torch.log(edges.var(dim=(1, 2, 3)) + 1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * (self.statistic(x) - self.threshold)
+
+
 class PixelHash(nn.Module):
     """A logit unrelated to any histology: a sine of a random projection of the pixels, so
     tiles that differ by a grey level get unrelated outputs."""
@@ -70,7 +88,12 @@ class PixelHash(nn.Module):
         return self.gain * (self.statistic(x) - self.threshold)
 
 
-BLACKBOXES: dict[str, type[nn.Module]] = {"eosin": EosinScore, "ink": InkScore, "hash": PixelHash}
+BLACKBOXES: dict[str, type[nn.Module]] = {
+    "eosin": EosinScore,
+    "sharpness": SharpnessScore,
+    "ink": InkScore,
+    "hash": PixelHash,
+}
 
 
 def tiles_tensor(tiles: np.ndarray) -> torch.Tensor:

@@ -79,3 +79,50 @@ def judge(control: str, verdicts: pd.DataFrame, effects: pd.DataFrame) -> list[s
     if control == "demo" and names and not names & PLANTED_NUCLEI:
         wrong.append(f"planted nuclear density/size explained by {sorted(names)}")
     return wrong
+
+
+# The probes' controls (generator-free, ``perturbations.parquet``), fixed before tuning:
+# a black box that reads eosin is sensitive to eosin scaling and not to blur; one that reads
+# sharpness the reverse; the demo's classifier of planted nuclei moves far less with any
+# stain change than with the planted nuclei (the renderer's counterfactuals).
+STAIN_FAMILIES = ("hematoxylin", "eosin", "stain_normalise")
+SENSITIVITY_RATIO = 3.0
+
+
+def _sensitivity(probes: pd.DataFrame, families: tuple[str, ...]) -> float:
+    """Largest |effect| over the ``all`` rows of ``families`` (0 when none ran)."""
+    p = probes[probes["family"].isin(families) & (probes["group"] == "all")]
+    return float(p["effect"].abs().max()) if len(p) else 0.0
+
+
+def _significant(probes: pd.DataFrame, family: str, strength_above: float, sign: int) -> bool:
+    p = probes[
+        (probes["family"] == family)
+        & (probes["group"] == "all")
+        & (probes["strength"] > strength_above)
+    ]
+    return bool(((p["ci_low"] > 0) if sign > 0 else (p["ci_high"] < 0)).any())
+
+
+def judge_probes(reader: str, probes: pd.DataFrame, planted: float | None = None) -> list[str]:
+    """What the probes got wrong for a classifier that reads ``reader`` (``eosin``,
+    ``sharpness``, or ``nuclei`` with ``planted``: the smallest logit change the planted
+    density or size alone makes in the renderer's counterfactuals); empty: passed."""
+    wrong = []
+    stain, blur = _sensitivity(probes, STAIN_FAMILIES), _sensitivity(probes, ("blur",))
+    if reader == "eosin":
+        if not _significant(probes, "eosin", 1.0, +1):
+            wrong.append("more eosin does not raise an eosin reader's logit")
+        if _sensitivity(probes, ("eosin",)) < SENSITIVITY_RATIO * blur:
+            wrong.append(f"an eosin reader moves with blur ({blur:.3g}) about as with eosin")
+    elif reader == "sharpness":
+        if not _significant(probes, "blur", 0.0, -1):
+            wrong.append("blur does not lower a sharpness reader's logit")
+        if blur < SENSITIVITY_RATIO * stain:
+            wrong.append(f"a sharpness reader moves with stain ({stain:.3g}) about as with blur")
+    elif reader == "nuclei":
+        if planted is None or not stain < 0.5 * planted:
+            wrong.append(f"stain moves the nuclei reader's logit by {stain:.3g}, planted {planted}")
+    else:
+        raise ValueError(f"unknown reader {reader!r}")
+    return wrong

@@ -1,0 +1,247 @@
+"""Pixel-space perturbations of real tiles, each named, parametrised by a strength and
+documented (docs/reports.md, "Probes").
+
+Stain probes work in optical-density space with scikit-image's ``rgb2hed``/``hed2rgb``
+(Ruifrok & Johnston's H&E-DAB vectors): the same colour deconvolution the analysis' stain
+features measure with, so "eosin ×1.3" moves exactly what ``eosin_mean`` reads; dedicated
+stain libraries (staintools, torchstain) pin old numpy/torch or are not installable here.
+Stain normalisation is Reinhard's method in that space: each tile's H and E concentrations
+(over its tissue pixels) are moved to another center's mean and SD.
+
+Scanner-like probes: Gaussian blur with σ in µm (converted with the tile's µm/px, so it means
+the same at any resolution), JPEG re-compression, brightness, contrast, gamma and Gaussian
+sensor noise (in grey levels). Radiology tiles (1 channel) get window level and width,
+contrast, gamma, noise and blur; stain probes are skipped for them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+from skimage.color import hed2rgb, rgb2hed
+
+TISSUE_OD = 0.15  # a pixel is tissue when its summed optical density exceeds this
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One perturbation at one strength. ``family`` groups strengths of one kind (the
+    dose-response curve); ``identity`` is the strength that changes nothing."""
+
+    family: str
+    strength: float
+    identity: float
+    target: str = ""  # stain normalisation: the center whose stain is the target
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}:{self.target}" if self.target else self.family
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _hed(rgb: np.ndarray) -> np.ndarray:
+    """H, E, D concentrations of uint8 RGB [..., 3] (0 counts as 1: no infinite OD)."""
+    return rgb2hed(np.maximum(rgb, 1).astype(np.float64) / 255.0)
+
+
+def _from_hed(hed: np.ndarray) -> np.ndarray:
+    return _u8(hed2rgb(hed) * 255.0)
+
+
+def stain_scale(rgb: np.ndarray, channel: int, factor: float) -> np.ndarray:
+    """Hematoxylin (channel 0) or eosin (1) concentration × ``factor``; the rest as it was
+    (the roundtrip of the untouched channels is exact up to 8-bit rounding)."""
+    hed = _hed(rgb)
+    hed[..., channel] *= factor
+    return _from_hed(hed)
+
+
+def stain_stats(rgb: np.ndarray) -> np.ndarray:
+    """Mean and SD of H and E over the tissue pixels of tiles [N, H, W, 3]: [2, 2]
+    (rows H, E; columns mean, SD) — the reference of a center for stain normalisation."""
+    hed = _hed(rgb).reshape(-1, 3)
+    od = -np.log(np.maximum(rgb, 1).reshape(-1, 3) / 255.0).sum(axis=1)
+    t = hed[od > TISSUE_OD] if (od > TISSUE_OD).any() else hed
+    return np.stack([[t[:, k].mean(), t[:, k].std() + 1e-6] for k in (0, 1)])
+
+
+def stain_normalise(rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each tile's H and E moved to the ``target`` stain statistics (``stain_stats``) over
+    its tissue pixels (Reinhard's mean and SD matching, in optical-density space)."""
+    out = np.empty_like(rgb)
+    for i, tile in enumerate(rgb):
+        src = stain_stats(tile[None])
+        hed = _hed(tile)
+        for k in (0, 1):
+            hed[..., k] = (hed[..., k] - src[k, 0]) / src[k, 1] * target[k, 1] + target[k, 0]
+        out[i] = _from_hed(hed)
+    return out
+
+
+def blur(img: np.ndarray, sigma_um: float, mpp: np.ndarray) -> np.ndarray:
+    """Gaussian blur of σ = ``sigma_um`` µm at each tile's µm/px."""
+    out = np.empty_like(img)
+    for i, tile in enumerate(img):
+        s = sigma_um / float(mpp[i])
+        out[i] = _u8(ndimage.gaussian_filter(tile.astype(np.float32), (s, s, 0)))
+    return out
+
+
+def jpeg(img: np.ndarray, quality: float) -> np.ndarray:
+    """Re-compressed as JPEG at ``quality`` (PIL, 4:2:0 for RGB)."""
+    out = np.empty_like(img)
+    for i, tile in enumerate(img):
+        buf = io.BytesIO()
+        grey = tile.shape[-1] == 1
+        Image.fromarray(tile[..., 0] if grey else tile).save(buf, "JPEG", quality=int(quality))
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        out[i] = dec[..., None] if grey else dec
+    return out
+
+
+def noise(img: np.ndarray, sd: float, seed: int) -> np.ndarray:
+    """Gaussian sensor noise of ``sd`` grey levels (seeded: the same draw for every run)."""
+    rng = np.random.default_rng(seed)
+    return _u8(img.astype(np.float32) + rng.normal(0, sd, img.shape))
+
+
+def _tone(img: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return _u8(fn(img.astype(np.float64) / 255.0) * 255.0)
+
+
+def contrast(img: np.ndarray, factor: float) -> np.ndarray:
+    """Each tile's deviations from its mean grey × ``factor``."""
+    return _tone(img, lambda x: x.mean(axis=(1, 2, 3), keepdims=True) * (1 - factor) + x * factor)
+
+
+PERTURBATIONS: dict[str, tuple[float, str, str]] = {
+    # family: (identity strength, modality it applies to, what the strength is)
+    "hematoxylin": (1.0, "histology", "factor on the hematoxylin concentration"),
+    "eosin": (1.0, "histology", "factor on the eosin concentration"),
+    "stain_normalise": (0.0, "histology", "to another center's H and E statistics (Reinhard)"),
+    "blur": (0.0, "any", "Gaussian σ in µm"),
+    "jpeg": (100.0, "any", "JPEG quality"),
+    "brightness": (0.0, "any", "added to every pixel, in [0, 1] units"),
+    "contrast": (1.0, "any", "factor on deviations from the tile's mean"),
+    "gamma": (1.0, "any", "exponent on [0, 1] values"),
+    "noise": (0.0, "any", "SD of Gaussian noise in grey levels"),
+    "window_level": (0.0, "radiology", "window centre shift, in [0, 1] units"),
+    "window_width": (1.0, "radiology", "factor on the window width"),
+}
+
+
+def apply_probe(
+    img: np.ndarray,
+    probe: Probe,
+    mpp: np.ndarray,
+    seed: int = 0,
+    targets: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``img`` (uint8 [N, H, W, C]) perturbed by ``probe``; ``targets``: each center's stain
+    statistics, for stain normalisation."""
+    f, s = probe.family, probe.strength
+    if f in ("hematoxylin", "eosin"):
+        return stain_scale(img, 0 if f == "hematoxylin" else 1, s)
+    if f == "stain_normalise":
+        return stain_normalise(img, (targets or {})[probe.target])
+    if f == "blur":
+        return blur(img, s, mpp)
+    if f == "jpeg":
+        return jpeg(img, s)
+    if f == "noise":
+        return noise(img, s, seed)
+    if f == "contrast":
+        return contrast(img, s)
+    if f == "brightness":
+        return _tone(img, lambda x: x + s)
+    if f == "gamma":
+        return _tone(img, lambda x: np.clip(x, 0, 1) ** s)
+    if f == "window_level":  # the displayed window moves up by s: the image darkens
+        return _tone(img, lambda x: x - s)
+    if f == "window_width":  # a window s× as wide: contrast about mid-grey ÷ s
+        return _tone(img, lambda x: 0.5 + (x - 0.5) / s)
+    raise ValueError(f"unknown perturbation family {f!r}")
+
+
+def probe_list(
+    strengths: dict[str, list[float]], modality: str, centers: list[str] = ()
+) -> list[Probe]:
+    """Every probe of the configured ``strengths`` (family → strengths) that applies to
+    ``modality``, plus stain normalisation to each of ``centers`` (histology)."""
+    out = []
+    for family, values in strengths.items():
+        identity, applies, _ = PERTURBATIONS[family]
+        if applies not in ("any", modality):
+            continue
+        out += [Probe(family, float(v), identity) for v in values]
+    if modality == "histology":
+        out += [Probe("stain_normalise", 1.0, 0.0, target=str(c)) for c in centers]
+    return out
+
+
+def probe_scores(
+    tiles: np.ndarray,
+    mpp: np.ndarray,
+    ids: pd.DataFrame,
+    probes: list[Probe],
+    score: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    seed: int = 0,
+    targets: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Every tile (uint8 [N, H, W, C], with ``ids``: tile_id, slide_id) under every probe,
+    scored by ``score`` (tiles → (logits, probabilities)): one row per tile × probe with the
+    unperturbed tile's ``base_logit`` and ``base_prediction``. Stain normalisation to a
+    tile's own center is skipped (``targets`` has a ``center`` per tile in ``ids``)."""
+    base_logit, base_prob = score(tiles)
+    rows = []
+    for k, probe in enumerate(probes):
+        keep = np.ones(len(tiles), bool)
+        if probe.family == "stain_normalise" and "center" in ids:
+            keep = ids["center"].astype(str).to_numpy() != probe.target
+        if not keep.any():
+            continue
+        out = apply_probe(tiles[keep], probe, mpp[keep], seed=seed + k, targets=targets)
+        logit, prob = score(out)
+        rows.append(
+            ids[keep].assign(
+                perturbation=probe.name,
+                family=probe.family,
+                target=probe.target,
+                strength=probe.strength,
+                logit=logit,
+                prediction=prob,
+                base_logit=base_logit[keep],
+                base_prediction=base_prob[keep],
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+# The default strengths (``analysis.probes``): both directions where a change can go both ways.
+DEFAULT_STRENGTHS: dict[str, list[float]] = {
+    "hematoxylin": [0.7, 0.85, 1.15, 1.3],
+    "eosin": [0.7, 0.85, 1.15, 1.3],
+    "blur": [0.5, 1.0, 2.0],
+    "jpeg": [70.0, 40.0, 20.0],
+    "brightness": [-0.08, 0.08],
+    "contrast": [0.8, 1.25],
+    "gamma": [0.8, 1.25],
+    "noise": [3.0, 8.0],
+    "window_level": [-0.08, 0.08],
+    "window_width": [0.8, 1.25],
+}
+# Valid strengths per family (closed intervals): a configured strength outside is an error.
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    "hematoxylin": (0.1, 3.0), "eosin": (0.1, 3.0), "blur": (0.0, 20.0), "jpeg": (1.0, 100.0),
+    "brightness": (-0.5, 0.5), "contrast": (0.1, 4.0), "gamma": (0.2, 5.0), "noise": (0.0, 64.0),
+    "window_level": (-0.5, 0.5), "window_width": (0.2, 5.0),
+}  # fmt: skip
