@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from pipeline.io.paths import as_path, is_remote
+from pipeline.probes.families import DEFAULT_STRENGTHS, VALID_RANGES
 
 
 class ConfigError(ValueError):
@@ -387,6 +388,60 @@ class ClassifierConfig(_Section):
         return self
 
 
+class FidelityConfig(_Section):
+    """The fidelity gate: which inverted tiles the analysis may explain (docs/reports.md)."""
+
+    max_prob_change: float = Field(
+        0.1, ge=0, le=1, description="largest |p(tile) − p(reconstruction)| of the classifier"
+    )
+    min_ssim: float = Field(0.0, ge=-1, le=1, description="smallest SSIM to the tile")
+    identity_quantile: float | None = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="the reconstruction must be more like its tile (SSIM) than this quantile "
+        "of its SSIM to reference tiles of other slides (None: not tested)",
+    )
+    reference_tiles: int = Field(64, ge=1, description="reference tiles for that test")
+
+
+def _probe_field(family: str, description: str) -> Any:
+    return Field(default_factory=lambda: list(DEFAULT_STRENGTHS[family]), description=description)
+
+
+class ProbesConfig(_Section):
+    """Generator-free probes: strengths of each perturbation family ([] leaves it out;
+    docs/reports.md, "Probes")."""
+
+    enabled: bool = Field(True, description="score the selected tiles under the probes")
+    hematoxylin: list[float] = _probe_field("hematoxylin", "factors on the H concentration")
+    eosin: list[float] = _probe_field("eosin", "factors on the E concentration")
+    blur: list[float] = _probe_field("blur", "Gaussian σ in µm")
+    jpeg: list[float] = _probe_field("jpeg", "JPEG qualities")
+    brightness: list[float] = _probe_field("brightness", "added brightness, [0, 1] units")
+    contrast: list[float] = _probe_field("contrast", "factors on deviations from the mean")
+    gamma: list[float] = _probe_field("gamma", "exponents on [0, 1] values")
+    noise: list[float] = _probe_field("noise", "Gaussian noise SD in grey levels")
+    window_level: list[float] = _probe_field("window_level", "radiology: window centre shift")
+    window_width: list[float] = _probe_field("window_width", "radiology: window width factor")
+    stain_normalise: bool = Field(
+        True, description="normalise each tile to every other group's stain (histology)"
+    )
+
+    @field_validator(*DEFAULT_STRENGTHS)
+    @classmethod
+    def _in_range(cls, v: list[float], info: Any) -> list[float]:
+        lo, hi = VALID_RANGES[info.field_name]
+        bad = [x for x in v if not lo <= x <= hi]
+        if bad:
+            raise ValueError(f"strengths {bad} outside the valid range [{lo}, {hi}]")
+        return v
+
+    def strengths(self) -> dict[str, list[float]]:
+        """Family → strengths, for the families configured with any."""
+        return {f: list(getattr(self, f)) for f in DEFAULT_STRENGTHS if getattr(self, f)}
+
+
 class AnalysisConfig(_Section):
     """Directions, latent shifts and feature effects (``stylepath analyze``)."""
 
@@ -404,6 +459,18 @@ class AnalysisConfig(_Section):
     )
     tiles_per_slide: int = Field(16, ge=1, description="inverted tiles shifted per slide")
     features: list[str] | None = Field(None, description="feature names (default: all)")
+    random_directions: int = Field(
+        16,
+        ge=2,
+        description="random directions from W's covariance shifted on the same tiles: the "
+        "null a feature's effect must beat to be specific",
+    )
+    fdr: float = Field(0.05, gt=0, lt=1, description="false discovery rate of `specific`")
+    n_permutations: int = Field(
+        200, ge=20, description="slide-level shuffles of the metadata: the cosines' null"
+    )
+    fidelity: FidelityConfig = FidelityConfig()
+    probes: ProbesConfig = ProbesConfig()
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of slides")
     min_slides: int = Field(2, ge=1, description="slides a group needs to be estimable")
     seed: int = 0
@@ -496,6 +563,13 @@ class InversionConfig(_Section):
     refine: RefineConfig = RefineConfig()
     selection: SelectionConfig = SelectionConfig()
     seed: int = 0
+    replicates: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="inversions of the selection, each seeded one further (encoder and "
+        "refinement; inversion/replicate-<r>): the analysis' CIs cover what they change",
+    )
     batch_size: int = Field(64, ge=1, description="tiles of one slide per actor call and Adam")
     concurrency: int = Field(2, ge=1, description="actors (each loads G, E, D, classifier once)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")

@@ -1,28 +1,38 @@
-"""``stylepath analyze``: directions, latent shifts and feature effects → cohort parquet reports.
+"""``stylepath analyze``: directions, latent shifts, feature effects, trust gates and verdicts
+→ cohort parquet reports.
 
-1. Directions (a Ray task): the classifier's, fitted on synthesised samples; metadata ones,
-   fitted on the inverted real tiles' latents; optional principal ones; and the classifier's
-   with the metadata directions projected out (conditional).
-2. Shifts (a Ray actor pool; each actor loads G and the classifier once): every selected
-   inverted tile moved along every direction over the α grid, synthesised, scored, measured.
-   Results are written as part files as they complete, keyed by their inputs (direction,
-   tiles, latents): a re-run — also one with new slides — computes only the missing parts.
-   Images and features do not depend on the classifier, so a new classifier re-scores the
-   parts whose direction it leaves unchanged (metadata, principal) instead of measuring
-   them again (``scored_by``); its own directions get new parts.
-3. Reports under ``workdir/analysis/``: ``directions.parquet``, ``shifts.parquet``,
-   ``feature_effects.parquet``, ``cohort_bias.parquet`` (each with provenance metadata).
+1. Directions: the classifier's, fitted on synthesised samples (a Ray task, which also
+   measures the features of some samples for the generator gate); metadata ones, fitted on
+   the inverted real tiles' latents (slide-grouped, within label strata); optional principal
+   ones; the classifier's with the metadata directions projected out (conditional); and
+   ``analysis.random_directions`` random ones drawn from W's covariance (the specificity
+   null). For each further inversion replicate (``inversion.replicates``) the directions are
+   fitted again: on a bootstrap resample of the samples, and on that replicate's latents.
+2. Fidelity and probes (a Ray actor pool; each actor loads G and the classifier once): the
+   selected tiles' features and scores, their reconstructions' SSIM to them and to reference
+   tiles of other slides — the fidelity gate (``analysis.fidelity``) keeps the faithful
+   tiles — and their scores under pixel-space perturbations (``analysis.probes``).
+3. Shifts (the same pool): every faithful tile moved along every direction over the α grid,
+   per replicate (random directions: the first replicate only), synthesised, scored,
+   measured. Results are written as part files as they complete, keyed by their inputs: a
+   re-run — also one with new slides — computes only the missing parts. Images and features
+   do not depend on the classifier, so a new classifier re-scores the parts whose direction
+   it leaves unchanged instead of measuring them again (``scored_by``).
+4. Reports under ``workdir/analysis/`` (each with provenance metadata): ``directions``,
+   ``fidelity``, ``shifts``, ``feature_effects`` (with specificity), ``null_effects``,
+   ``cohort_bias``, ``perturbations``, ``agreement`` and ``verdicts`` (.parquet), and
+   ``generator.json`` (the generator gate).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,33 +42,28 @@ from tqdm import tqdm
 
 from pipeline.classifier.contract import ClassifierSpec, load_classifier, resolve_spec
 from pipeline.config import AnalysisConfig, Config
-from pipeline.directions import (
-    Direction,
-    DirectionFitError,
-    classifier_directions,
-    latent_sigma,
-    metadata_directions,
-    principal_directions,
-    project_out,
-    random_cosine_null,
-    shift_latents,
-)
-from pipeline.features import compute_features, feature_names, unwrap_circular
+from pipeline.directions import shift_latents
+from pipeline.directions.sets import DirectionSet, FitSpec, fit_set
+from pipeline.features import compute_features, feature_names
 from pipeline.gan.generator import load_generator
+from pipeline.inversion.fidelity import fidelity_gate, reference_ssim
+from pipeline.inversion.losses import mse, ssim
 from pipeline.io.files import atomic_write, atomic_write_json, files_sha256, workdir_lock
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath, remove_tree
 from pipeline.io.tile_store import TileStore
+from pipeline.probes.perturb import Probe, probe_list, probe_scores, stain_stats
 from pipeline.provenance import provenance
-from pipeline.reports.bias import conditional_rows, cosine_rows
-from pipeline.reports.effects import feature_effects, group_effects, per_tile_slopes
-from tasks.invert import SCORED_BY, generator_folder
+from pipeline.reports.findings import Samples, findings
+from tasks.invert import SCORED_BY, generator_folder, replicate_root
 from tasks.pool import ResilientPool, exit_once, fault_marker
 from tasks.runtime import ensure_ray
+from tasks.stage import content_key
 
 OUT = "analysis"
-PARTS_VERSION = 3  # bump when a part's content changes for the same key
+PARTS_VERSION = 4  # bump when a part's content changes for the same key
+N_FEATURE_SAMPLES = 512  # samples measured for the generator gate
 
 
 class AnalysisInputError(ValueError):
@@ -69,7 +74,9 @@ class AnalysisInputError(ValueError):
 class AnalysisSummary:
     directions: list[str] = field(default_factory=list)
     not_estimable: list[dict] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)
     n_tiles: int = 0
+    n_faithful: int = 0
     n_frames: int = 0
     n_parts_reused: int = 0  # shift/real parts kept from earlier runs (same inputs)
     n_parts_rescored: int = 0  # of those, re-scored by a new classifier (features kept)
@@ -78,13 +85,27 @@ class AnalysisSummary:
     out: Path | None = None
 
 
+@dataclass
+class Inputs:
+    """What the stage reads, checked: the generator, classifier, features and each inversion
+    replicate's successfully inverted tiles (with their manifest metadata) and latents."""
+
+    gen_dir: WorkPath
+    spec: ClassifierSpec
+    features: list[str]
+    inverted: list[tuple[pd.DataFrame, np.ndarray]]  # per replicate: table, latents [n, L, D]
+
+
 # -- inputs ------------------------------------------------------------------------------------
-def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
-    """Successfully inverted tiles (with their manifest metadata) and their latents
-    [n, L, D] (L = 1 for W)."""
-    store = InversionStore(cfg.workdir / "inversion")
+def load_inverted(cfg: Config, replicate: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Successfully inverted tiles of one replicate (with their manifest metadata) and their
+    latents [n, L, D] (L = 1 for W)."""
+    store = InversionStore(replicate_root(cfg, replicate))
     if not store.table.is_file() or not store.latents_path.exists():
-        raise AnalysisInputError(f"{store.root}: no inversion results; run `stylepath invert`")
+        hint = "" if replicate == 0 else f" (replicate {replicate} of inversion.replicates)"
+        raise AnalysisInputError(
+            f"{store.root}: no inversion results{hint}; run `stylepath invert`"
+        )
     inv = store.read_table()
     lat = np.asarray(store.read_latents(), dtype=np.float32)
     if lat.ndim == 2:
@@ -98,6 +119,30 @@ def load_inverted(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
     return inv, lat[inv["latent_row"].to_numpy()]
 
 
+def load_inputs(cfg: Config) -> Inputs:
+    """Every input, checked before any work (raises ``AnalysisInputError``)."""
+    a = cfg.analysis
+    gen_dir = generator_folder(cfg)
+    if not (gen_dir / "generator.safetensors").is_file():
+        raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or inversion.generator)")
+    inverted = [load_inverted(cfg, r) for r in range(cfg.inversion.replicates)]
+    missing = [c for c in a.metadata if c not in inverted[0][0].columns]
+    if missing:
+        raise AnalysisInputError(f"analysis.metadata: cohort has no column(s) {missing}")
+    registered = feature_names(cfg.modality)
+    features = a.features or registered
+    unknown = [f for f in features if f not in registered]
+    if unknown:
+        raise AnalysisInputError(
+            f"analysis.features: unknown {unknown} for modality {cfg.modality} "
+            f"(registered: {registered})"
+        )
+    tile_size, channels = TileStore(cfg.workdir / "tiles").tile_shape()
+    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
+    load_classifier(spec)  # checked before any work
+    return Inputs(gen_dir, spec, features, inverted)
+
+
 def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
     """Up to ``per_slide`` inverted tiles per slide, drawn reproducibly and per slide (a new
     slide leaves the other slides' picks, and so their cached shifts, alone)."""
@@ -109,32 +154,60 @@ def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts)
 
 
+def reference_pick(sel: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The fidelity gate's reference tiles: the ``n`` selected tiles with the smallest hash
+    of (seed, tile id), so a new slide changes the set only where its tiles hash lower."""
+    h = sel["tile_id"].astype(str).map(lambda t: zlib.crc32(f"{seed}:{t}".encode()))
+    return sel.assign(_h=h.to_numpy()).nsmallest(n, "_h").drop(columns="_h")
+
+
 # -- Ray side ----------------------------------------------------------------------------------
-def _sample_and_score(gen_dir: WorkPath, spec: ClassifierSpec, n: int, seed: int,
-                      threads: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Latents w of ``n`` samples and the classifier's logits on their images."""
+def _sample_and_score(
+    gen_dir: WorkPath,
+    spec: ClassifierSpec,
+    n: int,
+    seed: int,
+    threads: int,
+    measure: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Latents w of ``n`` samples, the classifier's logits on their images and the features
+    (``measure``: names, modality, µm/px) of the first ``N_FEATURE_SAMPLES``."""
     torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = load_generator(gen_dir)
     gen.G.to(device)
     clf = load_classifier(spec, device)
     g = torch.Generator().manual_seed(seed)
-    ws, logits = [], []
+    ws, logits, feats = [], [], []
     with torch.no_grad():
         for a in range(0, n, 256):
             z = torch.randn(min(256, n - a), gen.z_dim, generator=g).to(device)
             w = gen.mapping(z)
-            logits.append(clf(gen.synthesis(w)).reshape(len(w), -1).float().cpu().numpy())
+            img = gen.synthesis(w)
+            logits.append(clf(img).reshape(len(w), -1).float().cpu().numpy())
             ws.append(w.cpu().numpy())
-    return np.concatenate(ws), np.concatenate(logits)
+            if a < N_FEATURE_SAMPLES:
+                u8 = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+                mpp = np.full(len(u8), measure["mpp"])
+                feats.append(
+                    compute_features(u8, mpp, measure["names"], modality=measure["modality"])
+                )
+    return np.concatenate(ws), np.concatenate(logits), pd.concat(feats, ignore_index=True)
 
 
 class Shifter:
-    """Synthesises, scores and measures shifted latents; loads G and the classifier once."""
+    """Synthesises, scores and measures latents; loads G and the classifier once."""
 
-    def __init__(self, gen_dir: WorkPath, spec: ClassifierSpec, modality: str,
-                 features: list[str], tiles_root: WorkPath, acfg: AnalysisConfig,
-                 fault: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        gen_dir: WorkPath,
+        spec: ClassifierSpec,
+        modality: str,
+        features: list[str],
+        tiles_root: WorkPath,
+        acfg: AnalysisConfig,
+        fault: str | None = None,
+    ) -> None:
         torch.set_num_threads(max(1, int(acfg.num_cpus)))
         self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.gen = load_generator(gen_dir)
@@ -149,13 +222,22 @@ class Shifter:
         """Answers once G and the classifier are loaded (work goes only to ready actors)."""
         return True
 
-    def _score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         with torch.no_grad():
             z = self.clf(images)
-        return self.clf.score(z).float().cpu().numpy(), self.clf.prob(z).float().cpu().numpy()
+        return {
+            "logit": self.clf.score(z).float().cpu().numpy(),
+            "prediction": self.clf.prob(z).float().cpu().numpy(),
+        }
 
-    def _measured(self, images: np.ndarray, mpp: np.ndarray, ids: pd.DataFrame,
-                  kept: pd.DataFrame | None) -> pd.DataFrame:  # fmt: skip
+    def _synth(self, latents: np.ndarray) -> torch.Tensor:
+        w = torch.from_numpy(np.ascontiguousarray(latents, np.float32)).to(self.device)
+        with torch.no_grad():
+            return self.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
+
+    def _measured(
+        self, images: np.ndarray, mpp: np.ndarray, ids: pd.DataFrame, kept: pd.DataFrame | None
+    ) -> pd.DataFrame:
         """The features of ``images`` (uint8 [N, H, W, C]), or, re-scoring, ``kept``'s: an
         earlier part of the same inputs, whose rows must be ``ids``'s."""
         if kept is None:
@@ -165,299 +247,536 @@ class Shifter:
             raise ValueError("re-scored part's rows do not match its inputs")
         return kept[self.features].reset_index(drop=True)
 
-    def shift(self, key: str, direction: str, vector: np.ndarray, sigma: float,
-              alphas: list[float], tiles: pd.DataFrame, latents: np.ndarray,
-              kept: pd.DataFrame | None = None) -> tuple:  # fmt: skip
-        """One part: ``tiles`` (tile_id, slide_id, mpp) × α → rows with prediction and features
-        (each frame measured at its source tile's µm/px). With ``kept`` (this part from
-        another classifier) the frames are only scored again."""
+    def shift(self, job: ShiftJob) -> tuple[str, pd.DataFrame]:
+        """One part: ``job.tiles`` (tile_id, slide_id, mpp) × α → rows with prediction and
+        features (each frame measured at its source tile's µm/px). With ``job.kept`` (this
+        part from another classifier) the frames are only scored again."""
         exit_once(self.fault)  # the test hook: die mid-job, once
-        shifted = shift_latents(latents, vector, np.asarray(alphas, np.float32), sigma)
+        alphas = np.asarray(job.alphas, np.float32)
+        shifted = shift_latents(job.latents, job.vector, alphas, job.sigma)
         n, a = shifted.shape[:2]
-        w = torch.from_numpy(shifted.reshape(n * a, *shifted.shape[2:])).to(self.device)
-        with torch.no_grad():
-            img = self.gen.synthesis(w if w.shape[1] > 1 else w[:, 0])
-        logit, prob = self._score(img)
+        img = self._synth(shifted.reshape(n * a, *shifted.shape[2:]))
         u8 = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        mpp = np.repeat(tiles["mpp"].to_numpy(np.float64), a)
-        ids = pd.DataFrame({
-            "tile_id": np.repeat(tiles["tile_id"].to_numpy(), a),
-            "slide_id": np.repeat(tiles["slide_id"].to_numpy(), a),
-            "direction": direction, "alpha": np.tile(np.asarray(alphas, np.float32), n),
-        })  # fmt: skip
-        feats = self._measured(u8, mpp, ids, kept)
-        rows = ids.assign(logit=logit, prediction=prob, **{SCORED_BY: self.scored_by})
-        return key, pd.concat([rows, feats], axis=1)
+        mpp = np.repeat(job.tiles["mpp"].to_numpy(np.float64), a)
+        ids = pd.DataFrame(
+            {
+                "tile_id": np.repeat(job.tiles["tile_id"].to_numpy(), a),
+                "slide_id": np.repeat(job.tiles["slide_id"].to_numpy(), a),
+                "direction": job.direction,
+                "replicate": np.int16(job.replicate),
+                "alpha": np.tile(alphas, n),
+            }
+        )
+        feats = self._measured(u8, mpp, ids, job.kept)
+        rows = ids.assign(**self._score(img), **{SCORED_BY: self.scored_by})
+        return job.key, pd.concat([rows, feats], axis=1)
 
-    def real(self, key: str, slide_id: str, indices: np.ndarray, mpp: np.ndarray,
-             kept: pd.DataFrame | None = None) -> tuple:  # fmt: skip
-        """Features (and predictions) of real tiles, for the features' SD over real tiles;
-        with ``kept``, as ``shift``."""
+    def real(self, job: RealJob) -> tuple[str, pd.DataFrame]:
+        """Features and scores of one slide's selected real tiles (the features' SD over
+        real tiles), and their reconstructions' SSIM, PSNR and ``ssim_reference`` (the
+        identity quantile of its SSIM to the reference tiles of other slides); with
+        ``job.kept``, only scored again."""
         exit_once(self.fault)
-        order = np.argsort(indices)
-        tiles = self.store.read_tiles(slide_id, indices[order])
-        mpp = np.asarray(mpp, np.float64)[order]
+        order = np.argsort(job.indices)
+        tiles = self.store.read_tiles(job.slide_id, job.indices[order])
+        mpp = np.asarray(job.mpp, np.float64)[order]
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div(255).to(self.device)
-        logit, prob = self._score(x)
-        ids = pd.DataFrame({"slide_id": slide_id, "index": np.sort(indices)})
-        feats = self._measured(tiles, mpp, ids, kept)
-        rows = ids.assign(logit=logit, prediction=prob, **{SCORED_BY: self.scored_by})
-        return key, pd.concat([rows, feats], axis=1)
+        ids = pd.DataFrame({"slide_id": job.slide_id, "index": job.indices[order]})
+        rows = ids.assign(**self._score(x), **{SCORED_BY: self.scored_by})
+        if job.kept is not None:
+            fid = job.kept[["ssim", "psnr", "ssim_reference"]].reset_index(drop=True)
+        else:
+            recon = self._synth(job.latents[order])
+            ref_obj = job.reference  # an ObjectRef inside the job: not resolved by Ray itself
+            ref, ref_slides = ray.get(ref_obj) if isinstance(ref_obj, ray.ObjectRef) else ref_obj
+            q = job.quantile if job.quantile is not None else 0.5
+            fid = pd.DataFrame(
+                {
+                    "ssim": ssim(recon, x).float().cpu().numpy(),
+                    "psnr": (-10 * torch.log10(mse(recon, x).clamp_min(1e-10))).cpu().numpy(),
+                    "ssim_reference": reference_ssim(
+                        recon, ref.to(self.device), ids["slide_id"].to_numpy(), ref_slides, q
+                    ),
+                }
+            )
+        feats = self._measured(tiles, mpp, ids, job.kept)
+        return job.key, pd.concat([rows, fid, feats], axis=1)
+
+    def probe(self, job: ProbeJob) -> tuple[str, pd.DataFrame]:
+        """The slide's selected tiles under every probe, scored (no generator)."""
+        exit_once(self.fault)
+        order = np.argsort(job.indices)
+        tiles = self.store.read_tiles(job.slide_id, job.indices[order])
+
+        def score(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(255)
+            s = self._score(t.to(self.device))
+            return s["logit"], s["prediction"]
+
+        tg = job.targets
+        targets = ray.get(tg) if isinstance(tg, ray.ObjectRef) else tg
+        ids = job.ids.iloc[order].reset_index(drop=True)
+        rows = probe_scores(tiles, job.mpp[order], ids, job.probes, score, job.seed, targets)
+        return job.key, rows.assign(**{SCORED_BY: self.scored_by})
+
+
+@dataclass(frozen=True, eq=False)
+class ShiftJob:
+    """One part of shifts: ``tiles`` of one slide along ``direction`` (one replicate)."""
+
+    key: str
+    replicate: int
+    direction: str
+    vector: np.ndarray
+    sigma: float
+    alphas: list[float]
+    tiles: pd.DataFrame
+    latents: np.ndarray
+    kept: pd.DataFrame | None = None
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.shift.remote(self)
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeJob:
+    """One part of probes: one slide's selected tiles under every probe, scored."""
+
+    key: str
+    slide_id: str
+    indices: np.ndarray
+    mpp: np.ndarray
+    ids: pd.DataFrame  # tile_id, slide_id, center (the stain groups' column, as ``center``)
+    probes: list[Probe]
+    targets: Any  # group → stain statistics, or an ObjectRef of them
+    seed: int
+    kept: pd.DataFrame | None = None
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.probe.remote(self)
+
+
+@dataclass(frozen=True, eq=False)
+class RealJob:
+    """One part of real tiles: one slide's selected tiles, features and fidelity."""
+
+    key: str
+    slide_id: str
+    indices: np.ndarray
+    mpp: np.ndarray
+    latents: np.ndarray
+    reference: Any  # (tiles [M, C, R, R], slide ids [M]), or an ObjectRef of them
+    quantile: float | None
+    kept: pd.DataFrame | None = None
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.real.remote(self)
 
 
 # -- driver ------------------------------------------------------------------------------------
-def fingerprint(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec) -> str:
-    files = files_sha256([gen_dir / "generator.safetensors",
-                          InversionStore(cfg.workdir / "inversion").table])  # fmt: skip
-    parts = [files, spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
+def fingerprint(cfg: Config, inputs: Inputs) -> str:
+    tables = [InversionStore(replicate_root(cfg, r)).table for r in range(len(inputs.inverted))]
+    files = files_sha256([inputs.gen_dir / "generator.safetensors", *tables])
+    parts = [files, inputs.spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
     if cfg.modality != "histology":
         parts.append(cfg.modality)
-    blob = json.dumps(parts, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_key(*parts, size=16)
 
 
-def parts_fingerprint(cfg: Config, gen_dir: WorkPath) -> str:
-    """What every part's images and features depend on (generator, settings) — not which
-    tiles were inverted (part keys name their own inputs: direction, tiles, latents), nor
-    the classifier (each part's rows name the one that scored them)."""
-    parts = [PARTS_VERSION, files_sha256([gen_dir / "generator.safetensors"]),
-             cfg.dump()["analysis"], cfg.tiling.mpp]  # fmt: skip
+def parts_fingerprint(cfg: Config, inputs: Inputs) -> str:
+    """What every part's images and features depend on (generator, features, µm/px) — not
+    which tiles were inverted (part keys name their own inputs: direction, tiles, latents,
+    reference tiles), nor the classifier (each part's rows name the one that scored them),
+    nor the settings that only read the parts (gates, bootstrap, null sizes)."""
+    weights = files_sha256([inputs.gen_dir / "generator.safetensors"])
+    parts = [PARTS_VERSION, weights, inputs.features, cfg.tiling.mpp]
     if cfg.modality != "histology":
         parts.append(cfg.modality)
-    blob = json.dumps(parts, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_key(*parts, size=16)
 
 
-def _key(*items: object) -> str:
-    h = hashlib.sha256()
-    for it in items:
-        h.update(it.tobytes() if isinstance(it, np.ndarray) else json.dumps(it).encode())
-        h.update(b"|")
-    return h.hexdigest()[:20]
-
-
-def sampled_latents(cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec, cache: WorkPath
-                    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """``n_samples`` latents and their logits (a Ray task), cached in ``cache`` by generator,
-    classifier, count and seed."""
+def sampled(cfg: Config, inputs: Inputs, cache: WorkPath) -> Samples:
+    """``n_samples`` latents, their logits and some samples' features (a Ray task), cached in
+    ``cache`` by generator, classifier, count, seed and features."""
     a = cfg.analysis
-    key = _key(files_sha256([gen_dir / "generator.safetensors"]), spec.fingerprint(),
-               a.n_samples, a.seed)  # fmt: skip
+    weights = files_sha256([inputs.gen_dir / "generator.safetensors"])
+    measure = {"names": inputs.features, "modality": cfg.modality, "mpp": cfg.tiling.mpp}
+    key = content_key(weights, inputs.spec.fingerprint(), a.n_samples, a.seed, measure)
     try:
         with cache.open("rb") as fh, np.load(fh) as z:
             if str(z["key"]) == key:
-                return z["w"], z["logits"]
+                feats = pd.DataFrame(z["features"], columns=[str(c) for c in z["names"]])
+                return Samples(z["w"], z["logits"], feats)
     except (FileNotFoundError, KeyError, ValueError, OSError):
         pass
     task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w, logits = ray.get(task.remote(gen_dir, spec, a.n_samples, a.seed, int(a.num_cpus)))
+    w, logits, feats = ray.get(
+        task.remote(inputs.gen_dir, inputs.spec, a.n_samples, a.seed, int(a.num_cpus), measure)
+    )
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # np.savez(path) would append ".npz" to the temp name
-            np.savez(fh, key=np.array(key), w=w, logits=logits)
+            np.savez(
+                fh,
+                key=np.array(key),
+                w=w,
+                logits=logits,
+                features=feats.to_numpy(float),
+                names=np.array(list(feats.columns)),
+            )
 
     atomic_write(cache, save)
-    return w, logits
+    return Samples(w, logits, feats)
 
 
-def fit_directions(
-    cfg: Config, gen_dir: WorkPath, spec: ClassifierSpec, inv: pd.DataFrame, latents: np.ndarray
-) -> tuple[list[Direction], list[dict], np.ndarray]:
-    """All directions (with what could not be estimated) and the sampled latents."""
-    a = cfg.analysis
-    w, logits = sampled_latents(cfg, gen_dir, spec, cfg.workdir / OUT / "samples.npz")
-    clf = load_classifier(spec)
-    try:
-        names = list(clf.class_names)
-        dirs, skipped = classifier_directions(
-            w, logits, names, clf.explained_class, method=a.fit, seed=a.seed
+class PartRunner:
+    """The parts of one analysis: which exist, which to (re)do, the pool that does them."""
+
+    def __init__(
+        self, cfg: Config, inputs: Inputs, parts: WorkPath, summary: AnalysisSummary, progress: bool
+    ) -> None:
+        self.cfg, self.inputs, self.parts = cfg, inputs, parts
+        self.summary, self.progress = summary, progress
+        self.scored_by = inputs.spec.fingerprint()
+        self.keys: list[str] = []
+
+    def kept(self, key: str) -> tuple[bool, pd.DataFrame | None]:
+        """(part to (re)do?, its rows to re-score): a part another classifier scored keeps
+        its features."""
+        self.keys.append(key)
+        path = self.parts / f"{key}.parquet"
+        if not path.is_file():
+            return True, None
+        if (read_parquet(path, columns=[SCORED_BY])[SCORED_BY] == self.scored_by).all():
+            self.summary.n_parts_reused += 1
+            return False, None
+        self.summary.n_parts_rescored += 1
+        self.summary.n_parts_reused += 1
+        return True, read_parquet(path)
+
+    def run(self, jobs: list[ShiftJob | RealJob], desc: str) -> None:
+        """Do ``jobs`` on a resilient pool of ``Shifter`` actors, committing each part."""
+        if not jobs:
+            return
+        a, cfg = self.cfg.analysis, self.cfg
+        actor_cls = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+        fault = fault_marker()
+        bar = tqdm(
+            total=len(jobs), unit="part", desc=desc, disable=not self.progress, file=sys.stderr
         )
-    except DirectionFitError as exc:  # e.g. one class on every sample: report, go on
-        dirs, skipped = [], [{"name": "classifier", "reason": str(exc)}]
-    meta_dirs, meta_skipped = metadata_directions(latents.mean(axis=1), inv, a.metadata,
-                                                  seed=a.seed)  # fmt: skip
-    dirs += meta_dirs
-    skipped += meta_skipped
-    if a.n_pcs:
-        dirs += principal_directions(w, a.n_pcs)
-    if a.conditional and meta_dirs:
-        for d in [d for d in dirs if d.kind == "classifier"]:
-            vec = project_out(d.vector, [m.vector for m in meta_dirs])
-            dirs.append(
-                Direction(
-                    f"{d.name}|without:meta",
-                    "conditional",
-                    vec,
-                    {"original": d.name, "removed": [m.name for m in meta_dirs]},
+
+        def on_result(job: ShiftJob | RealJob, result: tuple[str, pd.DataFrame]) -> None:
+            key, df = result
+            write_parquet(df, self.parts / f"{key}.parquet")  # committed: a re-run skips it
+            bar.update(1)
+
+        # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
+        # live nodes itself (a restart pinned to a lost node would wait forever).
+        pool: ResilientPool[ShiftJob | RealJob] = ResilientPool(
+            make_actor=lambda: actor_cls.remote(
+                self.inputs.gen_dir,
+                self.inputs.spec,
+                cfg.modality,
+                self.inputs.features,
+                cfg.workdir / "tiles",
+                a,
+                fault,
+            ),
+            call=lambda act, job: job.call(act),
+            concurrency=min(a.concurrency, len(jobs)),
+            timeout_s=a.task_timeout_s,
+            max_replacements=a.max_restarts,
+            max_job_failures=a.max_task_retries + 1,
+        )
+        try:
+            pool.run_all(
+                jobs,
+                on_result,
+                stage="analyze",
+                describe=lambda job: job.key,
+                timeout_setting="analysis.task_timeout_s",
+                kept="; finished parts are kept and a re-run resumes",
+            )
+        finally:
+            bar.close()
+
+    def read(self, keys: list[str]) -> pd.DataFrame:
+        frames = [read_parquet(self.parts / f"{k}.parquet") for k in keys]
+        return pd.concat(frames, ignore_index=True).drop(columns=SCORED_BY) if frames else None
+
+    def clean(self, stamp: str) -> None:
+        """Remove parts of earlier directions or tile picks."""
+        current = {f"{k}.parquet" for k in self.keys} | {stamp}
+        for p in self.parts.iterdir():
+            if p.name not in current and not p.name.startswith("."):
+                p.unlink()
+
+
+def real_jobs(
+    cfg: Config, runner: PartRunner, sel: pd.DataFrame, lat: np.ndarray
+) -> tuple[list[RealJob], list[str]]:
+    """One job per slide of the selection: its tiles' features, scores and fidelity."""
+    fc = cfg.analysis.fidelity
+    store = TileStore(cfg.workdir / "tiles")
+    refs = reference_pick(sel, fc.reference_tiles, cfg.analysis.seed)
+    ref_tiles = np.concatenate(
+        [
+            store.read_tiles(str(s), np.sort(g["index"].to_numpy()))
+            for s, g in refs.groupby("slide_id", sort=True)
+        ]
+    )
+    ref_slides = np.concatenate([[str(s)] * len(g) for s, g in refs.groupby("slide_id", sort=True)])
+    ref_x = torch.from_numpy(ref_tiles).permute(0, 3, 1, 2).float().div(255)
+    ref_obj = ray.put((ref_x, ref_slides))
+    ref_ids = sorted(refs["tile_id"].astype(str))
+    slide_fps = store.slide_fingerprints()
+    jobs, keys = [], []
+    for sid, rows in sel.groupby("slide_id", sort=True).indices.items():
+        g = sel.iloc[rows]
+        idx = g["index"].to_numpy()
+        key = "real-" + content_key(
+            str(sid),
+            slide_fps.get(str(sid), ""),
+            idx.tolist(),
+            np.ascontiguousarray(lat[rows]),
+            ref_ids,
+            fc.identity_quantile,
+        )
+        keys.append(key)
+        todo, old = runner.kept(key)
+        if todo:
+            jobs.append(
+                RealJob(
+                    key,
+                    str(sid),
+                    idx,
+                    g["mpp"].to_numpy(np.float64),
+                    lat[rows],
+                    ref_obj,
+                    fc.identity_quantile,
+                    old,
                 )
             )
-    return dirs, skipped, w
+    return jobs, keys
 
 
-def directions_table(dirs: list[Direction], skipped: list[dict], sigmas: dict[str, float]
-                     ) -> pd.DataFrame:  # fmt: skip
-    rows = [{"name": d.name, "kind": d.kind, "estimable": True, "reason": "",
-             "vector": d.vector.astype(np.float32).tolist(), "sigma": sigmas[d.name],
-             "auc": d.metrics.get("auc"), "accuracy": d.metrics.get("accuracy"),
-             "metrics": json.dumps(d.metrics, default=str)} for d in dirs]  # fmt: skip
-    rows += [{"name": s["name"], "kind": s["name"].split(":")[0], "estimable": False,
-              "reason": s["reason"], "vector": None, "sigma": None, "auc": None,
-              "accuracy": None, "metrics": "{}"} for s in skipped]  # fmt: skip
-    return pd.DataFrame(rows)
+def probe_jobs(
+    cfg: Config, runner: PartRunner, sel: pd.DataFrame
+) -> tuple[list[ProbeJob], list[str]]:
+    """One job per slide of the selection: its tiles under every configured probe. Stain
+    normalisation targets each value of the first ``analysis.metadata`` column (its selected
+    tiles' H and E statistics)."""
+    pc, a = cfg.analysis.probes, cfg.analysis
+    if not pc.enabled:
+        return [], []
+    store = TileStore(cfg.workdir / "tiles")
+    col = next((c for c in a.metadata if c in sel.columns), None)
+    groups = sel[col].astype(str) if col else pd.Series("all", index=sel.index)
+    targets: dict[str, np.ndarray] = {}
+    if cfg.modality == "histology" and pc.stain_normalise and col:
+        for value, g in sel.groupby(groups, sort=True):
+            g = g.sort_values(["slide_id", "index"]).groupby("slide_id").head(8)
+            tiles = [
+                store.read_tiles(str(s), gg["index"].to_numpy()) for s, gg in g.groupby("slide_id")
+            ]
+            targets[str(value)] = stain_stats(np.concatenate(tiles))
+    probes = probe_list(pc.strengths(), cfg.modality, sorted(targets) if len(targets) > 1 else [])
+    ref = ray.put(targets)
+    slide_fps = store.slide_fingerprints()
+    spec_fp = runner.scored_by
+    jobs, keys = [], []
+    for sid, rows in sel.groupby("slide_id", sort=True).indices.items():
+        g = sel.iloc[rows]
+        idx = g["index"].to_numpy()
+        key = "probe-" + content_key(
+            str(sid),
+            slide_fps.get(str(sid), ""),
+            idx.tolist(),
+            [vars(p) for p in probes],
+            {k: v.tolist() for k, v in targets.items()},
+            spec_fp,
+            a.seed,
+        )
+        keys.append(key)
+        todo, _ = runner.kept(key)
+        if todo:
+            ids = pd.DataFrame(
+                {
+                    "tile_id": g["tile_id"].astype(str).to_numpy(),
+                    "slide_id": str(sid),
+                    "center": groups.iloc[rows].to_numpy(),
+                }
+            )
+            jobs.append(
+                ProbeJob(
+                    key, str(sid), idx, g["mpp"].to_numpy(np.float64), ids, probes, ref, a.seed
+                )
+            )
+    return jobs, keys
+
+
+def shift_jobs(
+    cfg: Config, runner: PartRunner, sets: list, tiles: pd.DataFrame, inputs: Inputs
+) -> tuple[list[ShiftJob], list[str]]:
+    """One job per (replicate, direction, slide batch of faithful tiles)."""
+    a = cfg.analysis
+    alphas = [float(x) for x in a.alphas]
+    jobs, keys = [], []
+    for ds in sets:
+        inv, lat = inputs.inverted[ds.replicate]
+        row_of = pd.Series(np.arange(len(inv)), index=inv["tile_id"].astype(str))
+        have = tiles[tiles["tile_id"].astype(str).isin(row_of.index)]
+        for d in ds.directions:
+            vec, sigma = np.asarray(d.vector, np.float32), float(ds.sigmas[d.name])
+            for rows in have.groupby("slide_id", sort=True).indices.values():
+                for b in range(0, len(rows), a.batch_size):
+                    t = have.iloc[rows[b : b + a.batch_size]][["tile_id", "slide_id", "mpp"]]
+                    lt = lat[row_of[t["tile_id"].astype(str)].to_numpy()]
+                    key = "shift-" + content_key(
+                        ds.replicate,
+                        d.name,
+                        vec,
+                        sigma,
+                        alphas,
+                        t["tile_id"].astype(str).tolist(),
+                        np.ascontiguousarray(lt, np.float32),
+                    )
+                    keys.append(key)
+                    todo, old = runner.kept(key)
+                    if todo:
+                        jobs.append(
+                            ShiftJob(key, ds.replicate, d.name, vec, sigma, alphas, t, lt, old)
+                        )
+    return jobs, keys
+
+
+def direction_sets(
+    cfg: Config, inputs: Inputs, samples: Samples
+) -> tuple[list[DirectionSet], list[dict]]:
+    """Each replicate's directions (``fit_set``), and the first's that were not estimable.
+    Metadata directions: grouped by patient (else slide), within the label's strata when the
+    cohort has the label column."""
+    a = cfg.analysis
+    clf = load_classifier(inputs.spec)
+    spec = FitSpec(
+        list(clf.class_names),
+        clf.explained_class,
+        a.metadata,
+        a.fit,
+        a.n_pcs,
+        a.conditional,
+        a.random_directions,
+        a.n_permutations,
+        a.seed,
+    )
+    label = cfg.classifier.train.label_column
+    sets, skipped = [], []
+    for r, (inv, lat) in enumerate(inputs.inverted):
+        groups = inv["patient" if "patient" in inv.columns else "slide_id"].astype(str)
+        strata = inv[label].astype(str).to_numpy() if label in inv.columns else None
+        ds, sk = fit_set(samples.w, samples.logits, lat, inv, groups.to_numpy(), strata, spec, r)
+        sets.append(ds)
+        skipped = skipped if r else sk
+    return sets, skipped
+
+
+def fidelity_table(cfg: Config, sel: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
+    """The selected tiles with their fidelity figures and the gate's decision."""
+    fc = cfg.analysis.fidelity
+    cols = ["tile_id", "slide_id", "index", "prob_real", "prob_recon"]
+    fid = sel[cols].merge(
+        real[["slide_id", "index", "ssim", "psnr", "ssim_reference"]],
+        on=["slide_id", "index"],
+        how="left",
+    )
+    return fidelity_gate(fid, fc.max_prob_change, fc.min_ssim, fc.identity_quantile is not None)
+
+
+def fresh_parts(cfg: Config, inputs: Inputs, parts: WorkPath) -> str:
+    """The parts folder, emptied when its parts were made with another generator, features
+    or µm/px; returns the name of its fingerprint file (kept by ``PartRunner.clean``)."""
+    stamp, fp = parts / "fingerprint.txt", parts_fingerprint(cfg, inputs)
+    if parts.exists() and (not stamp.is_file() or stamp.read_text() != fp):
+        remove_tree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp)
+    return stamp.name
+
+
+def measure(cfg: Config, inputs: Inputs, runner: PartRunner, samples: Samples) -> dict[str, Any]:
+    """Phase 1 (the selected tiles: features, fidelity, probes), the directions, phase 2 (the
+    faithful tiles' shifts) and every table of ``analysis/`` (``findings``)."""
+    inv0, lat0 = inputs.inverted[0]
+    sel = select_tiles(inv0, cfg.analysis.tiles_per_slide, cfg.analysis.seed)
+    jobs, real_keys = real_jobs(cfg, runner, sel, lat0[sel.index.to_numpy()])
+    pjobs, probe_keys = probe_jobs(cfg, runner, sel)
+    runner.run([*jobs, *pjobs], "analyze (tiles)")
+    real, probed = runner.read(real_keys), runner.read(probe_keys)
+    fid = fidelity_table(cfg, sel, real)
+    sets, skipped = direction_sets(cfg, inputs, samples)
+    faithful = sel[fid["faithful"].to_numpy()]
+    jobs, shift_keys = shift_jobs(cfg, runner, sets, faithful, inputs)
+    runner.run(jobs, "analyze (shifts)")
+    shifts = runner.read(shift_keys)
+    slide_meta = inv0.drop_duplicates("slide_id").set_index("slide_id")
+    tables = findings(
+        cfg.analysis,
+        cfg.modality,
+        sets,
+        skipped,
+        samples,
+        real,
+        fid,
+        shifts,
+        inputs.features,
+        slide_meta,
+        probed,
+    )
+    s = runner.summary
+    s.directions = [d.name for d in sets[0].directions if d.kind != "random"]
+    s.not_estimable = skipped
+    v = tables["verdicts"]
+    s.verdicts = dict(zip(v["direction"], v["verdict"], strict=True))
+    s.n_tiles, s.n_faithful = len(sel), int(fid["faithful"].sum())
+    s.n_frames = 0 if shifts is None else len(shifts)
+    return tables
 
 
 def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
     """See the module docstring. Raises ``AnalysisInputError`` before any work."""
     t0 = time.perf_counter()
-    a = cfg.analysis
-    gen_dir = generator_folder(cfg)
-    if not (gen_dir / "generator.safetensors").is_file():
-        raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or inversion.generator)")
-    inv, latents = load_inverted(cfg)
-    missing = [c for c in a.metadata if c not in inv.columns]
-    if missing:
-        raise AnalysisInputError(f"analysis.metadata: cohort has no column(s) {missing}")
-    registered = feature_names(cfg.modality)
-    features = a.features or registered
-    unknown = [f for f in features if f not in registered]
-    if unknown:
-        raise AnalysisInputError(f"analysis.features: unknown {unknown} for modality "
-                                 f"{cfg.modality} (registered: {registered})")  # fmt: skip
-    tile_size, channels = TileStore(cfg.workdir / "tiles").tile_shape()
-    spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
-    load_classifier(spec)  # checked before any work
+    inputs = load_inputs(cfg)
     out = cfg.workdir / OUT
-    fp = fingerprint(cfg, gen_dir, spec)
+    fp = fingerprint(cfg, inputs)
     summary = AnalysisSummary(out=out)
     stamp = out / "analysis.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fp:
         summary.skipped = True
         return summary
-    if progress is None:
-        progress = sys.stderr.isatty()
+    progress = sys.stderr.isatty() if progress is None else progress
     prov = provenance(cfg.section_hash("analysis", "classifier"), fingerprint=fp)
     with workdir_lock(out):
         stamp.unlink(missing_ok=True)
-        parts = out / "parts"
-        part_stamp = parts / "fingerprint.txt"
-        part_fp = parts_fingerprint(cfg, gen_dir)
-        if parts.exists() and (not part_stamp.is_file() or part_stamp.read_text() != part_fp):
-            remove_tree(parts)  # parts of another generator or configuration
-        parts.mkdir(parents=True, exist_ok=True)
-        part_stamp.write_text(part_fp)
+        keep = fresh_parts(cfg, inputs, out / "parts")
         ensure_ray(cfg.ray)
-        dirs, skipped, w_samples = fit_directions(cfg, gen_dir, spec, inv, latents)
-        sigmas = {d.name: latent_sigma(w_samples, d.vector) for d in dirs}
-        write_parquet(directions_table(dirs, skipped, sigmas), out / "directions.parquet", prov)
-
-        sel = select_tiles(inv, a.tiles_per_slide, a.seed)
-        lat_sel = latents[sel.index.to_numpy()]
-        slide_fps = TileStore(cfg.workdir / "tiles").slide_fingerprints()
-        # Part keys name their inputs, so a new slide adds parts and leaves the others valid;
-        # a direction re-fitted on the grown cohort (metadata) gets new parts for every tile.
-        jobs, keys = [], {"shift": [], "real": []}
-        scored_by = spec.fingerprint()
-
-        def kept(key: str) -> tuple[bool, pd.DataFrame | None]:
-            """(part to (re)do?, its rows to re-score): a part another classifier scored
-            keeps its features."""
-            path = parts / f"{key}.parquet"
-            if not path.is_file():
-                return True, None
-            if (read_parquet(path, columns=[SCORED_BY])[SCORED_BY] == scored_by).all():
-                return False, None
-            summary.n_parts_rescored += 1
-            return True, read_parquet(path)
-
-        alphas = [float(x) for x in a.alphas]
-        for d in dirs:
-            vec = np.asarray(d.vector, np.float32)
-            for rows in sel.groupby("slide_id", sort=True).indices.values():
-                for b in range(0, len(rows), a.batch_size):
-                    r = rows[b : b + a.batch_size]
-                    tiles, lat = sel.iloc[r][["tile_id", "slide_id", "mpp"]], lat_sel[r]
-                    key = "shift-" + _key(d.name, vec, float(sigmas[d.name]), alphas,
-                                          tiles["tile_id"].astype(str).tolist(),
-                                          np.ascontiguousarray(lat, np.float32))  # fmt: skip
-                    keys["shift"].append(key)
-                    todo, old = kept(key)
-                    if todo:
-                        jobs.append(("shift", key, d.name, vec, sigmas[d.name], alphas, tiles,
-                                     lat, old))  # fmt: skip
-        for sid, g in sel.groupby("slide_id", sort=True):
-            idx = np.sort(g["index"].to_numpy())
-            key = "real-" + _key(str(sid), slide_fps.get(str(sid), ""), idx.tolist())
-            keys["real"].append(key)
-            todo, old = kept(key)
-            if todo:
-                mpp = g["mpp"].to_numpy(np.float64)[np.argsort(g["index"].to_numpy())]
-                jobs.append(("real", key, str(sid), idx, mpp, old))
-        summary.n_parts_reused = (len(keys["shift"]) + len(keys["real"]) - len(jobs)
-                                  + summary.n_parts_rescored)  # fmt: skip
-        if jobs:
-            actor_cls = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-            fault = fault_marker()
-            bar = tqdm(total=len(jobs), unit="part", desc="analyze", disable=not progress,
-                       file=sys.stderr)  # fmt: skip
-
-            def on_result(job: tuple, result: tuple[str, pd.DataFrame]) -> None:
-                key, df = result
-                write_parquet(df, parts / f"{key}.parquet")  # committed: a re-run skips it
-                bar.update(1)
-
-            # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
-            # live nodes itself (a restart pinned to a lost node would wait forever).
-            pool: ResilientPool[tuple] = ResilientPool(
-                make_actor=lambda: actor_cls.remote(gen_dir, spec, cfg.modality, features,
-                                                    cfg.workdir / "tiles", a, fault),
-                call=lambda act, job: (act.shift if job[0] == "shift" else act.real
-                                       ).remote(*job[1:]),
-                concurrency=min(a.concurrency, len(jobs)), timeout_s=a.task_timeout_s,
-                max_replacements=a.max_restarts, max_job_failures=a.max_task_retries + 1,
-            )  # fmt: skip
-            try:
-                pool.run_all(jobs, on_result, stage="analyze", describe=lambda job: str(job[1]),
-                             timeout_setting="analysis.task_timeout_s",
-                             kept="; finished parts are kept and a re-run resumes")  # fmt: skip
-            finally:
-                bar.close()
-        current = {f"{k}.parquet" for k in keys["shift"] + keys["real"]} | {part_stamp.name}
-        for p in parts.iterdir():  # parts of earlier directions or tile picks
-            if p.name not in current and not p.name.startswith("."):
-                p.unlink()
-
-        shifts = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["shift"]],
-                           ignore_index=True).drop(columns=SCORED_BY)  # fmt: skip
-        real = pd.concat([read_parquet(parts / f"{k}.parquet") for k in keys["real"]],
-                         ignore_index=True).drop(columns=SCORED_BY)  # fmt: skip
-        write_parquet(shifts, out / "shifts.parquet", prov)
-        # circular features (hue) as angles about the real tiles' mean, not cut at [0, 1)
-        real = unwrap_circular(real, cfg.modality)
-        shifts = unwrap_circular(shifts, cfg.modality, ref=real)
-        real_sd = real[features].std()
-        slopes = per_tile_slopes(shifts, features)
-        effects = feature_effects(slopes, real_sd, n_boot=a.n_boot, seed=a.seed)
-        per_logit = per_tile_slopes(shifts, features, x="logit")
-        per_logit = per_logit.assign(std_slope=per_logit["slope"] / per_logit["feature"]
-                                     .map(real_sd)).groupby(["direction", "feature"])[
-            "std_slope"].mean().rename("effect_per_logit").reset_index()  # fmt: skip
-        effects = effects.merge(per_logit, on=["direction", "feature"], how="left")
-        write_parquet(effects, out / "feature_effects.parquet", prov)
-
-        slide_meta = inv.drop_duplicates("slide_id").set_index("slide_id")
-        bias = [group_effects(slopes, real_sd, slide_meta[c], c, a.min_slides).assign(
-            section="group_effect") for c in a.metadata]  # fmt: skip
-        bias.append(cosine_rows(dirs, random_cosine_null(w_samples.shape[1], seed=a.seed)))
-        bias.append(conditional_rows(shifts, {d.name: d.metrics["original"] for d in dirs
-                                              if d.kind == "conditional"}))  # fmt: skip
-        write_parquet(pd.concat(bias, ignore_index=True), out / "cohort_bias.parquet", prov)
-
-        summary.directions = [d.name for d in dirs]
-        summary.not_estimable = skipped
-        summary.n_tiles = len(sel)
-        summary.n_frames = len(shifts)
+        samples = sampled(cfg, inputs, out / "samples.npz")
+        runner = PartRunner(cfg, inputs, out / "parts", summary, progress)
+        tables = measure(cfg, inputs, runner, samples)
+        runner.clean(keep)
+        for name, table in tables.items():
+            if isinstance(table, pd.DataFrame):
+                write_parquet(table, out / f"{name}.parquet", prov)
+        atomic_write_json(out / "generator.json", {**tables["generator"], **prov})
         summary.seconds = time.perf_counter() - t0
-        atomic_write_json(stamp, {"fingerprint": fp, "directions": summary.directions,
-                                  "not_estimable": skipped, "n_tiles": len(sel),
-                                  "seconds": round(summary.seconds, 1), **prov})  # fmt: skip
+        record = {
+            "fingerprint": fp,
+            "directions": summary.directions,
+            "verdicts": summary.verdicts,
+            "not_estimable": summary.not_estimable,
+            "n_tiles": summary.n_tiles,
+            "n_faithful": summary.n_faithful,
+            "seconds": round(summary.seconds, 1),
+            **prov,
+        }
+        atomic_write_json(stamp, record)
     return summary

@@ -206,6 +206,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"parts kept from earlier runs: {s.n_parts_reused} "
               f"({s.n_parts_rescored} scored by the new classifier)")  # fmt: skip
     print(f"directions: {', '.join(s.directions)}")
+    print(f"faithful tiles: {s.n_faithful} of {s.n_tiles}; verdicts: "
+          + ", ".join(f"{k} {v}" for k, v in s.verdicts.items()))  # fmt: skip
     for item in s.not_estimable:
         print(f"  not estimable {item['name']}: {item['reason']}", file=sys.stderr)
     return EXIT_OK
@@ -371,10 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px of the slides")
     p.add_argument("--tumor-fraction", type=float, default=0.5)
     p.add_argument("--confound", type=float, default=0.75, help="share of tumor slides at A")
-    p.add_argument("--renderer", choices=["he", "cells"], default="he",
-                   help="he: the demo's planted nuclei; cells: epithelium with planted eosin")
-    p.add_argument("--ink-share", type=float, default=0.0,
-                   help="share of slides with green pen marks (a shortcut no generator saw)")
+    p.add_argument(
+        "--renderer",
+        choices=["he", "cells"],
+        default="he",
+        help="he: the demo's planted nuclei; cells: epithelium with planted eosin",
+    )
+    p.add_argument(
+        "--ink-share",
+        type=float,
+        default=0.0,
+        help="share of slides with green pen marks (a shortcut no generator saw)",
+    )
     p.set_defaults(func=cmd_make_cohort)
 
     p = sub.add_parser("demo", help="make the demo cohort and run the pipeline on it")

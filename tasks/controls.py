@@ -2,10 +2,11 @@
 control's cohort, calibrate its black box on the cohort's tiles, run the whole job
 (``stylepath run``) with the demo's settings and judge the verdicts against the control's rule.
 
-``stain`` and ``unrelated`` share one ``cells`` cohort (one tiling and one inversion: a second
-classifier only re-scores the kept latents); the encoders trained for the first control are
-copied into the others' workdirs (their cache key is the generator and encoder config, so
-they are the encoders those runs would train).
+``stain`` and ``unrelated`` share one ``cells`` cohort, ``demo`` and ``stain_he`` the demo
+cohort (one tiling and one inversion each: a second classifier only re-scores the kept
+latents); the encoders trained for the first control are copied into the others' workdirs
+(their cache key is the generator and encoder config, so they are the encoders those runs
+would train).
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ COHORTS = {
     "unrelated": ("cells", 0.0),
     "undrawable": ("he", 0.5),
     "demo": ("he", 0.0),
+    "stain_he": ("he", 0.0),
 }
-BLACKBOX = {"stain": "eosin", "unrelated": "hash", "undrawable": "ink", "demo": None,
-            "stain_he": "eosin"}
+BLACKBOX = {
+    "stain": "eosin",
+    "unrelated": "hash",
+    "undrawable": "ink",
+    "demo": None,
+    "stain_he": "eosin",
+}
 # A control run on the cohort of an earlier one starts from a copy of its workdir.
 SHARES = {"unrelated": "stain", "stain_he": "demo"}
 # ``test``: the suite's size (8 slides of 1 mm², fewer samples and steps); ``demo``: the

@@ -37,7 +37,13 @@ from pipeline.classifier.contract import (
     resolve_spec,
     tiles_to_tensor,
 )
-from pipeline.config import Config, InversionConfig, RefineConfig, SelectionConfig
+from pipeline.config import (
+    Config,
+    InversionConfig,
+    RefineConfig,
+    SelectionConfig,
+    config_from_dict,
+)
 from pipeline.gan.generator import TrainedGenerator, load_generator
 from pipeline.gan.networks import Discriminator
 from pipeline.inversion.encoder import Encoder, EncoderSpec
@@ -436,91 +442,134 @@ def _examples_png(prep: Prepared, store: InversionStore, table: pd.DataFrame, pa
     save_png(path, image_grid(cells, 8))
 
 
-def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
-    """Invert the selected tiles (skipping finished ones); see the module docstring."""
+def replicate_root(cfg: Config, replicate: int = 0) -> WorkPath:
+    """Where replicate ``replicate`` of the inversion lives: ``workdir/inversion`` for the
+    first, ``workdir/inversion/replicate-<r>`` for the others."""
+    root = cfg.workdir / "inversion"
+    return root if replicate == 0 else root / f"replicate-{replicate}"
+
+
+def replicate_config(cfg: Config, replicate: int) -> Config:
+    """The config of replicate ``replicate``: the refinement and the encoder seeded
+    ``replicate`` further (a new encoder, a new refinement draw), all else as configured."""
+    if replicate == 0:
+        return cfg
+    data = cfg.dump()
+    inv = data["inversion"]
+    inv["seed"] += replicate
+    inv["encoder"]["seed"] += replicate
+    return config_from_dict(data)
+
+
+def _invert(prep: Prepared, store: InversionStore, progress: bool) -> InversionSummary:
+    """One replicate: the encoder (cached), then the pool over the unfinished tiles, then the
+    consolidated outputs. Call under the workdir lock."""
     t0 = time.perf_counter()
-    prep = prepare(cfg)
-    icfg = cfg.inversion
+    cfg, icfg = prep.cfg, prep.cfg.inversion
     summary = InversionSummary(n_selected=len(prep.selection), generator=str(prep.gen_folder))
+    _, meta, trained = ensure_encoder(prep, store)
+    summary.encoder_trained = trained
+    summary.encoder_seconds = float(meta.get("seconds", 0.0)) if trained else 0.0
+    slides = TileStore(cfg.workdir / "tiles").slide_fingerprints()
+    store.reset_parts(parts_fingerprint(prep, meta["key"]), slides)
+    done = store.finished_ids()
+    todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
+    summary.n_skipped = len(prep.selection) - len(todo)
+    stale = stale_scores(store, prep)
+    jobs: list[tuple[Any, ...]] = [("invert", *j) for j in _jobs(todo, icfg.batch_size)]
+    jobs += [("rescore", name) for name in stale]
+    t_work = time.perf_counter()
+    if jobs:
+        stats = _run_pool(prep, store, meta, jobs, len(todo) + sum(stale.values()), summary,
+                          progress)  # fmt: skip
+        summary.extras["pool"] = {k: v for k, v in vars(stats).items() if k != "errors"}
+    summary.work_seconds = time.perf_counter() - t_work
+    table = consolidate(store, prep.selection)
+    ok = table[table["status"] == "ok"]
+    summary.n_failed = int((table["status"] != "ok").sum())
+    summary.median_ssim = float(ok["ssim"].median()) if len(ok) else float("nan")
+    summary.median_prob_diff = (float((ok["prob_real"] - ok["prob_recon"]).abs().median())
+                                if len(ok) else float("nan"))  # fmt: skip
+    summary.tiles_per_s = summary.n_inverted / max(summary.work_seconds, 1e-9)
+    _examples_png(prep, store, table, store.root / "examples.png")
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run_pool(prep: Prepared, store: InversionStore, meta: dict[str, Any],
+              jobs: list[tuple[Any, ...]], n_tiles: int, summary: InversionSummary,
+              progress: bool) -> Any:  # fmt: skip
+    """The actor pool over ``jobs`` (invert / rescore), committing each part as it arrives."""
+    cfg, icfg = prep.cfg, prep.cfg.inversion
+    ensure_ray(cfg.ray)
+    # Ray's own restarts and retries are off: ResilientPool replaces dead actors
+    # itself (a restart pinned to a lost node's resources would wait forever).
+    actor_cls = ray.remote(Inverter).options(num_cpus=icfg.num_cpus, num_gpus=icfg.num_gpus)
+    # Small arguments only: a new actor re-reads the encoder from the workdir.
+    # Paths stay path objects: a URL keeps its storage options.
+    args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
+            prep.clf_spec, cfg.workdir / "tiles", icfg, fault_marker())  # fmt: skip
+    bar = tqdm(total=n_tiles, unit="tile", desc="invert", disable=not progress, file=sys.stderr)
+
+    def on_result(job: tuple[Any, ...], r: dict[str, Any]) -> None:
+        if job[0] == "rescore":
+            store.write_part_rows(r["name"], r["rows"])
+            summary.n_rescored += len(r["rows"])
+        else:
+            store.write_part(r["name"], r["rows"], r["latents"])
+            summary.n_inverted += len(r["rows"])
+        bar.update(len(r["rows"]))
+
+    def on_give_up(job: tuple[Any, ...], why: str) -> None:
+        if job[0] == "rescore":  # latents kept; probabilities unknown: not analysed
+            rows = store.read_part(job[1])[0].assign(
+                prob_real=np.nan,
+                prob_recon=np.nan,
+                status="failed",
+                error=f"scoring by the new classifier: {why}",
+                **{SCORED_BY: prep.clf_fp},
+            )
+            store.write_part_rows(job[1], rows)
+        else:
+            rows, lat = failed_part(job[1:], why, prep)
+            store.write_part(part_name(job[1], job[2]), rows, lat)
+        bar.update(len(rows))
+
+    pool: ResilientPool[tuple[Any, ...]] = ResilientPool(
+        make_actor=lambda: actor_cls.remote(*args),
+        call=lambda actor, job: getattr(actor, job[0]).remote(*job[1:]),
+        concurrency=icfg.concurrency, timeout_s=icfg.task_timeout_s,
+        max_replacements=icfg.max_restarts, max_job_failures=icfg.max_task_retries + 1,
+    )  # fmt: skip
+    try:
+        return pool.run(jobs, on_result, on_give_up)
+    except PoolStuckError as exc:
+        raise InversionStuckError(
+            f"inversion stopped: {exc} (inversion.task_timeout_s); finished batches "
+            "are kept and a re-run resumes"
+        ) from None
+    finally:
+        bar.close()
+
+
+def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
+    """Invert the selected tiles (skipping finished ones), then each further replicate
+    (``inversion.replicates``: the same tiles under other seeds, which the analysis' CI
+    covers); see the module docstring. Returns the first replicate's summary, the others'
+    in ``extras["replicates"]``."""
+    t0 = time.perf_counter()
+    preps = [prepare(replicate_config(cfg, r)) for r in range(cfg.inversion.replicates)]
     if progress is None:
         progress = sys.stderr.isatty()
-    store = InversionStore(cfg.workdir / "inversion")
     with workdir_lock(cfg.workdir):
-        _, meta, trained = ensure_encoder(prep, store)
-        summary.encoder_trained = trained
-        summary.encoder_seconds = float(meta.get("seconds", 0.0)) if trained else 0.0
-        slides = TileStore(cfg.workdir / "tiles").slide_fingerprints()
-        store.reset_parts(parts_fingerprint(prep, meta["key"]), slides)
-        done = store.finished_ids()
-        todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
-        summary.n_skipped = len(prep.selection) - len(todo)
-        stale = stale_scores(store, prep)
-        jobs: list[tuple[Any, ...]] = [("invert", *j) for j in _jobs(todo, icfg.batch_size)]
-        jobs += [("rescore", name) for name in stale]
-        t_work = time.perf_counter()
-        if jobs:
-            ensure_ray(cfg.ray)
-            # Ray's own restarts and retries are off: ResilientPool replaces dead actors
-            # itself (a restart pinned to a lost node's resources would wait forever).
-            actor_cls = ray.remote(Inverter).options(num_cpus=icfg.num_cpus,
-                                                     num_gpus=icfg.num_gpus)  # fmt: skip
-            # Small arguments only: a new actor re-reads the encoder from the workdir.
-            # Paths stay path objects: a URL keeps its storage options.
-            args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
-                    prep.clf_spec, cfg.workdir / "tiles", icfg,
-                    fault_marker())  # fmt: skip
-            bar = tqdm(total=len(todo) + sum(stale.values()), unit="tile", desc="invert",
-                       disable=not progress, file=sys.stderr)  # fmt: skip
-
-            def on_result(job: tuple[Any, ...], r: dict[str, Any]) -> None:
-                if job[0] == "rescore":
-                    store.write_part_rows(r["name"], r["rows"])
-                    summary.n_rescored += len(r["rows"])
-                else:
-                    store.write_part(r["name"], r["rows"], r["latents"])
-                    summary.n_inverted += len(r["rows"])
-                bar.update(len(r["rows"]))
-
-            def on_give_up(job: tuple[Any, ...], why: str) -> None:
-                if job[0] == "rescore":  # latents kept; probabilities unknown: not analysed
-                    rows = store.read_part(job[1])[0].assign(
-                        prob_real=np.nan,
-                        prob_recon=np.nan,
-                        status="failed",
-                        error=f"scoring by the new classifier: {why}",
-                        **{SCORED_BY: prep.clf_fp},
-                    )
-                    store.write_part_rows(job[1], rows)
-                else:
-                    rows, lat = failed_part(job[1:], why, prep)
-                    store.write_part(part_name(job[1], job[2]), rows, lat)
-                bar.update(len(rows))
-
-            pool: ResilientPool[tuple[Any, ...]] = ResilientPool(
-                make_actor=lambda: actor_cls.remote(*args),
-                call=lambda actor, job: getattr(actor, job[0]).remote(*job[1:]),
-                concurrency=icfg.concurrency, timeout_s=icfg.task_timeout_s,
-                max_replacements=icfg.max_restarts, max_job_failures=icfg.max_task_retries + 1,
-            )  # fmt: skip
-            try:
-                stats = pool.run(jobs, on_result, on_give_up)
-            except PoolStuckError as exc:
-                raise InversionStuckError(
-                    f"inversion stopped: {exc} (inversion.task_timeout_s); finished batches "
-                    "are kept and a re-run resumes"
-                ) from None
-            finally:
-                bar.close()
-            summary.extras["pool"] = {k: v for k, v in vars(stats).items() if k != "errors"}
-        summary.work_seconds = time.perf_counter() - t_work
-        table = consolidate(store, prep.selection)
-        ok = table[table["status"] == "ok"]
-        summary.n_failed = int((table["status"] != "ok").sum())
-        summary.median_ssim = float(ok["ssim"].median()) if len(ok) else float("nan")
-        summary.median_prob_diff = (float((ok["prob_real"] - ok["prob_recon"]).abs().median())
-                                    if len(ok) else float("nan"))  # fmt: skip
-        summary.tiles_per_s = summary.n_inverted / max(summary.work_seconds, 1e-9)
-        _examples_png(prep, store, table, store.root / "examples.png")
+        done = [_invert(p, InversionStore(replicate_root(cfg, r)), progress)
+                for r, p in enumerate(preps)]  # fmt: skip
+    summary = done[0]
+    if len(done) > 1:
+        summary.extras["replicates"] = [
+            {k: getattr(s, k) for k in ("n_inverted", "n_skipped", "n_failed", "median_ssim",
+                                         "encoder_trained", "seconds")} for s in done[1:]
+        ]  # fmt: skip
     summary.seconds = time.perf_counter() - t0
     return summary
 

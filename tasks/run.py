@@ -147,13 +147,16 @@ def _actions(cfg: Config) -> dict[str, Callable[[], dict[str, Any]]]:
         out = {k: v for k, v in vars(s).items() if isinstance(v, int | float | str | bool)}
         out["skipped"] = (s.n_inverted == 0 and s.n_rescored == 0
                           and s.n_skipped == s.n_selected)  # all were done  # fmt: skip
+        if "replicates" in s.extras:
+            out["replicates"] = s.extras["replicates"]
         return out
 
     def analyze() -> dict[str, Any]:
         from tasks.analyze import run_analyze
 
         s = run_analyze(cfg)
-        return {"skipped": s.skipped, "directions": s.directions, "tiles": s.n_tiles,
+        return {"skipped": s.skipped, "directions": s.directions, "verdicts": s.verdicts,
+                "tiles": s.n_tiles, "faithful_tiles": s.n_faithful,
                 "parts_reused": s.n_parts_reused, "parts_rescored": s.n_parts_rescored,
                 "not_estimable": s.not_estimable}  # fmt: skip
 
@@ -177,8 +180,9 @@ def _force(cfg: Config, stages: list[str]) -> None:
     """Drop the records that let these stages skip (their outputs are rewritten)."""
     w = cfg.workdir
     inv = w / "inversion"
+    replicas = [inv / f"replicate-{r}" for r in range(1, cfg.inversion.replicates)]
     marks = {"predict": [w / "predictions.json"], "analyze": [w / "analysis" / "analysis.json"],
-             "invert": [inv / "parts", inv / "inversion.parquet"]}  # fmt: skip
+             "invert": [inv / "parts", inv / "inversion.parquet", *replicas]}  # fmt: skip
     for s in stages:
         remove_file(_stamp(cfg, s))
         for p in marks.get(s, []):

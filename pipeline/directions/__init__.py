@@ -1,19 +1,37 @@
 """Directions in the generator's W space: the classifier's (fitted on synthesised samples),
-metadata ones (fitted on inverted real tiles) and principal ones; shifting latents along them."""
+metadata ones (fitted on inverted real tiles), principal and random ones; shifting latents
+along them."""
 
 from pipeline.directions.fit import (
     Direction,
     DirectionFitError,
     classifier_directions,
+    covariance_directions,
+    fit_grouped_direction,
     fit_linear_direction,
     metadata_directions,
+    permutation_cosines,
     principal_directions,
-    random_cosine_null,
+    split_half_cosine,
+    unit,
+    within_strata,
 )
 from pipeline.directions.shift import latent_sigma, project_out, shift_latents
 
 __all__ = [
-    "Direction", "DirectionFitError", "classifier_directions", "fit_linear_direction",
-    "latent_sigma", "metadata_directions", "principal_directions", "project_out",
-    "random_cosine_null", "shift_latents",
-]  # fmt: skip
+    "Direction",
+    "DirectionFitError",
+    "classifier_directions",
+    "covariance_directions",
+    "fit_grouped_direction",
+    "fit_linear_direction",
+    "latent_sigma",
+    "metadata_directions",
+    "permutation_cosines",
+    "principal_directions",
+    "project_out",
+    "shift_latents",
+    "split_half_cosine",
+    "unit",
+    "within_strata",
+]

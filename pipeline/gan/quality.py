@@ -24,6 +24,12 @@ LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the 
 # planted biomarkers; 0.54 and 0.13 lose them.
 LINEARITY_MIN = 0.7
 W_SPREAD_MIN = 0.5  # analysis features' SD at constant noise over the reals' SD (median)
+# What the analysis needs of W to tell features apart (docs/reports.md, "Generator gate"):
+# W's variance spread over several dimensions, and samples (at constant noise) whose features
+# vary as independently of each other as the real tiles' do.
+W_PR_MIN = 8.0  # participation ratio of W's covariance
+FEATURE_PR_RATIO_MIN = 0.8  # samples' feature participation ratio over the reals'
+PAIR_GAP_MAX = 0.3  # largest |corr_samples − corr_reals| over feature pairs
 
 
 def tiles_modality(tiles: np.ndarray) -> str:
@@ -178,6 +184,61 @@ def _spread_check(real: pd.DataFrame, table: pd.DataFrame) -> dict[str, Any]:
             "passed": bool(median >= W_SPREAD_MIN)}  # fmt: skip
 
 
+def participation_ratio(cov: np.ndarray) -> float:
+    """(Σλ)² / Σλ² of a covariance (or correlation) matrix: how many dimensions its variance
+    is spread over (1: one direction holds it all; D: isotropic)."""
+    lam = np.clip(np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64)), 0, None)
+    return float(lam.sum() ** 2 / max((lam**2).sum(), 1e-300))
+
+
+def latent_geometry(w: np.ndarray) -> dict[str, float]:
+    """W's ``w_participation_ratio`` and ``w_pcs_90``, the principal components holding 90 %
+    of its variance, from latents [N, w_dim]."""
+    cov = np.cov(np.asarray(w, dtype=np.float64), rowvar=False)
+    lam = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))[::-1]
+    share = np.cumsum(lam) / max(lam.sum(), 1e-300)
+    return {"w_participation_ratio": participation_ratio(cov),
+            "w_pcs_90": int(np.searchsorted(share, 0.9) + 1)}  # fmt: skip
+
+
+def feature_independence(real: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Any]:
+    """How independently the samples' features vary, against the real tiles': the
+    participation ratio of the features' correlation matrix in each (``feature_pr_ratio`` =
+    samples ÷ reals) and the feature pair whose correlation differs most (``worst_pair``,
+    ``worst_pair_corr_gap`` = |corr_samples − corr_reals|). Features constant or missing in
+    either set are left out."""
+    cols = [c for c in real.columns if c in samples.columns
+            and real[c].std() > 0 and samples[c].std() > 0]  # fmt: skip
+    if len(cols) < 2:
+        return {"feature_pr_ratio": float("nan"), "worst_pair": None,
+                "worst_pair_corr_gap": float("nan"), "features": cols}  # fmt: skip
+    cr, cs = real[cols].corr().fillna(0.0), samples[cols].corr().fillna(0.0)
+    gap = (cs - cr).abs().to_numpy(copy=True)
+    np.fill_diagonal(gap, -1.0)
+    i, j = np.unravel_index(int(np.argmax(gap)), gap.shape)
+    pr_r, pr_s = participation_ratio(cr.to_numpy()), participation_ratio(cs.to_numpy())
+    return {"real_feature_pr": pr_r, "sample_feature_pr": pr_s,
+            "feature_pr_ratio": pr_s / pr_r, "worst_pair": [cols[i], cols[j]],
+            "worst_pair_corr_gap": float(gap[i, j]), "worst_pair_corr_real": float(cr.iloc[i, j]),
+            "worst_pair_corr_samples": float(cs.iloc[i, j]), "features": cols}  # fmt: skip
+
+
+def latent_space_checks(w: np.ndarray, real: pd.DataFrame, samples: pd.DataFrame
+                        ) -> dict[str, Any]:  # fmt: skip
+    """The generator gate's figures (``latent_geometry``, ``feature_independence`` of samples
+    at constant noise) with each threshold and whether it holds."""
+    geo, ind = latent_geometry(w), feature_independence(real, samples)
+    checks = {
+        "w_participation_ratio": (geo["w_participation_ratio"], W_PR_MIN, "min"),
+        "feature_pr_ratio": (ind["feature_pr_ratio"], FEATURE_PR_RATIO_MIN, "min"),
+        "worst_pair_corr_gap": (ind["worst_pair_corr_gap"], PAIR_GAP_MAX, "max"),
+    }
+    passed = {k: bool(v >= t if kind == "min" else v <= t) if math.isfinite(v) else False
+              for k, (v, t, kind) in checks.items()}  # fmt: skip
+    return {**geo, **ind, "thresholds": {k: t for k, (_, t, _) in checks.items()},
+            "checks_passed": passed, "passed": all(passed.values())}  # fmt: skip
+
+
 def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
                    features: Sequence[str] | None = None,
                    latents: tuple[np.ndarray, np.ndarray] | None = None
@@ -203,9 +264,12 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
         table = _w_features(samples, mpp, features, ref=r)
         checks["w_linearity"] = _linearity_check(w, table)
         checks["w_spread"] = _spread_check(r, table)
-    return {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
-            "swd": swd(reals, fakes, seed=seed),
-            "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
+    report = {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
+              "swd": swd(reals, fakes, seed=seed),
+              "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
+    if latents is not None:  # recorded beside the bar: the analysis' generator gate judges it
+        report["latent_space"] = latent_space_checks(w, r[table.columns], table)
+    return report
 
 
 class StatsTracker:

@@ -1,9 +1,11 @@
 """Pixel-space perturbations of real tiles, each named, parametrised by a strength and
 documented (docs/reports.md, "Probes").
 
-Stain probes work in optical-density space with scikit-image's ``rgb2hed``/``hed2rgb``
-(Ruifrok & Johnston's H&E-DAB vectors): the same colour deconvolution the analysis' stain
-features measure with, so "eosin ×1.3" moves exactly what ``eosin_mean`` reads; dedicated
+Stain probes work in optical-density space with the stain matrix of scikit-image's
+``rgb2hed`` (Ruifrok & Johnston's H&E-DAB vectors, ``skimage.color.rgb_from_hed``): the
+colour deconvolution the analysis' stain features measure with, so "eosin ×1.3" moves what
+``eosin_mean`` reads. The unmixing is done here without ``rgb2hed``'s clipping of negative
+concentrations, so tile → concentrations → tile is exact up to 8-bit rounding. Dedicated
 stain libraries (staintools, torchstain) pin old numpy/torch or are not installable here.
 Stain normalisation is Reinhard's method in that space: each tile's H and E concentrations
 (over its tissue pixels) are moved to another center's mean and SD.
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 TISSUE_OD = 0.15  # a pixel is tissue when its summed optical density exceeds this
 
@@ -49,12 +51,14 @@ def _u8(x: np.ndarray) -> np.ndarray:
 
 
 def _hed(rgb: np.ndarray) -> np.ndarray:
-    """H, E, D concentrations of uint8 RGB [..., 3] (0 counts as 1: no infinite OD)."""
-    return rgb2hed(np.maximum(rgb, 1).astype(np.float64) / 255.0)
+    """H, E, D concentrations of uint8 RGB [..., 3] (OD unmixed with ``hed_from_rgb``;
+    0 counts as 1: no infinite OD)."""
+    od = -np.log(np.maximum(rgb, 1).astype(np.float64) / 255.0)
+    return od @ hed_from_rgb
 
 
 def _from_hed(hed: np.ndarray) -> np.ndarray:
-    return _u8(hed2rgb(hed) * 255.0)
+    return _u8(255.0 * np.exp(-(hed @ rgb_from_hed)))
 
 
 def stain_scale(rgb: np.ndarray, channel: int, factor: float) -> np.ndarray:
@@ -224,24 +228,3 @@ def probe_scores(
             )
         )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-
-
-# The default strengths (``analysis.probes``): both directions where a change can go both ways.
-DEFAULT_STRENGTHS: dict[str, list[float]] = {
-    "hematoxylin": [0.7, 0.85, 1.15, 1.3],
-    "eosin": [0.7, 0.85, 1.15, 1.3],
-    "blur": [0.5, 1.0, 2.0],
-    "jpeg": [70.0, 40.0, 20.0],
-    "brightness": [-0.08, 0.08],
-    "contrast": [0.8, 1.25],
-    "gamma": [0.8, 1.25],
-    "noise": [3.0, 8.0],
-    "window_level": [-0.08, 0.08],
-    "window_width": [0.8, 1.25],
-}
-# Valid strengths per family (closed intervals): a configured strength outside is an error.
-VALID_RANGES: dict[str, tuple[float, float]] = {
-    "hematoxylin": (0.1, 3.0), "eosin": (0.1, 3.0), "blur": (0.0, 20.0), "jpeg": (1.0, 100.0),
-    "brightness": (-0.5, 0.5), "contrast": (0.1, 4.0), "gamma": (0.2, 5.0), "noise": (0.0, 64.0),
-    "window_level": (-0.5, 0.5), "window_width": (0.2, 5.0),
-}  # fmt: skip

@@ -12,8 +12,9 @@ import torch
 
 from pipeline.config import TilingConfig
 from pipeline.features import compute_features
-from pipeline.probes import Probe, apply_probe, probe_effects, probe_list, probe_scores, stain_stats
-from pipeline.probes.perturb import DEFAULT_STRENGTHS
+from pipeline.probes.families import DEFAULT_STRENGTHS
+from pipeline.probes.perturb import Probe, apply_probe, probe_list, probe_scores, stain_stats
+from pipeline.probes.stats import probe_effects
 from pipeline.synthetic import plan_cohort, render_slide, tissue_tiles
 from pipeline.synthetic.blackboxes import calibrated, tiles_tensor
 from pipeline.synthetic.controls import judge_probes
@@ -118,3 +119,15 @@ def test_probe_controls(reader: str, seed: int) -> None:
     )
     assert judge_probes(reader, table) == []
     assert set(table["group"]) == {"all", "center=A", "center=B"}
+
+
+def test_a_strength_out_of_range_is_a_config_error_naming_the_key() -> None:
+    from pipeline.config import ConfigError, config_from_dict
+
+    base = {"cohort": "cohort.csv", "workdir": "work"}
+    with pytest.raises(ConfigError, match=r"analysis\.probes\.eosin: .*outside the valid range"):
+        config_from_dict({**base, "analysis": {"probes": {"eosin": [1.2, 5.0]}}})
+    with pytest.raises(ConfigError, match=r"analysis\.probes\.blur"):
+        config_from_dict({**base, "analysis": {"probes": {"blur": [-1.0]}}})
+    cfg = config_from_dict({**base, "analysis": {"probes": {"jpeg": []}}})
+    assert "jpeg" not in cfg.analysis.probes.strengths()

@@ -28,3 +28,22 @@ def test_control_obeys_its_rule(results, control: str) -> None:
     r = results[control]
     print(pd.Series(r))
     assert r["passed"], r["wrong"]
+
+
+def test_a_one_slide_cohort_gets_reasons_not_a_crash(tmp_path, ray_local) -> None:
+    """One slide: no between-slide CI, no metadata direction; the run finishes and the
+    classifier direction is not supported, saying why."""
+    from tasks.controls import BLACKBOX, _blackbox, control_config
+    from tasks.make_cohort import make_cohort
+    from tasks.run import run_all
+
+    cfg = control_config(tmp_path, "stain", seed=0, extra=["inversion.replicates=1"])
+    make_cohort(cfg.cohort.parent, n_slides=1, seed=0, size_um=512.0, renderer="cells")
+    assert BLACKBOX["stain"] == "eosin"
+    cfg = _blackbox(cfg, "stain")
+    run_all(cfg)
+    v = pd.read_parquet(cfg.workdir / "analysis" / "verdicts.parquet").set_index("direction")
+    print(v[["verdict", "reasons"]])
+    assert v.loc["classifier", "verdict"] == "not_supported"
+    assert "faithful slides" in v.loc["classifier", "reasons"]  # 1 (or 0) < 2
+    assert (cfg.workdir / "report" / "index.html").is_file()
