@@ -6,7 +6,9 @@ right answer, or the obligation to abstain, is known: a TorchScript black box th
 eosin stain of a ``cells`` cohort (name stain, never nuclei, or abstain), one that hashes the
 pixels (not supported, nothing specific), one that reads green pen ink the generator never saw
 (not supported), and the demo's built-in classifier of planted nuclear density and size (name
-them, or abstain). Every run is the whole job (``stylepath run``) with ``configs/demo.yaml``.
+them, or abstain), and the same black box reading eosin on the demo cohort. Every run is the
+whole job (``stylepath run``) with ``configs/demo.yaml``; the eosin and demo runs also judge
+the probes (``judge_probes``: eosin scaling, not blur; stain small next to the planted nuclei).
 
     PYTHONPATH=. python bench/controls.py [--seeds 0 1 2] [--scale test|demo]
         [--controls stain unrelated undrawable demo] [--root work/bench/controls]
@@ -52,7 +54,11 @@ def main() -> None:
         "verdicts": {
             c: [r["verdict"] for r in results if r["control"] == c] for c in args.controls
         },
+        "probes_passed": {
+            c: sum(r["probes_passed"] for r in results if r["control"] == c) for c in args.controls
+        },
         "all_passed": all(r["passed"] for r in results),
+        "all_probes_passed": all(r["probes_passed"] for r in results),
     }
     print(json.dumps(summary))
 

@@ -22,7 +22,7 @@ import pandas as pd
 from pipeline.config import Config, config_from_dict, load_config
 from pipeline.io.tile_store import TileStore
 from pipeline.synthetic.blackboxes import calibrated, save_blackbox
-from pipeline.synthetic.controls import CONTROLS, judge, named
+from pipeline.synthetic.controls import CONTROLS, judge, judge_probes, named
 from tasks.make_cohort import make_cohort
 from tasks.run import run_all
 
@@ -124,6 +124,38 @@ def prime_encoders(src: Path, dst: Path) -> None:
             shutil.copy2(f, target)
 
 
+def planted_effect(cfg: Config) -> float:
+    """The smallest mean logit change the planted nuclear density or size alone makes in the
+    renderer's counterfactuals of the cohort's slides (the demo's built-in classifier)."""
+    import torch
+
+    from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
+    from pipeline.synthetic import counterfactual_logits
+
+    clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, cfg.tiling.size, 3))
+
+    def score(tiles: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return clf.score(clf(tiles_to_tensor(tiles))).numpy()
+
+    table = counterfactual_logits(pd.read_csv(cfg.cohort).to_dict("records"), score, cfg.tiling)
+    mean = table.groupby(["density", "size"])["logit"].mean()
+    base = mean["normal", "normal"]
+    return float(min(mean["normal", "tumor"], mean["tumor", "normal"]) - base)
+
+
+def probes_wrong(cfg: Config, control: str) -> list[str]:
+    """The probes' rules (``judge_probes``) for the controls whose classifier reads a known
+    property: eosin for ``stain`` and ``stain_he``, the planted nuclei for ``demo``."""
+    path = cfg.workdir / "analysis" / "perturbations.parquet"
+    reader = {"stain": "eosin", "stain_he": "eosin", "demo": "nuclei"}.get(control)
+    if reader is None or not path.is_file():
+        return []
+    probes = pd.read_parquet(path)
+    planted = planted_effect(cfg) if reader == "nuclei" else None
+    return judge_probes(reader, probes, planted)
+
+
 def summarise(cfg: Config, control: str) -> dict[str, Any]:
     """The control's verdict, named and top specific features, gate figures and what it got
     wrong, from the run's ``analysis/`` tables."""
@@ -146,6 +178,7 @@ def summarise(cfg: Config, control: str) -> dict[str, Any]:
         }
     )
     wrong = judge(control, verdicts, effects)
+    probes = probes_wrong(cfg, control)
     return {
         "control": control,
         "verdict": None if row is None else row["verdict"],
@@ -163,6 +196,8 @@ def summarise(cfg: Config, control: str) -> dict[str, Any]:
         "gates": gates,
         "wrong": wrong,
         "passed": not wrong,
+        "probes_wrong": probes,
+        "probes_passed": not probes,
     }
 
 

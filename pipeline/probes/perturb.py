@@ -7,8 +7,15 @@ colour deconvolution the analysis' stain features measure with, so "eosin ×1.3"
 ``eosin_mean`` reads. The unmixing is done here without ``rgb2hed``'s clipping of negative
 concentrations, so tile → concentrations → tile is exact up to 8-bit rounding. Dedicated
 stain libraries (staintools, torchstain) pin old numpy/torch or are not installable here.
-Stain normalisation is Reinhard's method in that space: each tile's H and E concentrations
-(over its tissue pixels) are moved to another center's mean and SD.
+Stain normalisation re-stains a tile with another center's stain vectors (Macenko et
+al. 2009, estimated from each center's tiles): it is unmixed with its own center's vectors and
+mixed with the other's, its concentrations kept, so its content stays as it is. Measured on
+the known-answer cohort (JPEG slides read at 1 µm/px; 2026-12-07), the per-slide mean logit
+change of this swap was within 0.35 (mean absolute error) of re-rendering the slide in the
+other center's stain; adding Macenko's rescaling of the concentrations by their 99th
+percentiles made it 0.99, matching each tile's H and E means to the other center's
+(Reinhard's method in OD space) 1.57: those statistics follow the tissue's content (a
+tumor-rich center has more nucleus), and the swap then moved content, not stain.
 
 Scanner-like probes: Gaussian blur with σ in µm (converted with the tile's µm/px, so it means
 the same at any resolution), JPEG re-compression, brightness, contrast, gamma and Gaussian
@@ -28,7 +35,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-TISSUE_OD = 0.15  # a pixel is tissue when its summed optical density exceeds this
+STAINED_OD = 0.05  # a pixel is stained when every channel's optical density exceeds this
 
 
 @dataclass(frozen=True)
@@ -69,26 +76,40 @@ def stain_scale(rgb: np.ndarray, channel: int, factor: float) -> np.ndarray:
     return _from_hed(hed)
 
 
+def _tissue_od(rgb: np.ndarray) -> np.ndarray:
+    """Optical densities [n, 3] of the stained pixels of uint8 RGB [..., 3] (every channel's
+    OD above ``STAINED_OD``, Macenko's β)."""
+    od = -np.log(np.maximum(rgb, 1).reshape(-1, 3).astype(np.float64) / 255.0)
+    keep = (od > STAINED_OD).all(axis=1)
+    return od[keep] if keep.sum() >= 16 else od
+
+
 def stain_stats(rgb: np.ndarray) -> np.ndarray:
-    """Mean and SD of H and E over the tissue pixels of tiles [N, H, W, 3]: [2, 2]
-    (rows H, E; columns mean, SD) — the reference of a center for stain normalisation."""
-    hed = _hed(rgb).reshape(-1, 3)
-    od = -np.log(np.maximum(rgb, 1).reshape(-1, 3) / 255.0).sum(axis=1)
-    t = hed[od > TISSUE_OD] if (od > TISSUE_OD).any() else hed
-    return np.stack([[t[:, k].mean(), t[:, k].std() + 1e-6] for k in (0, 1)])
+    """The stain of tiles [N, H, W, 3] (Macenko et al. 2009): the unit OD vectors of
+    hematoxylin and eosin (rows), from the 1st and 99th percentile angles of the stained
+    pixels' OD in the plane of its two main axes: [2, 3]. A property of the stain, not of how
+    much nucleus or stroma the tiles hold."""
+    od = _tissue_od(rgb)
+    _, vecs = np.linalg.eigh(np.cov(od, rowvar=False))
+    plane = vecs[:, 1:]  # the two main axes
+    proj = od @ plane
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(phi, [1, 99])
+    v = np.stack([plane @ [np.cos(t), np.sin(t)] for t in (lo, hi)])
+    v *= np.sign(v.sum(axis=1, keepdims=True))  # OD vectors are positive
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v[np.argsort(-v[:, 0])]  # hematoxylin absorbs more red than eosin
 
 
-def stain_normalise(rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Each tile's H and E moved to the ``target`` stain statistics (``stain_stats``) over
-    its tissue pixels (Reinhard's mean and SD matching, in optical-density space)."""
-    out = np.empty_like(rgb)
-    for i, tile in enumerate(rgb):
-        src = stain_stats(tile[None])
-        hed = _hed(tile)
-        for k in (0, 1):
-            hed[..., k] = (hed[..., k] - src[k, 0]) / src[k, 1] * target[k, 1] + target[k, 0]
-        out[i] = _from_hed(hed)
-    return out
+def stain_normalise(rgb: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Tiles stained with ``source``'s vectors (``stain_stats``) re-stained with ``target``'s:
+    each pixel's H and E concentrations, unmixed with the source's vectors, mixed with the
+    target's; what the two stains do not explain (glass, residue) is kept. The tissue's
+    content and the amounts of stain are untouched."""
+    od = -np.log(np.maximum(rgb, 1).astype(np.float64) / 255.0)
+    conc = od @ np.linalg.pinv(source)
+    rest = od - conc @ source
+    return _u8(255.0 * np.exp(-(conc @ target + rest)))
 
 
 def blur(img: np.ndarray, sigma_um: float, mpp: np.ndarray) -> np.ndarray:
@@ -131,7 +152,7 @@ PERTURBATIONS: dict[str, tuple[float, str, str]] = {
     # family: (identity strength, modality it applies to, what the strength is)
     "hematoxylin": (1.0, "histology", "factor on the hematoxylin concentration"),
     "eosin": (1.0, "histology", "factor on the eosin concentration"),
-    "stain_normalise": (0.0, "histology", "to another center's H and E statistics (Reinhard)"),
+    "stain_normalise": (0.0, "histology", "re-stained with another center's stain (Macenko)"),
     "blur": (0.0, "any", "Gaussian σ in µm"),
     "jpeg": (100.0, "any", "JPEG quality"),
     "brightness": (0.0, "any", "added to every pixel, in [0, 1] units"),
@@ -149,14 +170,20 @@ def apply_probe(
     mpp: np.ndarray,
     seed: int = 0,
     targets: dict[str, np.ndarray] | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``img`` (uint8 [N, H, W, C]) perturbed by ``probe``; ``targets``: each center's stain
-    statistics, for stain normalisation."""
+    """``img`` (uint8 [N, H, W, C]) perturbed by ``probe``; for stain normalisation
+    ``targets`` (each group's ``stain_stats``) and ``groups`` (each tile's group)."""
     f, s = probe.family, probe.strength
     if f in ("hematoxylin", "eosin"):
         return stain_scale(img, 0 if f == "hematoxylin" else 1, s)
     if f == "stain_normalise":
-        return stain_normalise(img, (targets or {})[probe.target])
+        targets = targets or {}
+        out = np.empty_like(img)
+        for g in np.unique(groups):
+            rows = groups == g
+            out[rows] = stain_normalise(img[rows], targets[str(g)], targets[probe.target])
+        return out
     if f == "blur":
         return blur(img, s, mpp)
     if f == "jpeg":
@@ -213,7 +240,8 @@ def probe_scores(
             keep = ids["center"].astype(str).to_numpy() != probe.target
         if not keep.any():
             continue
-        out = apply_probe(tiles[keep], probe, mpp[keep], seed=seed + k, targets=targets)
+        groups = ids["center"].astype(str).to_numpy()[keep] if "center" in ids else None
+        out = apply_probe(tiles[keep], probe, mpp[keep], seed + k, targets, groups)
         logit, prob = score(out)
         rows.append(
             ids[keep].assign(

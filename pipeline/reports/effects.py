@@ -41,8 +41,8 @@ def per_tile_slopes(shifts: pd.DataFrame, features: list[str], x: str = "alpha")
 
 def standardised(slopes: pd.DataFrame, real_sd: pd.Series) -> pd.DataFrame:
     """``slopes`` with ``std_slope``: the slope in SDs of the feature over the real tiles."""
-    sd = slopes["feature"].map(real_sd)
-    return slopes.assign(std_slope=slopes["slope"] / sd.where(sd > 0))
+    sd = slopes["feature"].map(real_sd).astype(float)
+    return slopes.assign(std_slope=slopes["slope"].astype(float) / sd.where(sd > 0))
 
 
 def _slide_means(slopes: pd.DataFrame, by: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -83,6 +83,8 @@ def feature_effects(
     sided) from a bootstrap over slides that also draws the replicate (inversion seed and
     direction refit), ``replicate_sd`` (SD of the replicates' effects), ``raw_rank`` by
     |effect| within the direction, ``n_tiles``, ``n_slides``, ``n_replicates``."""
+    if slopes.empty:  # nothing was shifted along any direction: the columns, no rows
+        return pd.DataFrame(columns=EFFECT_COLUMNS)
     s = standardised(slopes if "replicate" in slopes else slopes.assign(replicate=0), real_sd)
     rng = np.random.default_rng(seed)
     out = []

@@ -78,9 +78,9 @@ def test_known_answer_liver_attenuation(analysed) -> None:
     out = cfg.workdir / "analysis"
     dirs = pd.read_parquet(out / "directions.parquet").set_index("name")
     eff = pd.read_parquet(out / "feature_effects.parquet")
-    clf = eff[eff["direction"] == "classifier"].set_index("feature").sort_values("rank")
+    clf = eff[eff["direction"] == "classifier"].set_index("feature").sort_values("raw_rank")
     print(dirs[["auc", "accuracy", "sigma"]])
-    print(clf[["effect", "ci_low", "ci_high", "p_value", "rank", "effect_per_logit"]])
+    print(clf[["effect", "ci_low", "ci_high", "p_value", "raw_rank", "specific_z", "specific"]])
     assert dirs.loc["classifier", "auc"] > 0.8  # W explains the classifier linearly
     # The planted factor is the top effect, with the right sign: toward steatosis, darker.
     assert clf.index[0] == "intensity_mean"
@@ -100,10 +100,22 @@ def test_known_answer_liver_attenuation(analysed) -> None:
     # The site's planted factor (noise level) is found along the site direction: noise and
     # texture features up, not the liver's intensity.
     site = eff[eff["direction"] == "meta:site=B"].set_index("feature")
-    print(site.sort_values("rank")[["effect", "ci_low", "ci_high", "rank"]])
+    print(site.sort_values("raw_rank")[["effect", "ci_low", "ci_high", "raw_rank"]])
     for feat in ("sharpness", "texture_contrast"):
         assert site.loc[feat, "ci_low"] > 0.2, site.loc[feat]
     assert abs(site.loc["intensity_mean", "effect"]) < site.loc["sharpness", "effect"] / 2
+
+
+def test_grey_cohorts_get_the_radiology_probes(analysed) -> None:
+    """1-channel tiles: the window, contrast, blur and noise probes run; no stain probe."""
+    cfg, _ = analysed
+    probes = pd.read_parquet(cfg.workdir / "analysis" / "perturbations.parquet")
+    families = set(probes["family"])
+    assert {"window_level", "window_width", "blur", "noise"} <= families
+    assert not families & {"hematoxylin", "eosin", "stain_normalise"}
+    v = pd.read_parquet(cfg.workdir / "analysis" / "verdicts.parquet")
+    print(v[["direction", "verdict", "reasons"]])
+    assert set(v["verdict"]) <= {"supported", "weak", "not_supported"}
 
 
 def test_rerun_skips_every_stage(analysed) -> None:
