@@ -23,6 +23,8 @@ from pipeline.io.parquet import read_parquet, read_provenance
 from pipeline.io.paths import WorkPath
 from pipeline.io.tile_store import TileStore
 from pipeline.probes.perturb import PERTURBATIONS
+from pipeline.probes.stats import PROBE_COLUMNS
+from pipeline.reports.bias import CONDITIONAL_COLUMNS, COSINE_COLUMNS
 from pipeline.reports.html import DirectionSection, Report, render, strip
 from pipeline.reports.plots import dose_response, effects_chart, prediction_vs_alpha, slide_overview
 from pipeline.slides.open import SlideError, open_slide
@@ -182,19 +184,8 @@ def _sections(
 
 
 def _bias_tables(bias: pd.DataFrame, effects: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    cos = bias[bias["section"] == "cosine"][
-        ["direction", "other", "cosine", "null", "null_q95", "null_q99", "cosine_p", "above_null"]
-    ]
-    cond_cols = [
-        "direction",
-        "other",
-        "logit_slope",
-        "logit_slope_conditional",
-        "survived",
-        "survived_ci_low",
-        "survived_ci_high",
-    ]
-    cond = bias[bias["section"] == "conditional"][cond_cols]
+    cos = bias[bias["section"] == "cosine"][[c for c in COSINE_COLUMNS if c != "section"]]
+    cond = bias[bias["section"] == "conditional"][CONDITIONAL_COLUMNS[1:]]
     grp = bias[bias["section"] == "group_effect"]
     top = effects[(effects["direction"] == "classifier")].nsmallest(6, "rank")["feature"]
     grp_cols = ["column", "group", "feature", "effect", "n_slides", "estimable", "p_heterogeneity"]
@@ -297,21 +288,11 @@ def _probe_section(
     if probes.empty:
         return None, []
     png = dose_response(probes, {f: v[0] for f, v in PERTURBATIONS.items()})
-    cols = [
-        "perturbation",
-        "strength",
-        "group",
-        "effect",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "flip_share",
-        "n_tiles",
-    ]
+    cols = [c for c in PROBE_COLUMNS if c not in ("family", "target", "n_slides")]
     norm = probes[probes["family"] == "stain_normalise"][cols]
     stain = probes[probes["family"].isin(["hematoxylin", "eosin"]) & (probes["group"] != "all")]
     tables = [
-        ("Stain normalised to another group's H and E (the stain-shortcut test)", norm),
+        ("Re-stained with another group's stain vectors (the stain-shortcut test)", norm),
         ("Stain scaling within metadata groups", stain[cols]),
     ]
     agree_path = a_dir / "agreement.parquet"
