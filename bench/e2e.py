@@ -55,9 +55,20 @@ def latest_manifest(workdir: Path) -> dict:
 
 
 def stages(manifest: dict) -> dict:
-    keep = ("slides", "tiles", "tiles_read", "new_or_changed_slides", "reused", "n_selected",
-            "n_inverted", "n_rescored", "n_skipped", "parts_reused", "parts_rescored",
-            "directions")  # fmt: skip
+    keep = (
+        "slides",
+        "tiles",
+        "tiles_read",
+        "new_or_changed_slides",
+        "reused",
+        "n_selected",
+        "n_inverted",
+        "n_rescored",
+        "n_skipped",
+        "parts_reused",
+        "parts_rescored",
+        "directions",
+    )
     out = {}
     for s in manifest["stages"]:
         out[s["name"]] = {"status": s["status"], "seconds": round(s["seconds"], 1)}
@@ -95,9 +106,13 @@ def main() -> None:
 
     ray.shutdown()  # make_cohort's Ray: the timed runs start their own
 
-    result: dict = {"config": str(args.config), "slides": args.slides,
-                    "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()[0],
-                    "make_cohort_s": round(cohort_s, 1)}  # fmt: skip
+    result: dict = {
+        "config": str(args.config),
+        "slides": args.slides,
+        "cpus": os.cpu_count(),
+        "load_avg_before": os.getloadavg()[0],
+        "make_cohort_s": round(cohort_s, 1),
+    }
     first = run_job(args.config, [*base, f"cohort={table}"])
     first["stages"] = stages(latest_manifest(workdir))
     result["first"] = first
@@ -120,9 +135,12 @@ def main() -> None:
     other["stages"] = stages(latest_manifest(workdir))
     other["ratio"] = round(other["wall_s"] / first["wall_s"], 4)
     result["new_classifier"] = other
-    result["targets"] = {"unchanged_ratio_lt": 0.05, "grown_ratio_le": 0.25,
-                         "unchanged_met": again["ratio"] < 0.05,
-                         "grown_met": grown["ratio"] <= 0.25}  # fmt: skip
+    result["targets"] = {
+        "unchanged_ratio_lt": 0.05,
+        "grown_ratio_le": 0.25,
+        "unchanged_met": again["ratio"] < 0.05,
+        "grown_met": grown["ratio"] <= 0.25,
+    }
     result["load_avg_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=1))
 

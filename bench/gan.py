@@ -51,13 +51,18 @@ def ray_train(tiles: Path, out: Path, preset: str, batch: int, kimg: float, work
             "workdir": str(out),
             "ray": {"num_cpus": 2},
             "gan": {
-                "preset": preset, "batch_size": batch, "total_kimg": kimg,
-                "tick_kimg": kimg / 4, "metric_ticks": 1000, "metric_images": 16,
+                "preset": preset,
+                "batch_size": batch,
+                "total_kimg": kimg,
+                "tick_kimg": kimg / 4,
+                "metric_ticks": 1000,
+                "metric_images": 16,
                 "sample_ticks": 1000,
-                "num_workers": workers, "cpus_per_worker": 2 // workers,
+                "num_workers": workers,
+                "cpus_per_worker": 2 // workers,
             },
         }
-    )  # fmt: skip
+    )
     run_train_gan(cfg)
     metrics = pd.read_parquet(out / "gan" / "metrics.parquet")
     return 1000.0 / metrics["sec_per_kimg"].iloc[1:].mean()
@@ -75,17 +80,24 @@ def main() -> None:
     plain = plain_loop(store, args.preset, args.batch, steps, threads=2)
     one = ray_train(store.root, Path("work/bench/gan1"), args.preset, args.batch, args.kimg, 1)
     two = ray_train(store.root, Path("work/bench/gan2"), args.preset, args.batch, args.kimg, 2)
-    print(json.dumps({
-        "benchmark": "gan_training",
-        "preset": args.preset,
-        "total_batch": args.batch,
-        "plain_loop_img_per_s": round(plain, 1),
-        "ray_train_1_worker_img_per_s": round(one, 1),
-        "ray_train_2_workers_img_per_s": round(two, 1),
-        "ray_train_overhead_1_worker": round(1 - one / plain, 3),
-        "peak_rss_driver_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "torch_threads_total": 2,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "gan_training",
+                "preset": args.preset,
+                "total_batch": args.batch,
+                "plain_loop_img_per_s": round(plain, 1),
+                "ray_train_1_worker_img_per_s": round(one, 1),
+                "ray_train_2_workers_img_per_s": round(two, 1),
+                "ray_train_overhead_1_worker": round(1 - one / plain, 3),
+                "peak_rss_driver_mib": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                ),
+                "torch_threads_total": 2,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

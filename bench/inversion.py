@@ -40,8 +40,9 @@ def settings(cfg, steps: int) -> RefineSettings:
     return refine_settings(cfg.inversion.refine, steps)
 
 
-def measure(gen, E, feats, x, s: RefineSettings | None, batch: int, from_mean: bool = False
-            ) -> dict:  # fmt: skip
+def measure(
+    gen, E, feats, x, s: RefineSettings | None, batch: int, from_mean: bool = False
+) -> dict:
     """Invert ``x`` in batches: tiles/s (encoder/mean + refinement + synthesis) and SSIM."""
     t0 = time.perf_counter()
     scores = []
@@ -55,8 +56,11 @@ def measure(gen, E, feats, x, s: RefineSettings | None, batch: int, from_mean: b
             scores.append(ssim(gen.synthesis(w), xb))
     dt = time.perf_counter() - t0
     sc = torch.cat(scores)
-    return {"tiles_per_s": round(len(x) / dt, 2), "median_ssim": round(float(sc.median()), 4),
-            "seconds": round(dt, 2)}  # fmt: skip
+    return {
+        "tiles_per_s": round(len(x) / dt, 2),
+        "median_ssim": round(float(sc.median()), 4),
+        "seconds": round(dt, 2),
+    }
 
 
 def actors_run(cfg, n_per_slide: int, concurrency: int, tmp: Path) -> dict:
@@ -106,29 +110,40 @@ def main() -> None:
 
     store = TileStore(cfg.workdir / "tiles")
     sel = prep.selection.sample(n=args.tiles, random_state=0)
-    x = torch.cat([tiles_to_tensor(store.read_tiles(r.slide_id, [r.index]))
-                   for r in sel.itertuples()])  # fmt: skip
+    x = torch.cat(
+        [tiles_to_tensor(store.read_tiles(r.slide_id, [r.index])) for r in sel.itertuples()]
+    )
     batch = cfg.inversion.batch_size
-    out: dict = {"machine": f"{os.cpu_count()} CPUs (shared, noisy)", "threads": args.threads,
-                 "tiles": len(x), "generator": str(prep.gen_folder), "space": cfg.inversion.space,
-                 "encoder_steps": meta["steps"]}  # fmt: skip
+    out: dict = {
+        "machine": f"{os.cpu_count()} CPUs (shared, noisy)",
+        "threads": args.threads,
+        "tiles": len(x),
+        "generator": str(prep.gen_folder),
+        "space": cfg.inversion.space,
+        "encoder_steps": meta["steps"],
+    }
     out["a_encoder_only"] = measure(gen, E, feats, x, None, batch)
-    out["b_encoder_refine"] = {"k": args.k, **measure(gen, E, feats, x, settings(cfg, args.k),
-                                                      batch)}  # fmt: skip
+    out["b_encoder_refine"] = {
+        "k": args.k,
+        **measure(gen, E, feats, x, settings(cfg, args.k), batch),
+    }
     target = out["b_encoder_refine"]["median_ssim"]
     out["c_from_mean"] = {"budget": None, "tried": []}
-    out["c_from_mean"]["tried"].append({"steps": 0, **measure(gen, E, feats, x, None, batch,
-                                                              from_mean=True)})  # fmt: skip
+    out["c_from_mean"]["tried"].append(
+        {"steps": 0, **measure(gen, E, feats, x, None, batch, from_mean=True)}
+    )
     for steps in [int(b) for b in args.budgets.split(",")]:
         m = measure(gen, E, feats, x, settings(cfg, steps), batch, from_mean=True)
         out["c_from_mean"]["tried"].append({"steps": steps, **m})
         if m["median_ssim"] >= target:
             out["c_from_mean"]["budget"] = steps
-            out["speedup_b_over_c"] = round(out["b_encoder_refine"]["tiles_per_s"]
-                                            / m["tiles_per_s"], 1)  # fmt: skip
+            out["speedup_b_over_c"] = round(
+                out["b_encoder_refine"]["tiles_per_s"] / m["tiles_per_s"], 1
+            )
             break
-    out["batch_scaling_b"] = [{"batch": b, **measure(gen, E, feats, x, settings(cfg, args.k), b)}
-                              for b in (8, 16, 32)]  # fmt: skip
+    out["batch_scaling_b"] = [
+        {"batch": b, **measure(gen, E, feats, x, settings(cfg, args.k), b)} for b in (8, 16, 32)
+    ]
     with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
         out["stage_actors"] = [actors_run(cfg, args.per_slide, c, Path(tmp)) for c in (1, 2)]
     print(json.dumps(out, indent=2))

@@ -41,21 +41,35 @@ def main() -> None:
         spec = {**specs.loc[sid].to_dict(), "mpp": cohort["mpp"]}
         level0_um = float(cohort["mpp"])  # manifest x, y are level-0 pixels
         size_um = float(rows["mpp"].iloc[0]) * store.read_tiles(str(sid), [0]).shape[1]
-        truth.append(planted_counts(spec, rows["x"].to_numpy() * level0_um,
-                                    rows["y"].to_numpy() * level0_um, size_um,
-                                    MIN_NUCLEUS_UM2))  # fmt: skip
+        truth.append(
+            planted_counts(
+                spec,
+                rows["x"].to_numpy() * level0_um,
+                rows["y"].to_numpy() * level0_um,
+                size_um,
+                MIN_NUCLEUS_UM2,
+            )
+        )
         tiles = store.read_tiles(str(sid), rows["index"].to_numpy())
         counted.append(nuclei_table(tiles, float(rows["mpp"].iloc[0]))["nuclei_count"].to_numpy())
     c, t = np.concatenate(counted), np.concatenate(truth).astype(float)
     err = c - t
-    print(json.dumps({
-        "tiles": len(c), "slides": len(counted), "tile_um": size_um,
-        "planted_per_tile": round(float(t.mean()), 3),
-        "counted_per_tile": round(float(c.mean()), 3),
-        "bias": round(float(err.mean()), 3), "mae": round(float(np.abs(err).mean()), 3),
-        "r": round(float(np.corrcoef(c, t)[0, 1]), 4),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "tiles": len(c),
+                "slides": len(counted),
+                "tile_um": size_um,
+                "planted_per_tile": round(float(t.mean()), 3),
+                "counted_per_tile": round(float(c.mean()), 3),
+                "bias": round(float(err.mean()), 3),
+                "mae": round(float(np.abs(err).mean()), 3),
+                "r": round(float(np.corrcoef(c, t)[0, 1]), 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ def plain_loop(cohort_rows, cfg, best_level: bool = False) -> tuple[int, float]:
     t0 = time.perf_counter()
     for slide, plan in plans:
         g = plan.grid
-        level, w, h = (g.level, g.read_w, g.read_h) if best_level else (
-            0, round(g.footprint_w0), round(g.footprint_h0))  # fmt: skip
+        level, w, h = (
+            (g.level, g.read_w, g.read_h)
+            if best_level
+            else (0, round(g.footprint_w0), round(g.footprint_h0))
+        )
         for x, y in zip(g.xs, g.ys, strict=True):
             rgb = read_region_rgb(slide, int(x), int(y), level, w, h)
             tile = np.asarray(Image.fromarray(rgb).resize((256, 256), Image.Resampling.BILINEAR))
@@ -151,13 +154,17 @@ def main() -> None:
         "speedup": round(big["tiles_per_s"] / (n_plain / plain_s), 2),
         "plain_loop_same_level_tiles_per_s": round(n_best / best_s, 1),
         "speedup_vs_same_level_loop": round(big["tiles_per_s"] / (n_best / best_s), 2),
-        "peak_rss_worker_mib": {"half_cohort": small["peak_rss_worker_mib"],
-                                "full_cohort": big["peak_rss_worker_mib"]},
-        "peak_rss_workers_sum_mib": {"half_cohort": small["peak_rss_workers_sum_mib"],
-                                     "full_cohort": big["peak_rss_workers_sum_mib"]},
+        "peak_rss_worker_mib": {
+            "half_cohort": small["peak_rss_worker_mib"],
+            "full_cohort": big["peak_rss_worker_mib"],
+        },
+        "peak_rss_workers_sum_mib": {
+            "half_cohort": small["peak_rss_workers_sum_mib"],
+            "full_cohort": big["peak_rss_workers_sum_mib"],
+        },
         "peak_rss_driver_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "ray_cpus": 2,
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -55,8 +55,9 @@ def validate_cohort(df: pd.DataFrame, base_dir: Path, source: str = "cohort") ->
         df["mpp"] = mpp
     if "frame" in df.columns:
         frame = pd.to_numeric(df["frame"], errors="coerce")
-        bad_frame = df.loc[df["frame"].notna() & (frame.isna() | (frame < 0) | (frame % 1 != 0)),
-                           "slide_id"].tolist()  # fmt: skip
+        bad_frame = df.loc[
+            df["frame"].notna() & (frame.isna() | (frame < 0) | (frame % 1 != 0)), "slide_id"
+        ].tolist()
         if bad_frame:
             raise CohortError(f"{source}: frame must be an integer >= 0; bad for {bad_frame[:5]}")
         df["frame"] = frame.astype("Int64")

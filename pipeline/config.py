@@ -7,8 +7,6 @@ Unknown keys and wrong types are errors that name the offending key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +25,7 @@ from pydantic import (
 
 from pipeline.io.paths import as_path, is_remote
 from pipeline.probes.families import DEFAULT_STRENGTHS, VALID_RANGES
+from pipeline.provenance import content_key
 
 
 class ConfigError(ValueError):
@@ -35,6 +34,33 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayTrainSettings(_Section):
+    """Ray Train resources and fault tolerance of a training stage (GAN, classifier)."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
+    max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
+    storage_path: str | None = Field(
+        None, description="Ray Train storage (default: the stage's folder in the workdir)"
+    )
+
+
+class ActorPoolSettings(_Section):
+    """The actor pool of a per-part stage (predict, invert, analyze; ``tasks/pool.py``)."""
+
+    concurrency: int = Field(2, ge=1, description="actors (each loads its models once)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
+    max_restarts: int = Field(3, ge=0, description="fresh actors replacing dead ones, per round")
+    max_task_retries: int = Field(
+        3, ge=0, description="retries of a job whose actor died; then it is given up"
+    )
+    task_timeout_s: float = Field(
+        900.0, gt=0, description="no job finishing for this long → new round, or error (stuck)"
+    )
 
 
 class TissueConfig(_Section):
@@ -131,7 +157,7 @@ class RayConfig(_Section):
     max_retries: int = Field(3, ge=0, description="retries of a task after a system failure")
 
 
-class GanTrainConfig(_Section):
+class GanTrainConfig(RayTrainSettings):
     """StyleGAN2 training (``stylepath train-gan``)."""
 
     preset: Literal["mini32", "tiny32", "tiny64", "small64", "wide64", "paper256"] = "tiny64"
@@ -147,17 +173,19 @@ class GanTrainConfig(_Section):
     r1_interval: int = Field(16, ge=1)
     pl_weight: float = Field(0.0, ge=0, description="path-length regularisation (0: off)")
     curvature_weight: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="penalty on G's curvature along W at the samples' scale, on pooled images "
         "(keeps stain, brightness and composition linear in w for straight shifts; 0: off)",
-    )  # fmt: skip
+    )
     mode_seeking_weight: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="mode-seeking penalty (MSGAN) on pairs of samples sharing one noise draw "
         "(gan.mode_seeking_noise), compared as shown (clamped), "
         "lazy like path length: keeps w in control when the noise or a collapsed mapping "
         "would vary the samples instead (0: off)",
-    )  # fmt: skip
+    )
     mode_seeking_size: int | None = Field(
         None, ge=1, description="its images are pooled to this size (None: full resolution)"
     )
@@ -165,37 +193,40 @@ class GanTrainConfig(_Section):
         "shared",
         description="the noise (and input shift) its pairs share: a fresh random draw per "
         "step ('shared', an input D also sees, so G cannot game one fixed input) or the "
-        "fixed constant-noise buffers the analysis samples at ('const', sessions 14-16)",
+        "fixed constant-noise buffers the analysis samples at ('const')",
     )
     mode_seeking_max: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="hinge: only the penalty above this counts, so it stops a collapse without "
         "pushing healthy samples apart (None: MSGAN's plain inverse; tiny64 generators "
         "that follow w read ~4-5, M1N's collapse 30-90)",
-    )  # fmt: skip
+    )
     spread_weight: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="penalty, lazy like path length, when the samples of one shared noise "
         "draw spread a tile statistic (soft nuclear fraction, mean R, G, B as shown) less "
         "or more than the real batch (SD ratio outside gan.spread_band): w, not the noise "
         "or input shift, must carry the tiles' content (0: off)",
-    )  # fmt: skip
+    )
     spread_band: tuple[float, float] = Field(
         (0.7, 1.3), description="the SD ratio (samples / reals) the spread penalty allows"
     )
     curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
     curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
     curvature_nuclei: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="weight, within the curvature penalty, of the same term on a soft nuclear "
         "mask (the segmentation's view; 0: off)",
-    )  # fmt: skip
+    )
     curvature_nuclei_size: int = Field(8, ge=1, description="that mask is pooled to this size")
     curvature_relative: bool = Field(
         False,
         description="divide each curvature term by its squared first difference, so G cannot "
         "lower it by making what it measures insensitive to w",
-    )  # fmt: skip
+    )
     style_mixing: float = Field(0.9, ge=0, le=1)
     ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
     score_raw_g: bool = Field(
@@ -207,13 +238,33 @@ class GanTrainConfig(_Section):
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)
     ada_ops: list[
-        Literal["xflip", "yflip", "rotate90", "xint", "scale", "rotate", "brightness",
-                "contrast", "hue", "saturation"]
+        Literal[
+            "xflip",
+            "yflip",
+            "rotate90",
+            "xint",
+            "scale",
+            "rotate",
+            "brightness",
+            "contrast",
+            "hue",
+            "saturation",
+        ]
     ] = Field(
-        ["xflip", "yflip", "rotate90", "xint", "scale", "rotate", "brightness", "contrast",
-         "hue", "saturation"],
+        [
+            "xflip",
+            "yflip",
+            "rotate90",
+            "xint",
+            "scale",
+            "rotate",
+            "brightness",
+            "contrast",
+            "hue",
+            "saturation",
+        ],
         description="ADA operations used (the others are never applied)",
-    )  # fmt: skip
+    )
     noise_init: float = Field(
         0.0, ge=0, description="initial strength of G's noise inputs (paper: 0; see docs/gan.md)"
     )
@@ -227,17 +278,12 @@ class GanTrainConfig(_Section):
     guard_diversity: float = Field(
         0.2, ge=0, description="roll back when sample spread < this × the real tiles' spread"
     )
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
-    use_gpu: bool = False
-    cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
-    max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
     keep_checkpoints: int | None = Field(
         2,
         ge=1,
         description="tick checkpoints kept (the newest; None keeps every tick, to choose or "
         "export a snapshot after the run with export-gan --checkpoint)",
     )
-    storage_path: str | None = Field(None, description="Ray Train storage (default workdir/gan)")
     input_shift: float | None = Field(
         None,
         ge=0,
@@ -291,7 +337,7 @@ class GanTrainConfig(_Section):
         return v
 
 
-class ClassifierTrainConfig(_Section):
+class ClassifierTrainConfig(RayTrainSettings):
     """The built-in tile classifier (``stylepath train-classifier``)."""
 
     label_column: str = Field("label", description="tile manifest column with the class")
@@ -305,23 +351,16 @@ class ClassifierTrainConfig(_Section):
         "auto", description="split unit; auto: patient when the column exists, else slide"
     )
     dihedral: bool = Field(True, description="random flips and 90° rotations")
-    seed: int = 0
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
-    use_gpu: bool = False
-    cpus_per_worker: int = Field(2, ge=1, description="CPUs (and torch threads) per worker")
-    max_failures: int = Field(2, ge=0, description="restarts from the last checkpoint")
-    storage_path: str | None = Field(
-        None, description="Ray Train storage (default workdir/classifier/ray)"
+    stain_jitter: float = Field(
+        0.0, ge=0, le=0.5, description="HED stain augmentation σ (docs/classifier.md); 0: off"
     )
+    seed: int = 0
 
 
-class PredictConfig(_Section):
+class PredictConfig(ActorPoolSettings):
     """Scoring every tile (``stylepath predict``) with a Ray actor pool."""
 
     batch_size: int = Field(256, ge=1, description="tiles per forward pass")
-    concurrency: int = Field(2, ge=1, description="actors (each loads the model once)")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
     tiles_per_task: int = Field(1024, ge=1, description="tiles of one slide per actor call")
     heatmaps: Literal["auto", "gradcam", "occlusion", "both", "none"] = Field(
         "auto", description="auto: GradCAM for nn.Module models, occlusion for TorchScript"
@@ -332,13 +371,6 @@ class PredictConfig(_Section):
     )
     occlusion_patch: int = Field(16, ge=1, description="occluded square, px at model input")
     occlusion_stride: int = Field(16, ge=1, description="occlusion step, px at model input")
-    max_restarts: int = Field(3, ge=0, description="fresh actors replacing dead ones, per round")
-    max_task_retries: int = Field(
-        2, ge=0, description="retries of a job whose actor died; then the stage fails"
-    )
-    task_timeout_s: float = Field(
-        900.0, gt=0, description="no job finishing for this long → new round, or error (stuck)"
-    )
 
 
 class ClassifierConfig(_Section):
@@ -442,7 +474,7 @@ class ProbesConfig(_Section):
         return {f: list(getattr(self, f)) for f in DEFAULT_STRENGTHS if getattr(self, f)}
 
 
-class AnalysisConfig(_Section):
+class AnalysisConfig(ActorPoolSettings):
     """Directions, latent shifts and feature effects (``stylepath analyze``)."""
 
     n_samples: int = Field(4000, ge=100, description="synthesised latents for the direction fit")
@@ -475,16 +507,6 @@ class AnalysisConfig(_Section):
     min_slides: int = Field(2, ge=1, description="slides a group needs to be estimable")
     seed: int = 0
     batch_size: int = Field(32, ge=1, description="tiles per actor call")
-    concurrency: int = Field(2, ge=1, description="actors (each loads G and the classifier)")
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    max_restarts: int = Field(2, ge=0, description="fresh actors replacing dead ones, per round")
-    max_task_retries: int = Field(
-        2, ge=0, description="retries of a part whose actor died; then the stage fails"
-    )
-    task_timeout_s: float = Field(
-        600.0, gt=0, description="no part finishing for this long → new round, or error (stuck)"
-    )
 
     @model_validator(mode="after")
     def _alphas(self) -> AnalysisConfig:
@@ -550,7 +572,7 @@ class SelectionConfig(_Section):
         return self
 
 
-class InversionConfig(_Section):
+class InversionConfig(ActorPoolSettings):
     """``stylepath invert``: tiles → latents with an encoder + batched refinement."""
 
     generator: str | None = Field(
@@ -571,16 +593,6 @@ class InversionConfig(_Section):
         "refinement; inversion/replicate-<r>): the analysis' CIs cover what they change",
     )
     batch_size: int = Field(64, ge=1, description="tiles of one slide per actor call and Adam")
-    concurrency: int = Field(2, ge=1, description="actors (each loads G, E, D, classifier once)")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) per actor")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0: CPU)")
-    max_restarts: int = Field(3, ge=0, description="fresh actors replacing dead ones, per round")
-    max_task_retries: int = Field(
-        3, ge=0, description="retries of a batch whose actor died; then its tiles are failed"
-    )
-    task_timeout_s: float = Field(
-        900.0, gt=0, description="no batch finishing for this long → new round, or error (stuck)"
-    )
 
 
 def _work_path(value: Any) -> Any:
@@ -637,9 +649,7 @@ class Config(_Section):
 
     def section_hash(self, *names: str) -> str:
         """Stable hash of some config sections (used to key cached stage outputs)."""
-        data = {n: self.dump()[n] for n in names}
-        blob = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return content_key({n: self.dump()[n] for n in names}, size=16)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -234,8 +234,14 @@ class ImagePlan:
         return 1
 
 
-def plan_image(slide_id: str, path: str, cohort_mpp: float | None, frame: int | None,
-               tiling: TilingConfig, radiology: RadiologyConfig) -> ImagePlan:  # fmt: skip
+def plan_image(
+    slide_id: str,
+    path: str,
+    cohort_mpp: float | None,
+    frame: int | None,
+    tiling: TilingConfig,
+    radiology: RadiologyConfig,
+) -> ImagePlan:
     """Decode and tile one radiology image (raises ``ImageError``).
 
     Pixel spacing is the MPP equivalent: the cohort's ``mpp`` (µm/px, square pixels), else the
@@ -253,46 +259,77 @@ def plan_image(slide_id: str, path: str, cohort_mpp: float | None, frame: int | 
     if img.spacing_mm is not None and abs(img.spacing_mm[0] - img.spacing_mm[1]) > 1e-9:
         notes.append(f"non-square pixels {img.spacing_mm[0]:g} x {img.spacing_mm[1]:g} mm")
     return ImagePlan(
-        slide_id=slide_id, path=path, tile=t.tile, kind=img.kind, width=img.width,
-        height=img.height, mpp=img.spacing_mm[1] * 1000.0 if img.spacing_mm else None,
-        mpp_source=source, tile_mpp=t.tile_mpp, content_fraction=t.content_fraction,
+        slide_id=slide_id,
+        path=path,
+        tile=t.tile,
+        kind=img.kind,
+        width=img.width,
+        height=img.height,
+        mpp=img.spacing_mm[1] * 1000.0 if img.spacing_mm else None,
+        mpp_source=source,
+        tile_mpp=t.tile_mpp,
+        content_fraction=t.content_fraction,
         note="; ".join(n for n in notes if n),
-    )  # fmt: skip
+    )
 
 
 def image_rows(plan: ImagePlan) -> pd.DataFrame:
     """The one tile row of a radiology image: x = y = level = 0, ``mpp`` = the tile's µm/px,
     ``tissue_fraction`` = the share of the tile covered by the image (not padding)."""
-    df = pd.DataFrame({
-        "tile_id": [f"{plan.slide_id}_0_0"], "slide_id": [plan.slide_id],
-        "index": np.zeros(1, np.int64), "x": np.zeros(1, np.int64), "y": np.zeros(1, np.int64),
-        "level": np.zeros(1, np.int64), "mpp": [plan.tile_mpp],
-        "tissue_fraction": np.float32([plan.content_fraction]),
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "tile_id": [f"{plan.slide_id}_0_0"],
+            "slide_id": [plan.slide_id],
+            "index": np.zeros(1, np.int64),
+            "x": np.zeros(1, np.int64),
+            "y": np.zeros(1, np.int64),
+            "level": np.zeros(1, np.int64),
+            "mpp": [plan.tile_mpp],
+            "tissue_fraction": np.float32([plan.content_fraction]),
+        }
+    )
     return df.astype(TILE_COLUMNS)
 
 
-def image_record(slide_id: str, path: str, fingerprint: str, *, plan: ImagePlan | None = None,
-                 error: str = "", cacheable: bool = True, seconds: float = 0.0
-                 ) -> dict[str, Any]:  # fmt: skip
+def image_record(
+    slide_id: str,
+    path: str,
+    fingerprint: str,
+    *,
+    plan: ImagePlan | None = None,
+    error: str = "",
+    cacheable: bool = True,
+    seconds: float = 0.0,
+) -> dict[str, Any]:
     """The ``slides.parquet`` row of a radiology image (same columns as a slide's)."""
     ok = plan is not None and not error
     return {
-        "slide_id": slide_id, "status": "ok" if ok else "failed", "error": error,
-        "note": plan.note if plan is not None else "", "n_tiles": 1 if ok else 0,
+        "slide_id": slide_id,
+        "status": "ok" if ok else "failed",
+        "error": error,
+        "note": plan.note if plan is not None else "",
+        "n_tiles": 1 if ok else 0,
         "mpp": plan.mpp if plan is not None else None,
         "mpp_source": plan.mpp_source if plan is not None else "",
         "level": 0 if plan is not None else None,
         "width": plan.width if plan is not None else None,
         "height": plan.height if plan is not None else None,
-        "vendor": plan.kind if plan is not None else "", "seconds": round(float(seconds), 3),
-        "path": path, "fingerprint": fingerprint, "cacheable": bool(cacheable),
-    }  # fmt: skip
+        "vendor": plan.kind if plan is not None else "",
+        "seconds": round(float(seconds), 3),
+        "path": path,
+        "fingerprint": fingerprint,
+        "cacheable": bool(cacheable),
+    }
 
 
-def try_plan_image(slide_id: str, path: str, cohort_mpp: float | None, frame: int | None,
-                   tiling: TilingConfig, radiology: RadiologyConfig
-                   ) -> tuple[ImagePlan | None, str]:  # fmt: skip
+def try_plan_image(
+    slide_id: str,
+    path: str,
+    cohort_mpp: float | None,
+    frame: int | None,
+    tiling: TilingConfig,
+    radiology: RadiologyConfig,
+) -> tuple[ImagePlan | None, str]:
     """``plan_image`` with the file's problems returned as the error string."""
     try:
         return plan_image(slide_id, path, cohort_mpp, frame, tiling, radiology), ""
@@ -309,8 +346,9 @@ def file_signature(path: str | Path) -> str:
     return f"{st.st_size}-{st.st_mtime_ns}"
 
 
-def slide_fingerprint(path: str, cohort_mpp: float | None, config_hash: str,
-                      frame: int | None = None) -> str:  # fmt: skip
+def slide_fingerprint(
+    path: str, cohort_mpp: float | None, config_hash: str, frame: int | None = None
+) -> str:
     """What a slide's tiles depend on: the file, its MPP override, the tiling config, the code
     (and for radiology the cohort's frame choice)."""
     mpp = "" if cohort_mpp is None or pd.isna(cohort_mpp) else repr(float(cohort_mpp))

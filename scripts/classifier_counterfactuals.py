@@ -2,8 +2,8 @@
 the planted nuclear density and nuclear size set to their normal / tumor values one at a
 time (same slide seed, stain and center), and with each center's stain (same nuclei), tile
 it, and print the classifier's mean logit per combination. This is the ground truth the
-known-answer test's biomarker ranking and bias finding should agree with (docs/gan.md,
-"Session 13" and "Session 14"), independent of any generator.
+known-answer test's biomarker ranking and bias finding should agree with (docs/results.md,
+"What the classifiers use"), independent of any generator.
 
     PYTHONPATH=. .venv/bin/python scripts/classifier_counterfactuals.py work/demo/config.yaml
 """

@@ -1,4 +1,5 @@
-"""Diagnose a generator whose analysis features are not linear in w (docs/gan.md, "Session 11").
+"""Diagnose a generator whose analysis features are not linear in w (docs/results.md, 2026-11-29:
+"the fold is a bend").
 
 For each exported generator folder, on samples drawn at constant noise as the analysis draws
 them (prints one block per generator):
@@ -29,13 +30,19 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.features import compute_features, feature_names, unwrap_circular
+from pipeline.features.soft import soft_nuclei_mask
 from pipeline.gan.generator import TrainedGenerator, load_generator
 from pipeline.gan.loop import sample_w, sample_z
-from pipeline.gan.losses import soft_nuclei_mask
 from pipeline.gan.quality import latent_linearity
 
-PATH_FEATURES = ["nuclei_density", "nuclear_area_mean", "eosin_mean", "brightness",
-                 "tissue_fraction", "sharpness"]  # fmt: skip
+PATH_FEATURES = [
+    "nuclei_density",
+    "nuclear_area_mean",
+    "eosin_mean",
+    "brightness",
+    "tissue_fraction",
+    "sharpness",
+]
 
 
 def images(gen: TrainedGenerator, w: torch.Tensor) -> np.ndarray:
@@ -52,16 +59,18 @@ def median_r2(w: np.ndarray, table) -> float:
     return float(np.nanmedian(list(latent_linearity(w, table).values())))
 
 
-def path_fits(gen: TrainedGenerator, n_paths: int, steps: int, mpp: float, seed: int
-              ) -> dict[str, tuple]:  # fmt: skip
+def path_fits(
+    gen: TrainedGenerator, n_paths: int, steps: int, mpp: float, seed: int
+) -> dict[str, tuple]:
     """Median share of variance along straight W paths explained by degree-1 and -2 fits."""
     t = np.linspace(0, 1, steps)
     w = sample_w(gen.G.eval(), 2 * n_paths, seed)
     shares: dict[str, list[tuple[float, float]]] = {f: [] for f in PATH_FEATURES}
     for p in range(n_paths):
         a, b = w[2 * p], w[2 * p + 1]
-        table = features(images(gen, torch.from_numpy(a + t[:, None] * (b - a)).float()), mpp,
-                         PATH_FEATURES)  # fmt: skip
+        table = features(
+            images(gen, torch.from_numpy(a + t[:, None] * (b - a)).float()), mpp, PATH_FEATURES
+        )
         for f in PATH_FEATURES:
             y = table[f].to_numpy(float)
             if not np.isfinite(y).all() or y.std() == 0:
@@ -72,16 +81,19 @@ def path_fits(gen: TrainedGenerator, n_paths: int, steps: int, mpp: float, seed:
     return {f: tuple(np.median(np.array(v), axis=0).round(2)) for f, v in shares.items() if v}
 
 
-def step_response(gen: TrainedGenerator, n: int, seed: int, eps: float = 0.5
-                  ) -> dict[str, tuple[float, float]]:  # fmt: skip
+def step_response(
+    gen: TrainedGenerator, n: int, seed: int, eps: float = 0.5
+) -> dict[str, tuple[float, float]]:
     """Per view: (RMS first difference, mean squared second / first difference) of steps of
     ``eps`` SD of w along random directions, at constant noise."""
     G = gen.G.eval()
     w = torch.from_numpy(sample_w(G, n, seed)).float()
     v = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed)) * w.std(0) * eps
     with torch.no_grad():
-        lo, mid, hi = (G.synthesis(x[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
-                       for x in (w - v, w, w + v))  # fmt: skip
+        lo, mid, hi = (
+            G.synthesis(x[:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+            for x in (w - v, w, w + v)
+        )
     views = {
         "image @16": lambda x: F.adaptive_avg_pool2d(x, 16),
         "nuclear mask @8": lambda x: F.adaptive_avg_pool2d(soft_nuclei_mask(x), 8),
@@ -128,12 +140,18 @@ def main() -> None:
             print(line)
         if "paths" in parts:
             fits = path_fits(gen, args.paths, args.steps, args.mpp, args.seed + 1)
-            print("  along W paths (line, quadratic): "
-                  + ", ".join(f"{f} {a:.2f} {b:.2f}" for f, (a, b) in fits.items()))  # fmt: skip
+            print(
+                "  along W paths (line, quadratic): "
+                + ", ".join(f"{f} {a:.2f} {b:.2f}" for f, (a, b) in fits.items())
+            )
         if "steps" in parts:
-            print("  steps of 0.5 SD (RMS first difference, relative curvature): " + ", ".join(
-                f"{k} {a:.4f} {b:.2f}" for k, (a, b) in step_response(gen, 128, args.seed).items()
-            ))  # fmt: skip
+            print(
+                "  steps of 0.5 SD (RMS first difference, relative curvature): "
+                + ", ".join(
+                    f"{k} {a:.4f} {b:.2f}"
+                    for k, (a, b) in step_response(gen, 128, args.seed).items()
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
-from tqdm import tqdm
 
 from pipeline.classifier.contract import ClassifierSpec, load_classifier, resolve_spec
 from pipeline.config import AnalysisConfig, Config
@@ -54,12 +53,12 @@ from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import WorkPath, remove_tree
 from pipeline.io.tile_store import TileStore
 from pipeline.probes.perturb import Probe, probe_list, probe_scores, stain_stats
-from pipeline.provenance import provenance
+from pipeline.provenance import content_key, provenance
 from pipeline.reports.findings import Samples, findings
 from tasks.invert import SCORED_BY, generator_folder, replicate_root
-from tasks.pool import ResilientPool, exit_once, fault_marker
+from tasks.pool import exit_once, fault_marker
 from tasks.runtime import ensure_ray
-from tasks.stage import content_key
+from tasks.stage import StageActor, actor_class, progress_bar, run_stage_pool
 
 OUT = "analysis"
 PARTS_VERSION = 4  # bump when a part's content changes for the same key
@@ -195,7 +194,7 @@ def _sample_and_score(
     return np.concatenate(ws), np.concatenate(logits), pd.concat(feats, ignore_index=True)
 
 
-class Shifter:
+class Shifter(StageActor):
     """Synthesises, scores and measures latents; loads G and the classifier once."""
 
     def __init__(
@@ -208,8 +207,7 @@ class Shifter:
         acfg: AnalysisConfig,
         fault: str | None = None,
     ) -> None:
-        torch.set_num_threads(max(1, int(acfg.num_cpus)))
-        self.device = "cuda" if acfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        super().__init__(acfg.num_cpus, acfg.num_gpus)
         self.gen = load_generator(gen_dir)
         self.gen.G.to(self.device)
         self.clf = load_classifier(spec, self.device)
@@ -217,10 +215,6 @@ class Shifter:
         self.modality, self.features = modality, features
         self.store = TileStore(tiles_root)
         self.fault = fault
-
-    def ready(self) -> bool:
-        """Answers once G and the classifier are loaded (work goes only to ready actors)."""
-        return True
 
     def _score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         with torch.no_grad():
@@ -454,51 +448,32 @@ class PartRunner:
         self.summary.n_parts_reused += 1
         return True, read_parquet(path)
 
-    def run(self, jobs: list[ShiftJob | RealJob], desc: str) -> None:
+    def run(self, jobs: list[ShiftJob | RealJob | ProbeJob], desc: str) -> None:
         """Do ``jobs`` on a resilient pool of ``Shifter`` actors, committing each part."""
         if not jobs:
             return
-        a, cfg = self.cfg.analysis, self.cfg
-        actor_cls = ray.remote(Shifter).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+        a, cfg, inp = self.cfg.analysis, self.cfg, self.inputs
+        actor_cls = actor_class(Shifter, a)
         fault = fault_marker()
-        bar = tqdm(
-            total=len(jobs), unit="part", desc=desc, disable=not self.progress, file=sys.stderr
-        )
+        args = (inp.gen_dir, inp.spec, cfg.modality, inp.features, cfg.workdir / "tiles", a, fault)
+        with progress_bar(len(jobs), "part", desc, self.progress) as bar:
 
-        def on_result(job: ShiftJob | RealJob, result: tuple[str, pd.DataFrame]) -> None:
-            key, df = result
-            write_parquet(df, self.parts / f"{key}.parquet")  # committed: a re-run skips it
-            bar.update(1)
+            def on_result(job: ShiftJob | RealJob | ProbeJob, result: tuple) -> None:
+                key, df = result
+                write_parquet(df, self.parts / f"{key}.parquet")  # committed: a re-run skips it
+                bar.update(1)
 
-        # Ray's own restarts and retries are off: ResilientPool replaces dead actors on
-        # live nodes itself (a restart pinned to a lost node would wait forever).
-        pool: ResilientPool[ShiftJob | RealJob] = ResilientPool(
-            make_actor=lambda: actor_cls.remote(
-                self.inputs.gen_dir,
-                self.inputs.spec,
-                cfg.modality,
-                self.inputs.features,
-                cfg.workdir / "tiles",
+            run_stage_pool(
                 a,
-                fault,
-            ),
-            call=lambda act, job: job.call(act),
-            concurrency=min(a.concurrency, len(jobs)),
-            timeout_s=a.task_timeout_s,
-            max_replacements=a.max_restarts,
-            max_job_failures=a.max_task_retries + 1,
-        )
-        try:
-            pool.run_all(
+                lambda: actor_cls.remote(*args),
+                lambda act, job: job.call(act),
                 jobs,
                 on_result,
                 stage="analyze",
+                setting="analysis",
                 describe=lambda job: job.key,
-                timeout_setting="analysis.task_timeout_s",
                 kept="; finished parts are kept and a re-run resumes",
             )
-        finally:
-            bar.close()
 
     def read(self, keys: list[str]) -> pd.DataFrame:
         frames = [read_parquet(self.parts / f"{k}.parquet") for k in keys]

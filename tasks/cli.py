@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.cohort import CohortError
@@ -112,8 +113,9 @@ def cmd_export_gan(args: argparse.Namespace) -> int:
         net = meta.get("net", "G_ema")  # best/ folders from before "net" was recorded
         print(f"exported the best snapshot ({net}, {meta['kimg']:.1f} kimg) -> {args.out}")
         return EXIT_OK
-    meta = export_generator(ckpt, args.out, cfg, half=args.half, with_discriminator=True,
-                            net=args.net)  # fmt: skip
+    meta = export_generator(
+        ckpt, args.out, cfg, half=args.half, with_discriminator=True, net=args.net
+    )
     print(f"exported {args.net} of {ckpt.name} ({meta['kimg']:.1f} kimg) -> {args.out}")
     return EXIT_OK
 
@@ -132,26 +134,36 @@ def cmd_gan_quality(args: argparse.Namespace) -> int:
     for name, c in report["checks"].items():
         if name == "w_linearity":  # features vs w: R² per feature, the bar takes the median
             low = _lowest(c["r2"], "{k} {v:.2f}")
-            print(f"{name:26s} median R² {c['median_r2']:.2f} (bar >= {c['min_median_r2']}; "
-                  f"lowest: {low})   {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+            print(
+                f"{name:26s} median R² {c['median_r2']:.2f} (bar >= {c['min_median_r2']}; "
+                f"lowest: {low})   {'ok' if c['passed'] else 'FAIL'}"
+            )
             continue
         if name == "w_spread":  # constant noise: each feature's SD over the reals'
             low = _lowest(c["sd_ratio"], "{k} x{v:.2f}")
-            print(f"{name:26s} SD at constant noise / reals' median x{c['median_sd_ratio']:.2f}"
-                  f" (bar >= x{c['min_median_sd_ratio']}; lowest: {low})   "
-                  f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+            print(
+                f"{name:26s} SD at constant noise / reals' median x{c['median_sd_ratio']:.2f}"
+                f" (bar >= x{c['min_median_sd_ratio']}; lowest: {low})   "
+                f"{'ok' if c['passed'] else 'FAIL'}"
+            )
             continue
         if "real_mean" not in c:  # layout correlation: one value per set
-            print(f"{name:26s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"
-                  f"              {'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+            print(
+                f"{name:26s} real {c['real']:9.3f}              samples {c['fake']:9.3f}"
+                f"              {'ok' if c['passed'] else 'FAIL'}"
+            )
             continue
-        print(f"{name:26s} real {c['real_mean']:9.4g} ± {c['real_sd']:8.3g}   "
-              f"samples {c['fake_mean']:9.4g} ± {c['fake_sd']:8.3g}   "
-              f"z {c['z']:+5.2f}  sd x{c['sd_ratio']:4.2f}   "
-              f"{'ok' if c['passed'] else 'FAIL'}")  # fmt: skip
+        print(
+            f"{name:26s} real {c['real_mean']:9.4g} ± {c['real_sd']:8.3g}   "
+            f"samples {c['fake_mean']:9.4g} ± {c['fake_sd']:8.3g}   "
+            f"z {c['z']:+5.2f}  sd x{c['sd_ratio']:4.2f}   "
+            f"{'ok' if c['passed'] else 'FAIL'}"
+        )
     print(f"SWD x1e3 (mean over levels): {report['swd']['mean']:.1f}")
-    print(f"quality bar {'passed' if report['passed'] else 'NOT passed'} at {report['kimg']} kimg"
-          f" -> {(args.generator or cfg.workdir / 'gan') / 'quality.json'}")  # fmt: skip
+    print(
+        f"quality bar {'passed' if report['passed'] else 'NOT passed'} at {report['kimg']} kimg"
+        f" -> {(args.generator or cfg.workdir / 'gan') / 'quality.json'}"
+    )
     return EXIT_OK
 
 
@@ -200,14 +212,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if s.skipped:
         print(f"analysis unchanged -> {s.out}")
         return EXIT_OK
-    print(f"analysed {s.n_tiles} tiles x {len(s.directions)} directions ({s.n_frames} frames) "
-          f"in {s.seconds:.0f} s -> {s.out}")  # fmt: skip
+    print(
+        f"analysed {s.n_tiles} tiles x {len(s.directions)} directions ({s.n_frames} frames) "
+        f"in {s.seconds:.0f} s -> {s.out}"
+    )
     if s.n_parts_reused:
-        print(f"parts kept from earlier runs: {s.n_parts_reused} "
-              f"({s.n_parts_rescored} scored by the new classifier)")  # fmt: skip
+        print(
+            f"parts kept from earlier runs: {s.n_parts_reused} "
+            f"({s.n_parts_rescored} scored by the new classifier)"
+        )
     print(f"directions: {', '.join(s.directions)}")
-    print(f"faithful tiles: {s.n_faithful} of {s.n_tiles}; verdicts: "
-          + ", ".join(f"{k} {v}" for k, v in s.verdicts.items()))  # fmt: skip
+    print(
+        f"faithful tiles: {s.n_faithful} of {s.n_tiles}; verdicts: "
+        + ", ".join(f"{k} {v}" for k, v in s.verdicts.items())
+    )
     for item in s.not_estimable:
         print(f"  not estimable {item['name']}: {item['reason']}", file=sys.stderr)
     return EXIT_OK
@@ -254,8 +272,10 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     meta, trained = run_train_encoder(cfg)
     final = meta.get("final", {})
     how = f"trained in {meta['seconds']:.0f} s" if trained else "cached, unchanged"
-    print(f"encoder for {meta['generator']}: {how}; {meta['steps']} steps, final "
-          + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "seconds"))  # fmt: skip
+    print(
+        f"encoder for {meta['generator']}: {how}; {meta['steps']} steps, final "
+        + ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "seconds")
+    )
     print(f"-> {cfg.workdir / 'inversion' / 'encoder.safetensors'}")
     return EXIT_OK
 
@@ -284,15 +304,21 @@ def cmd_invert(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if s.n_failed else EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+# Commands that take only the config (and --set): name, help, handler.
+ConfigCommand = tuple[str, str, Callable[[argparse.Namespace], int]]
+CONFIG_COMMANDS: list[ConfigCommand] = [
+    ("tile", "tile the cohort's slides into zarr + tiles.parquet", cmd_tile),
+    ("train-classifier", "train the built-in tile classifier (Ray Train)", cmd_train_classifier),
+    ("predict", "score every tile with the classifier, with heatmaps", cmd_predict),
+    ("analyze", "directions, latent shifts, feature effects, bias", cmd_analyze),
+    ("report", "the HTML report of an analysed workdir", cmd_report),
+    ("train-encoder", "train (or find cached) the inversion encoder", cmd_train_encoder),
+    ("invert", "invert tiles into the generator's latent space", cmd_invert),
+]
 
-    p = sub.add_parser("tile", help="tile the cohort's slides into zarr + tiles.parquet")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_tile)
 
+def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
+    """train-gan, export-gan and gan-quality."""
     p = sub.add_parser("train-gan", help="train (or resume) the StyleGAN2 on the tiles")
     _add_config_args(p)
     p.add_argument(
@@ -311,10 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the best snapshot (workdir/gan/best: nuclear bar, then SWD)",
     )
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint folder (default: the run's latest)")  # fmt: skip
-    p.add_argument("--net", choices=["G_ema", "G"], default="G_ema",
-                   help="G_ema (default) or the raw generator G")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: the run's latest)",
+    )
+    p.add_argument(
+        "--net",
+        choices=["G_ema", "G"],
+        default="G_ema",
+        help="G_ema (default) or the raw generator G",
+    )
     p.set_defaults(func=cmd_export_gan)
 
     p = sub.add_parser("gan-quality", help="measure the trained generator against the tiles")
@@ -323,37 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", type=Path, default=None, help="folder (default workdir/gan)")
     p.set_defaults(func=cmd_gan_quality)
 
-    p = sub.add_parser("train-classifier", help="train the built-in tile classifier (Ray Train)")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_train_classifier)
 
-    p = sub.add_parser("predict", help="score every tile with the classifier, with heatmaps")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_predict)
+def _add_slides_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--slides",
+        type=int,
+        default=None,
+        help="slides (default 16) or, for radiology, images (default 240)",
+    )
 
-    from tasks.run import STAGES
 
-    p = sub.add_parser("run", help="the whole job; unchanged stages are skipped")
-    _add_config_args(p)
-    p.add_argument("--force", choices=STAGES, help="re-run this stage and all after it")
-    p.add_argument("--until", choices=STAGES, help="stop after this stage")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("analyze", help="directions, latent shifts, feature effects, bias")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("report", help="the HTML report of an analysed workdir")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("train-encoder", help="train (or find cached) the inversion encoder")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_train_encoder)
-
-    p = sub.add_parser("invert", help="invert tiles into the generator's latent space")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_invert)
-
+def _add_make_cohort(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-cohort", help="write a synthetic cohort (H&E slides or CT images)")
     p.add_argument("out", type=Path, help="output folder (slides or images + cohort.csv)")
     p.add_argument(
@@ -362,12 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="histology",
         help="histology: H&E whole slides; radiology: abdominal CT slices",
     )
-    p.add_argument(
-        "--slides",
-        type=int,
-        default=None,
-        help="slides (default 16) or, for radiology, images (default 240)",
-    )
+    _add_slides_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size-um", type=float, default=2048.0, help="slide side in µm")
     p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px of the slides")
@@ -387,15 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_make_cohort)
 
+
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """run (the whole job) and demo (the demo cohort, then run)."""
+    from tasks.run import STAGES
+
+    p = sub.add_parser("run", help="the whole job; unchanged stages are skipped")
+    _add_config_args(p)
+    p.add_argument("--force", choices=STAGES, help="re-run this stage and all after it")
+    p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("demo", help="make the demo cohort and run the pipeline on it")
     p.add_argument("config", type=Path, nargs="?", default=Path("configs/demo.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(
-        "--slides",
-        type=int,
-        default=None,
-        help="slides (default 16) or, for radiology, images (default 240)",
-    )
+    _add_slides_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--train-gan",
@@ -404,6 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--until", choices=STAGES, help="stop after this stage")
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stylepath", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text, handler in CONFIG_COMMANDS:
+        p = sub.add_parser(name, help=text)
+        _add_config_args(p)
+        p.set_defaults(func=handler)
+    _add_gan_commands(sub)
+    _add_run_commands(sub)
+    _add_make_cohort(sub)
     return parser
 
 

@@ -18,8 +18,9 @@ from pipeline.io.paths import as_path
 from pipeline.io.tile_store import TileStore
 
 
-def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | None = None
-                    ) -> dict[str, Any]:  # fmt: skip
+def run_gan_quality(
+    cfg: Config, n: int = 512, seed: int = 7, generator: Path | None = None
+) -> dict[str, Any]:
     """Compare ``n`` real tiles with ``n`` samples of the generator in ``generator`` (default
     ``workdir/gan``); writes ``quality.json`` and a reals-vs-samples image beside it."""
     out = as_path(generator) if generator is not None else cfg.workdir / "gan"
@@ -33,9 +34,14 @@ def run_gan_quality(cfg: Config, n: int = 512, seed: int = 7, generator: Path | 
     slide_of = np.concatenate([[str(s)] * len(g) for s, g in groups])
     torch.set_num_threads(2)
     fakes = generate(gen.G, n, seed=seed + 1)
-    report = quality_report(reals, fakes, mpp=cfg.tiling.mpp, seed=seed,
-                            features=cfg.analysis.features,
-                            latents=latent_samples(gen.G, n, seed + 2))  # fmt: skip
+    report = quality_report(
+        reals,
+        fakes,
+        mpp=cfg.tiling.mpp,
+        seed=seed,
+        features=cfg.analysis.features,
+        latents=latent_samples(gen.G, n, seed + 2),
+    )
     report["kimg"] = gen.meta.get("kimg")
     atomic_write_json(out / "quality.json", report)
     shown = panel_indices(slide_of, 32)  # every slide, however few of its tiles were drawn

@@ -15,8 +15,6 @@ their process or node are replaced and their batches redone by ``tasks.pool.Resi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 import zlib
@@ -29,7 +27,6 @@ import pandas as pd
 import ray
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.classifier.contract import (
     ClassifierSpec,
@@ -58,13 +55,56 @@ from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
 from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
-from tasks.pool import PoolStuckError, ResilientPool, exit_once, fault_marker
+from pipeline.provenance import content_key
+from tasks.pool import PoolStuckError, exit_once, fault_marker
 from tasks.runtime import ensure_ray
+from tasks.stage import (
+    StageActor,
+    actor_class,
+    progress_bar,
+    stage_device,
+    stage_pool,
+    tiled,
+)
 
-Job = tuple[str, list[int], list[str]]  # slide id, tile indices, tile ids
+
+@dataclass(frozen=True)
+class InvertJob:
+    """A batch of one slide's tiles to invert."""
+
+    slide_id: str
+    indices: list[int]
+    tile_ids: list[str]
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.invert.remote(self.slide_id, self.indices, self.tile_ids)
+
+
+@dataclass(frozen=True)
+class RescoreJob:
+    """A kept part whose probabilities came from another classifier."""
+
+    name: str
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.rescore.remote(self.name)
+
+
 SCORED_BY = "scored_by"  # part column: fingerprint of the classifier behind prob_*
-COLUMNS = ["tile_id", "slide_id", "index", "latent_row", "mse", "ssim", "prob_real",
-           "prob_recon", "steps", "seconds", "status", "error"]  # fmt: skip
+COLUMNS = [
+    "tile_id",
+    "slide_id",
+    "index",
+    "latent_row",
+    "mse",
+    "ssim",
+    "prob_real",
+    "prob_recon",
+    "steps",
+    "seconds",
+    "status",
+    "error",
+]
 
 
 class InversionInputError(ValueError):
@@ -116,12 +156,7 @@ def generator_folder(cfg: Config) -> WorkPath:
     return as_path(g, cfg.storage_options) if is_url(g) else Path(g).expanduser().absolute()
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path
-                 ) -> pd.DataFrame:  # fmt: skip
+def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path) -> pd.DataFrame:
     """The tiles to invert, in manifest order."""
     if sel.mode == "all":
         return manifest
@@ -140,8 +175,11 @@ def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path
     m = m.merge(preds, on="tile_id", how="inner")
     m["cls"] = m["prob"] >= 0.5
     m["conf"] = (m["prob"] - 0.5).abs()
-    top = m.sort_values("conf", ascending=False, kind="stable").groupby(
-        ["slide_id", "cls"], sort=False).head(sel.k)  # fmt: skip
+    top = (
+        m.sort_values("conf", ascending=False, kind="stable")
+        .groupby(["slide_id", "cls"], sort=False)
+        .head(sel.k)
+    )
     return manifest.iloc[np.sort(top["_row"].to_numpy())]
 
 
@@ -154,13 +192,7 @@ def prepare(cfg: Config) -> Prepared:
             "inversion.generator to an exported folder (e.g. models/demo_tiny64)"
         )
     gen = load_generator(folder)
-    store = TileStore(cfg.workdir / "tiles")
-    if not store.tiles_manifest.is_file():
-        raise InversionInputError(f"{store.tiles_manifest}: no tiles; run `stylepath tile` first")
-    manifest = store.read_manifest()
-    if manifest.empty:
-        raise InversionInputError(f"{store.tiles_manifest}: no tiles to invert")
-    tile_size, channels = store.tile_shape(manifest)
+    manifest, tile_size, channels = tiled(cfg.workdir, InversionInputError, "invert")
     if channels != gen.spec.img_channels:
         raise InversionInputError(
             f"tiles have {channels} channel(s) but the generator in {folder} makes "
@@ -180,26 +212,37 @@ def prepare(cfg: Config) -> Prepared:
     use_d = cfg.inversion.discriminator and (folder / "discriminator.safetensors").is_file()
     files = [folder / "generator.safetensors", folder / "generator.json"]
     gen_fp = files_sha256(files + ([folder / "discriminator.safetensors"] if use_d else []))
-    return Prepared(cfg, folder, gen_fp, gen, selection.reset_index(drop=True), tile_size,
-                    clf_spec, use_d, clf_spec.fingerprint())  # fmt: skip
+    return Prepared(
+        cfg,
+        folder,
+        gen_fp,
+        gen,
+        selection.reset_index(drop=True),
+        tile_size,
+        clf_spec,
+        use_d,
+        clf_spec.fingerprint(),
+    )
 
 
 # -- the encoder -------------------------------------------------------------------------------
 def encoder_spec(gen: TrainedGenerator, icfg: InversionConfig) -> EncoderSpec:
-    return EncoderSpec(resolution=gen.spec.resolution, w_dim=gen.w_dim, num_ws=gen.num_ws,
-                       plus=icfg.space == "W+", width=icfg.encoder.width,
-                       channels=gen.spec.img_channels)  # fmt: skip
+    return EncoderSpec(
+        resolution=gen.spec.resolution,
+        w_dim=gen.w_dim,
+        num_ws=gen.num_ws,
+        plus=icfg.space == "W+",
+        width=icfg.encoder.width,
+        channels=gen.spec.img_channels,
+    )
 
 
 def encoder_key(gen_fp: str, spec: EncoderSpec, icfg: InversionConfig) -> str:
     e = icfg.encoder.model_dump()
     for k in ("retrain", "num_cpus", "num_gpus"):
         e.pop(k)
-    return _hash({"generator": gen_fp, "spec": spec.to_dict(), "train": e, "loss": LOSS_VERSION})
-
-
-def _device(num_gpus: float) -> torch.device:
-    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    key = {"generator": gen_fp, "spec": spec.to_dict(), "train": e, "loss": LOSS_VERSION}
+    return content_key(key, size=16)
 
 
 def _gen_to(gen: TrainedGenerator, device: torch.device) -> TrainedGenerator:
@@ -208,11 +251,12 @@ def _gen_to(gen: TrainedGenerator, device: torch.device) -> TrainedGenerator:
     return gen
 
 
-def _train_encoder_job(gen_folder: WorkPath, spec: dict, settings: dict, num_cpus: float,
-                       num_gpus: float) -> tuple[dict[str, torch.Tensor], list[dict]]:  # fmt: skip
+def _train_encoder_job(
+    gen_folder: WorkPath, spec: dict, settings: dict, num_cpus: float, num_gpus: float
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Runs as a Ray task: load G, train E on its samples, return E's weights + history."""
     torch.set_num_threads(max(1, int(num_cpus)))
-    device = _device(num_gpus)
+    device = stage_device(num_gpus)
     gen = _gen_to(load_generator(gen_folder), device)
     E = Encoder(EncoderSpec.from_dict(spec), gen.w_mean, gen.w_std, seed=settings["seed"])
     E = E.to(device)
@@ -222,13 +266,15 @@ def _train_encoder_job(gen_folder: WorkPath, spec: dict, settings: dict, num_cpu
         ssim=settings["ssim_weight"],
         truncation_mix=settings["truncation_mix"],
     )
-    history = train_encoder(gen, E, settings["steps"], settings["batch"], settings["lr"],
-                            settings["seed"], loss)  # fmt: skip
+    history = train_encoder(
+        gen, E, settings["steps"], settings["batch"], settings["lr"], settings["seed"], loss
+    )
     return {k: v.cpu() for k, v in E.state_dict().items()}, history
 
 
-def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:  # fmt: skip
+def ensure_encoder(
+    prep: Prepared, store: InversionStore, force: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
     """The cached encoder for this generator and config, or train one (Ray task) and cache it.
     Returns (weights, meta, trained_now). Call under the workdir lock."""
     icfg = prep.cfg.inversion
@@ -241,8 +287,9 @@ def ensure_encoder(prep: Prepared, store: InversionStore, force: bool = False
     t0 = time.perf_counter()
     ensure_ray(prep.cfg.ray)
     job = ray.remote(_train_encoder_job).options(num_cpus=e.num_cpus, num_gpus=e.num_gpus)
-    weights, history = ray.get(job.remote(prep.gen_folder, spec.to_dict(), e.model_dump(),
-                                          e.num_cpus, e.num_gpus))  # fmt: skip
+    weights, history = ray.get(
+        job.remote(prep.gen_folder, spec.to_dict(), e.model_dump(), e.num_cpus, e.num_gpus)
+    )
     last = history[-1] if history else {}
     meta = {
         "key": key,
@@ -268,14 +315,22 @@ def refine_settings(r: RefineConfig, steps: int | None = None) -> RefineSettings
 
 
 # -- the actor ---------------------------------------------------------------------------------
-class Inverter:
+class Inverter(StageActor):
     """Loads G, E, D's features and the classifier once; inverts batches of one slide."""
 
-    def __init__(self, gen_folder: WorkPath, use_d: bool, inversion_root: WorkPath, enc_key: str,
-                 enc_spec: dict, clf_spec: ClassifierSpec, tiles_root: WorkPath,
-                 icfg: InversionConfig, fault_marker: str | None = None) -> None:  # fmt: skip
-        torch.set_num_threads(max(1, int(icfg.num_cpus)))
-        self.device = _device(icfg.num_gpus)
+    def __init__(
+        self,
+        gen_folder: WorkPath,
+        use_d: bool,
+        inversion_root: WorkPath,
+        enc_key: str,
+        enc_spec: dict,
+        clf_spec: ClassifierSpec,
+        tiles_root: WorkPath,
+        icfg: InversionConfig,
+        fault_marker: str | None = None,
+    ) -> None:
+        super().__init__(icfg.num_cpus, icfg.num_gpus)
         self.gen = _gen_to(load_generator(gen_folder), self.device)
         self.E = Encoder(EncoderSpec.from_dict(enc_spec), self.gen.w_mean, self.gen.w_std)
         cached = InversionStore(inversion_root).load_encoder(enc_key)
@@ -296,18 +351,19 @@ class Inverter:
         self.settings = refine_settings(icfg.refine)
         self.fault_marker = fault_marker
 
-    def ready(self) -> bool:
-        """Answers once the models are loaded (the pool gives work only to ready actors)."""
-        return True
-
     def _targets(self, slide_id: str, indices: list[int] | np.ndarray) -> torch.Tensor:
         """The tiles as the generator's images: [n, C, R, R] in [0, 1] on the device."""
         tiles = self.store.read_tiles(slide_id, np.asarray(indices))
         x = tiles_to_tensor(tiles).to(self.device)
         res = self.gen.spec.resolution
         if x.shape[-1] != res:
-            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > res)  # fmt: skip
+            x = F.interpolate(
+                x,
+                size=(res, res),
+                mode="bilinear",
+                align_corners=False,
+                antialias=x.shape[-1] > res,
+            )
         return x
 
     def invert(self, slide_id: str, indices: list[int], tile_ids: list[str]) -> dict[str, Any]:
@@ -322,14 +378,24 @@ class Inverter:
         n = len(indices)
         seconds = (time.perf_counter() - t0) / n
         latents = out.w if out.w.ndim == 3 else out.w[:, None]
-        rows = pd.DataFrame({
-            "tile_id": tile_ids, "slide_id": slide_id, "index": np.asarray(indices, np.int64),
-            **fid, "steps": np.int32(self.settings.steps), "seconds": np.float32(seconds),
-            "status": ["failed" if f else "ok" for f in out.failed],
-            "error": [f or "" for f in out.failed], SCORED_BY: self.clf_fp,
-        })  # fmt: skip
-        return {"name": part_name(slide_id, indices), "rows": rows,
-                "latents": latents.float().cpu().numpy()}  # fmt: skip
+        rows = pd.DataFrame(
+            {
+                "tile_id": tile_ids,
+                "slide_id": slide_id,
+                "index": np.asarray(indices, np.int64),
+                **fid,
+                "steps": np.int32(self.settings.steps),
+                "seconds": np.float32(seconds),
+                "status": ["failed" if f else "ok" for f in out.failed],
+                "error": [f or "" for f in out.failed],
+                SCORED_BY: self.clf_fp,
+            }
+        )
+        return {
+            "name": part_name(slide_id, indices),
+            "rows": rows,
+            "latents": latents.float().cpu().numpy(),
+        }
 
     def rescore(self, name: str) -> dict[str, Any]:
         """A kept part's ``prob_real`` / ``prob_recon`` by this actor's classifier: the tiles,
@@ -353,7 +419,7 @@ class Inverter:
 # -- the stage ---------------------------------------------------------------------------------
 def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
     icfg = prep.cfg.inversion
-    return _hash(
+    return content_key(
         {
             "generator": prep.gen_fp,
             "encoder": enc_key,
@@ -362,7 +428,8 @@ def parts_fingerprint(prep: Prepared, enc_key: str) -> str:
             "seed": icfg.seed,
             "use_d": prep.use_d,
             "resize": icfg.resize_tiles,
-        }
+        },
+        size=16,
     )
 
 
@@ -370,13 +437,15 @@ def part_name(slide_id: str, indices: list[int]) -> str:
     return f"{slide_id}-{indices[0]:07d}"
 
 
-def _jobs(todo: pd.DataFrame, batch: int) -> list[Job]:
+def _jobs(todo: pd.DataFrame, batch: int) -> list[InvertJob]:
     jobs = []
     for sid, g in todo.groupby("slide_id", sort=False):
         g = g.sort_values("index")
         idx, ids = g["index"].astype(int).tolist(), g["tile_id"].astype(str).tolist()
-        jobs += [(str(sid), idx[a : a + batch], ids[a : a + batch])
-                 for a in range(0, len(idx), batch)]  # fmt: skip
+        jobs += [
+            InvertJob(str(sid), idx[a : a + batch], ids[a : a + batch])
+            for a in range(0, len(idx), batch)
+        ]
     return jobs
 
 
@@ -392,17 +461,27 @@ def stale_scores(store: InversionStore, prep: Prepared) -> dict[str, int]:
     return stale
 
 
-def failed_part(job: Job, error: str, prep: Prepared) -> tuple[pd.DataFrame, np.ndarray]:
+def failed_part(job: InvertJob, error: str, prep: Prepared) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows of a batch given up (its actors kept dying), NaN latents: reported, not analysed."""
-    sid, indices, ids = job
+    sid, indices, ids = job.slide_id, job.indices, job.tile_ids
     n = len(ids)
     nan = np.full(n, np.nan, np.float32)
-    rows = pd.DataFrame({
-        "tile_id": ids, "slide_id": sid, "index": np.asarray(indices, np.int64),
-        "mse": nan, "ssim": nan, "prob_real": nan, "prob_recon": nan,
-        "steps": np.int32(0), "seconds": nan, "status": "failed", "error": error,
-        SCORED_BY: prep.clf_fp,
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "tile_id": ids,
+            "slide_id": sid,
+            "index": np.asarray(indices, np.int64),
+            "mse": nan,
+            "ssim": nan,
+            "prob_real": nan,
+            "prob_recon": nan,
+            "steps": np.int32(0),
+            "seconds": nan,
+            "status": "failed",
+            "error": error,
+            SCORED_BY: prep.clf_fp,
+        }
+    )
     n_ws = prep.gen.num_ws if prep.cfg.inversion.space == "W+" else 1
     return rows, np.full((n, n_ws, prep.gen.w_dim), np.nan, np.float32)
 
@@ -421,8 +500,9 @@ def consolidate(store: InversionStore, selection: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _examples_png(prep: Prepared, store: InversionStore, table: pd.DataFrame, path: Path,
-                  n: int = 16) -> None:  # fmt: skip
+def _examples_png(
+    prep: Prepared, store: InversionStore, table: pd.DataFrame, path: Path, n: int = 16
+) -> None:
     """Tiles beside their reconstructions, picked across the SSIM range (worst → best)."""
     ok = table[table["status"] == "ok"].sort_values("ssim", kind="stable")
     if ok.empty:
@@ -436,8 +516,11 @@ def _examples_png(prep: Prepared, store: InversionStore, table: pd.DataFrame, pa
     rec = (recon.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     if rec.shape[1:] != real.shape[1:]:
         real = (tiles_to_tensor(real)).numpy()  # sizes differ only with resize_tiles
-        real = (F.interpolate(torch.from_numpy(real), size=rec.shape[1:3]).permute(0, 2, 3, 1)
-                .numpy() * 255 + 0.5).astype(np.uint8)  # fmt: skip
+        real = (
+            F.interpolate(torch.from_numpy(real), size=rec.shape[1:3]).permute(0, 2, 3, 1).numpy()
+            * 255
+            + 0.5
+        ).astype(np.uint8)
     cells = np.stack([c for pair in zip(real, rec, strict=True) for c in pair])
     save_png(path, image_grid(cells, 8))
 
@@ -476,80 +559,88 @@ def _invert(prep: Prepared, store: InversionStore, progress: bool) -> InversionS
     todo = prep.selection[~prep.selection["tile_id"].astype(str).isin(done)]
     summary.n_skipped = len(prep.selection) - len(todo)
     stale = stale_scores(store, prep)
-    jobs: list[tuple[Any, ...]] = [("invert", *j) for j in _jobs(todo, icfg.batch_size)]
-    jobs += [("rescore", name) for name in stale]
+    jobs: list[InvertJob | RescoreJob] = list(_jobs(todo, icfg.batch_size))
+    jobs += [RescoreJob(name) for name in stale]
     t_work = time.perf_counter()
     if jobs:
-        stats = _run_pool(prep, store, meta, jobs, len(todo) + sum(stale.values()), summary,
-                          progress)  # fmt: skip
+        stats = _run_pool(
+            prep, store, meta, jobs, len(todo) + sum(stale.values()), summary, progress
+        )
         summary.extras["pool"] = {k: v for k, v in vars(stats).items() if k != "errors"}
     summary.work_seconds = time.perf_counter() - t_work
     table = consolidate(store, prep.selection)
     ok = table[table["status"] == "ok"]
     summary.n_failed = int((table["status"] != "ok").sum())
     summary.median_ssim = float(ok["ssim"].median()) if len(ok) else float("nan")
-    summary.median_prob_diff = (float((ok["prob_real"] - ok["prob_recon"]).abs().median())
-                                if len(ok) else float("nan"))  # fmt: skip
+    summary.median_prob_diff = (
+        float((ok["prob_real"] - ok["prob_recon"]).abs().median()) if len(ok) else float("nan")
+    )
     summary.tiles_per_s = summary.n_inverted / max(summary.work_seconds, 1e-9)
     _examples_png(prep, store, table, store.root / "examples.png")
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _run_pool(prep: Prepared, store: InversionStore, meta: dict[str, Any],
-              jobs: list[tuple[Any, ...]], n_tiles: int, summary: InversionSummary,
-              progress: bool) -> Any:  # fmt: skip
+def _run_pool(
+    prep: Prepared,
+    store: InversionStore,
+    meta: dict[str, Any],
+    jobs: list[InvertJob | RescoreJob],
+    n_tiles: int,
+    summary: InversionSummary,
+    progress: bool | None,
+) -> Any:
     """The actor pool over ``jobs`` (invert / rescore), committing each part as it arrives."""
     cfg, icfg = prep.cfg, prep.cfg.inversion
     ensure_ray(cfg.ray)
-    # Ray's own restarts and retries are off: ResilientPool replaces dead actors
-    # itself (a restart pinned to a lost node's resources would wait forever).
-    actor_cls = ray.remote(Inverter).options(num_cpus=icfg.num_cpus, num_gpus=icfg.num_gpus)
+    actor_cls = actor_class(Inverter, icfg)
     # Small arguments only: a new actor re-reads the encoder from the workdir.
     # Paths stay path objects: a URL keeps its storage options.
-    args = (prep.gen_folder, prep.use_d, store.root, meta["key"], meta["spec"],
-            prep.clf_spec, cfg.workdir / "tiles", icfg, fault_marker())  # fmt: skip
-    bar = tqdm(total=n_tiles, unit="tile", desc="invert", disable=not progress, file=sys.stderr)
+    args = (
+        prep.gen_folder,
+        prep.use_d,
+        store.root,
+        meta["key"],
+        meta["spec"],
+        prep.clf_spec,
+        cfg.workdir / "tiles",
+        icfg,
+        fault_marker(),
+    )
+    with progress_bar(n_tiles, "tile", "invert", progress) as bar:
 
-    def on_result(job: tuple[Any, ...], r: dict[str, Any]) -> None:
-        if job[0] == "rescore":
-            store.write_part_rows(r["name"], r["rows"])
-            summary.n_rescored += len(r["rows"])
-        else:
-            store.write_part(r["name"], r["rows"], r["latents"])
-            summary.n_inverted += len(r["rows"])
-        bar.update(len(r["rows"]))
+        def on_result(job: InvertJob | RescoreJob, r: dict[str, Any]) -> None:
+            if isinstance(job, RescoreJob):
+                store.write_part_rows(r["name"], r["rows"])
+                summary.n_rescored += len(r["rows"])
+            else:
+                store.write_part(r["name"], r["rows"], r["latents"])
+                summary.n_inverted += len(r["rows"])
+            bar.update(len(r["rows"]))
 
-    def on_give_up(job: tuple[Any, ...], why: str) -> None:
-        if job[0] == "rescore":  # latents kept; probabilities unknown: not analysed
-            rows = store.read_part(job[1])[0].assign(
-                prob_real=np.nan,
-                prob_recon=np.nan,
-                status="failed",
-                error=f"scoring by the new classifier: {why}",
-                **{SCORED_BY: prep.clf_fp},
-            )
-            store.write_part_rows(job[1], rows)
-        else:
-            rows, lat = failed_part(job[1:], why, prep)
-            store.write_part(part_name(job[1], job[2]), rows, lat)
-        bar.update(len(rows))
+        def on_give_up(job: InvertJob | RescoreJob, why: str) -> None:
+            if isinstance(job, RescoreJob):  # latents kept; probabilities unknown: not analysed
+                rows = store.read_part(job.name)[0].assign(
+                    prob_real=np.nan,
+                    prob_recon=np.nan,
+                    status="failed",
+                    error=f"scoring by the new classifier: {why}",
+                    **{SCORED_BY: prep.clf_fp},
+                )
+                store.write_part_rows(job.name, rows)
+            else:
+                rows, lat = failed_part(job, why, prep)
+                store.write_part(part_name(job.slide_id, job.indices), rows, lat)
+            bar.update(len(rows))
 
-    pool: ResilientPool[tuple[Any, ...]] = ResilientPool(
-        make_actor=lambda: actor_cls.remote(*args),
-        call=lambda actor, job: getattr(actor, job[0]).remote(*job[1:]),
-        concurrency=icfg.concurrency, timeout_s=icfg.task_timeout_s,
-        max_replacements=icfg.max_restarts, max_job_failures=icfg.max_task_retries + 1,
-    )  # fmt: skip
-    try:
-        return pool.run(jobs, on_result, on_give_up)
-    except PoolStuckError as exc:
-        raise InversionStuckError(
-            f"inversion stopped: {exc} (inversion.task_timeout_s); finished batches "
-            "are kept and a re-run resumes"
-        ) from None
-    finally:
-        bar.close()
+        pool = stage_pool(icfg, lambda: actor_cls.remote(*args), lambda a, j: j.call(a), len(jobs))
+        try:
+            return pool.run(jobs, on_result, on_give_up)
+        except PoolStuckError as exc:
+            raise InversionStuckError(
+                f"inversion stopped: {exc} (inversion.task_timeout_s); finished batches "
+                "are kept and a re-run resumes"
+            ) from None
 
 
 def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
@@ -562,14 +653,26 @@ def run_invert(cfg: Config, progress: bool | None = None) -> InversionSummary:
     if progress is None:
         progress = sys.stderr.isatty()
     with workdir_lock(cfg.workdir):
-        done = [_invert(p, InversionStore(replicate_root(cfg, r)), progress)
-                for r, p in enumerate(preps)]  # fmt: skip
+        done = [
+            _invert(p, InversionStore(replicate_root(cfg, r)), progress)
+            for r, p in enumerate(preps)
+        ]
     summary = done[0]
     if len(done) > 1:
         summary.extras["replicates"] = [
-            {k: getattr(s, k) for k in ("n_inverted", "n_skipped", "n_failed", "median_ssim",
-                                         "encoder_trained", "seconds")} for s in done[1:]
-        ]  # fmt: skip
+            {
+                k: getattr(s, k)
+                for k in (
+                    "n_inverted",
+                    "n_skipped",
+                    "n_failed",
+                    "median_ssim",
+                    "encoder_trained",
+                    "seconds",
+                )
+            }
+            for s in done[1:]
+        ]
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -38,8 +38,16 @@ def _write_slide(spec: dict[str, Any], path: str) -> str:
     return path
 
 
-def _plan(renderer: str, n_slides: int, seed: int, size_um: float, mpp: float,
-          tumor_fraction: float, confound: float, ink_share: float) -> pd.DataFrame:  # fmt: skip
+def _plan(
+    renderer: str,
+    n_slides: int,
+    seed: int,
+    size_um: float,
+    mpp: float,
+    tumor_fraction: float,
+    confound: float,
+    ink_share: float,
+) -> pd.DataFrame:
     """The slides to render: ``he`` (the demo's planted nuclei) or ``cells`` (planted eosin);
     ``ink_share`` of them (every k-th, independent of label) get green pen marks."""
     if renderer not in RENDERERS:
@@ -48,13 +56,30 @@ def _plan(renderer: str, n_slides: int, seed: int, size_um: float, mpp: float,
         plan = pd.DataFrame(plan_cells_cohort(n_slides, seed, size_um=size_um, mpp=mpp))
         plan["renderer"] = "cells"
     else:
-        plan = plan_cohort(n_slides, seed, size_um=size_um, mpp=mpp,
-                           tumor_fraction=tumor_fraction, confound=confound)  # fmt: skip
+        plan = plan_cohort(
+            n_slides,
+            seed,
+            size_um=size_um,
+            mpp=mpp,
+            tumor_fraction=tumor_fraction,
+            confound=confound,
+        )
     if ink_share:
         n_ink = int(round(n_slides * ink_share))
         order = np.random.default_rng([seed, 7]).permutation(n_slides)
         plan["ink"] = np.isin(np.arange(n_slides), order[:n_ink]).astype(int)
     return plan
+
+
+def _stamp_matches(table: Path, stamp: Path, params: dict[str, Any]) -> bool:
+    """Whether ``table`` exists and ``stamp`` records these generator ``params``."""
+    return stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params
+
+
+def _write_table(table: Path, stamp: Path, cohort: pd.DataFrame, params: dict[str, Any]) -> None:
+    """Write the cohort table, then its stamp (last: a crash in between is not cached)."""
+    atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
+    atomic_write_json(stamp, params)
 
 
 def make_cohort(
@@ -76,16 +101,21 @@ def make_cohort(
     ``ink_share``: the share of slides with pen marks (``pipeline/synthetic/marks.py``)."""
     out = Path(out).absolute()
     params = {
-        "n_slides": n_slides, "seed": seed, "size_um": size_um, "mpp": mpp,
-        "tumor_fraction": tumor_fraction, "confound": confound, "version": GENERATOR_VERSION,
-    }  # fmt: skip
+        "n_slides": n_slides,
+        "seed": seed,
+        "size_um": size_um,
+        "mpp": mpp,
+        "tumor_fraction": tumor_fraction,
+        "confound": confound,
+        "version": GENERATOR_VERSION,
+    }
     if renderer != "he" or ink_share:  # (stamps of demo cohorts stay as they were)
         params |= {"renderer": renderer, "ink_share": ink_share}
     table = out / "cohort.csv"
     stamp = out / "cohort.json"
     plan = _plan(renderer, n_slides, seed, size_um, mpp, tumor_fraction, confound, ink_share)
     plan["path"] = [f"slides/{sid}.tif" for sid in plan["slide_id"]]
-    if stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params:
+    if _stamp_matches(table, stamp, params):
         existing = read_table(table)
         if all((out / p).is_file() for p in existing["path"]):
             return table
@@ -103,9 +133,7 @@ def make_cohort(
             ray.get(done)
             bar.update(len(done))
     # The slides carry their MPP; an `mpp` column would be read as a per-slide override.
-    cohort = plan.drop(columns=["mpp"])
-    atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
-    atomic_write_json(stamp, params)
+    _write_table(table, stamp, plan.drop(columns=["mpp"]), params)
     return table
 
 
@@ -113,54 +141,89 @@ def make_cohort(
 CT_GENERATOR_VERSION = 1
 
 
-def make_ct_cohort(out: str | Path, *, n_images: int = 240, seed: int = 0,
-                   steatosis_fraction: float = 0.5,
-                   png_fraction: float = 0.25) -> Path:  # fmt: skip
+def _ct_rows(
+    n_images: int, seed: int, steatosis_fraction: float, png_fraction: float
+) -> list[dict[str, Any]]:
+    """The planned CT images, each with its ``path`` and (PNG only) ``mpp`` column."""
+    from pipeline.synthetic.ct import SPACING_MM, plan_ct_cohort
+
+    rows = plan_ct_cohort(
+        n_images, seed, steatosis_fraction=steatosis_fraction, png_fraction=png_fraction
+    )
+    for r in rows:
+        r["path"] = f"images/{r['slide_id']}.{r['format']}"
+        r["mpp"] = SPACING_MM * 1000.0 if r["format"] == "png" else None
+    return rows
+
+
+def _write_ct_image(out: Path, r: dict[str, Any], seed: int) -> None:
+    """Render one CT slice and write it as a 12-bit DICOM or an 8-bit windowed PNG."""
+    from pipeline.io.dicom_writer import write_dicom
+    from pipeline.io.images import save_png
+    from pipeline.synthetic.ct import SPACING_MM, WINDOW, render_ct, window_to_unit
+
+    hu = render_ct(r)
+    if r["format"] == "dcm":
+        stored = np.clip(np.round(hu + 1024.0), 0, 4095).astype(np.uint16)
+        write_dicom(
+            out / r["path"],
+            stored,
+            modality="CT",
+            spacing_mm=(SPACING_MM,) * 2,
+            rescale=(1.0, -1024.0),
+            window=WINDOW,
+            bits_stored=12,
+            uid_seed=f"{seed}-{r['slide_id']}",
+        )
+    else:
+        grey = np.round(window_to_unit(hu) * 255.0).astype(np.uint8)
+        save_png(out / r["path"], grey[..., None])
+
+
+def make_ct_cohort(
+    out: str | Path,
+    *,
+    n_images: int = 240,
+    seed: int = 0,
+    steatosis_fraction: float = 0.5,
+    png_fraction: float = 0.25,
+) -> Path:
     """Write the synthetic abdominal CT cohort (``pipeline.synthetic.ct``) into ``out``:
     ``images/<id>.dcm`` (12-bit CT, rescale intercept −1024, the abdomen window, pixel
     spacing) or ``images/<id>.png`` (the same slice already windowed to 8 bits), and
     ``cohort.csv`` (PNG rows carry the pixel spacing in its ``mpp`` column, as a PACS export
     would lose it); a no-op when the same cohort is already there. Rendering is ~10 ms an
     image, so it runs in this process (no Ray)."""
-    import numpy as np
-    import pandas as pd
-
-    from pipeline.io.dicom_writer import write_dicom
-    from pipeline.io.images import save_png
-    from pipeline.synthetic.ct import SPACING_MM, WINDOW, plan_ct_cohort, render_ct, window_to_unit
-
     out = Path(out).absolute()
-    params = {"kind": "ct", "n_images": n_images, "seed": seed,
-              "steatosis_fraction": steatosis_fraction, "png_fraction": png_fraction,
-              "version": CT_GENERATOR_VERSION}  # fmt: skip
+    params = {
+        "kind": "ct",
+        "n_images": n_images,
+        "seed": seed,
+        "steatosis_fraction": steatosis_fraction,
+        "png_fraction": png_fraction,
+        "version": CT_GENERATOR_VERSION,
+    }
     table, stamp = out / "cohort.csv", out / "cohort.json"
-    rows = plan_ct_cohort(n_images, seed, steatosis_fraction=steatosis_fraction,
-                          png_fraction=png_fraction)  # fmt: skip
-    for r in rows:
-        r["path"] = f"images/{r['slide_id']}.{r['format']}"
-        r["mpp"] = SPACING_MM * 1000.0 if r["format"] == "png" else None
-    done = stamp.exists() and table.exists() and json.loads(stamp.read_text()) == params
+    rows = _ct_rows(n_images, seed, steatosis_fraction, png_fraction)
+    done = _stamp_matches(table, stamp, params)
     if done and all((out / r["path"]).is_file() for r in rows):
         return table
     stamp.unlink(missing_ok=True)
     for r in rows:
-        hu = render_ct(r)
-        if r["format"] == "dcm":
-            stored = np.clip(np.round(hu + 1024.0), 0, 4095).astype(np.uint16)
-            write_dicom(out / r["path"], stored, modality="CT", spacing_mm=(SPACING_MM,) * 2,
-                        rescale=(1.0, -1024.0), window=WINDOW, bits_stored=12,
-                        uid_seed=f"{seed}-{r['slide_id']}")  # fmt: skip
-        else:
-            grey = np.round(window_to_unit(hu) * 255.0).astype(np.uint8)
-            save_png(out / r["path"], grey[..., None])
-    cohort = pd.DataFrame(rows).drop(columns=["seed"])
-    atomic_write(table, lambda tmp: cohort.to_csv(tmp, index=False))
-    atomic_write_json(stamp, params)
+        _write_ct_image(out, r, seed)
+    _write_table(table, stamp, pd.DataFrame(rows).drop(columns=["seed"]), params)
     return table
 
 
-def grow_cohort(table: str | Path, out: str | Path, *, n_new: int, seed: int,
-                size_um: float = 2048.0, prefix: str = "new") -> Path:  # fmt: skip
+def grow_cohort(
+    table: str | Path,
+    out: str | Path,
+    *,
+    n_new: int,
+    seed: int,
+    size_um: float = 2048.0,
+    prefix: str = "new",
+) -> Path:
     """A cohort that grew: ``table``'s slides plus ``n_new`` new synthetic slides (rendered
     into ``out``, ids ``<prefix>_000``…), as ``out/cohort.csv`` with absolute paths — the
     scheduled re-analysis case (benchmarks and tests of incremental runs)."""

@@ -44,8 +44,13 @@ J = TypeVar("J")
 # exist, an actor creates it and exits on its first job (a real process death, once).
 FAULT_ENV = "STYLEPATH_FAULT_EXIT_ONCE"
 # Failures of the machinery, not of the job's code: the job is retried on another actor.
-SYSTEM_ERRORS = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError,
-                 ActorUnschedulableError)  # fmt: skip
+SYSTEM_ERRORS = (
+    RayActorError,
+    WorkerCrashedError,
+    NodeDiedError,
+    ObjectLostError,
+    ActorUnschedulableError,
+)
 
 
 class PoolStuckError(RuntimeError):
@@ -79,8 +84,12 @@ class ResilientPool(Generic[J]):
     max_job_failures: int = 4
     stats: PoolStats = field(default_factory=PoolStats)
 
-    def run(self, jobs: Sequence[J], on_result: Callable[[J, Any], None],
-            on_give_up: Callable[[J, str], None]) -> PoolStats:  # fmt: skip
+    def run(
+        self,
+        jobs: Sequence[J],
+        on_result: Callable[[J, Any], None],
+        on_give_up: Callable[[J, str], None],
+    ) -> PoolStats:
         """Run every job once to a committed result (or give it up); raise ``PoolStuckError``
         when a round makes no progress. Errors raised by a job's own code propagate."""
         failures: dict[int, int] = {}
@@ -97,9 +106,16 @@ class ResilientPool(Generic[J]):
                 )
         return self.stats
 
-    def run_all(self, jobs: Sequence[J], on_result: Callable[[J, Any], None], *, stage: str,
-                describe: Callable[[J], str], timeout_setting: str, kept: str = ""
-                ) -> PoolStats:  # fmt: skip
+    def run_all(
+        self,
+        jobs: Sequence[J],
+        on_result: Callable[[J, Any], None],
+        *,
+        stage: str,
+        describe: Callable[[J], str],
+        timeout_setting: str,
+        kept: str = "",
+    ) -> PoolStats:
         """``run`` for a stage that needs every job: a stuck pool or a given-up job raises one
         ``RuntimeError`` naming the stage, the jobs (``describe``) and the setting to raise;
         ``kept`` says what a re-run keeps."""
@@ -111,13 +127,20 @@ class ResilientPool(Generic[J]):
         except PoolStuckError as exc:
             raise RuntimeError(f"{stage} stopped: {exc} ({timeout_setting}){kept}") from None
         if given_up:
-            raise RuntimeError(f"{stage}: actors kept dying on {len(given_up)} job(s) "
-                               f"({'; '.join(given_up[:3])}){kept}")  # fmt: skip
+            raise RuntimeError(
+                f"{stage}: actors kept dying on {len(given_up)} job(s) "
+                f"({'; '.join(given_up[:3])}){kept}"
+            )
         return stats
 
-    def _round(self, jobs: Sequence[J], todo: deque[int], failures: dict[int, int],
-               on_result: Callable[[J, Any], None],
-               on_give_up: Callable[[J, str], None]) -> deque[int]:  # fmt: skip
+    def _round(
+        self,
+        jobs: Sequence[J],
+        todo: deque[int],
+        failures: dict[int, int],
+        on_result: Callable[[J, Any], None],
+        on_give_up: Callable[[J, str], None],
+    ) -> deque[int]:
         actors: list[Any] = []
         inflight: dict[ray.ObjectRef, tuple[Any, int | None]] = {}  # job None: ready probe
 
@@ -169,8 +192,15 @@ class ResilientPool(Generic[J]):
                 _kill(actor)
         return todo
 
-    def _failed(self, jobs: Sequence[J], job: int, exc: BaseException, failures: dict[int, int],
-                todo: deque[int], on_give_up: Callable[[J, str], None]) -> None:  # fmt: skip
+    def _failed(
+        self,
+        jobs: Sequence[J],
+        job: int,
+        exc: BaseException,
+        failures: dict[int, int],
+        todo: deque[int],
+        on_give_up: Callable[[J, str], None],
+    ) -> None:
         """A job's actor died: back to the queue, or given up after ``max_job_failures``."""
         self.stats.note(exc)
         failures[job] = failures.get(job, 0) + 1

@@ -58,9 +58,13 @@ class TilingSummary:
 
 @ray.remote
 def _plan_task(
-    slide_id: str, path: str, cohort_mpp: float | None, tiling: TilingConfig,
-    storage: StorageConfig, store_root: WorkPath,
-) -> dict[str, Any]:  # fmt: skip
+    slide_id: str,
+    path: str,
+    cohort_mpp: float | None,
+    tiling: TilingConfig,
+    storage: StorageConfig,
+    store_root: WorkPath,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         plan = plan_slide(open_slide(path), slide_id, path, cohort_mpp, tiling)
@@ -84,9 +88,13 @@ def _read_task(plan: SlidePlan, staging: WorkPath, start: int, stop: int, shard:
 
 
 @ray.remote
-def _image_task(items: list[tuple[str, str, float | None, int | None]], tiling: TilingConfig,
-                radiology: RadiologyConfig, storage: StorageConfig, store_root: str
-                ) -> list[dict[str, Any]]:  # fmt: skip
+def _image_task(
+    items: list[tuple[str, str, float | None, int | None]],
+    tiling: TilingConfig,
+    radiology: RadiologyConfig,
+    storage: StorageConfig,
+    store_root: str,
+) -> list[dict[str, Any]]:
     """Decode and tile radiology images; each tile goes to its own staging array."""
     out = []
     store = TileStore(store_root)
@@ -108,47 +116,93 @@ def _image_task(items: list[tuple[str, str, float | None, int | None]], tiling: 
     return out
 
 
-def _tile_images(
-    cfg: Config, store: TileStore, jobs: dict[str, _SlideJob], cohort_mpp: dict[str, Any],
-    frames: dict[str, int | None], summary: TilingSummary, records: dict[str, dict],
-    progress: bool,
-) -> None:  # fmt: skip
+def _submit_images(
+    cfg: Config,
+    store: TileStore,
+    jobs: dict[str, _SlideJob],
+    cohort_mpp: dict[str, Any],
+    frames: dict[str, int | None],
+) -> dict[ray.ObjectRef, list[str]]:
+    """Launch the image tasks, ``radiology.images_per_task`` images each → their slide ids."""
     rc = cfg.ray
     fn = _image_task.options(num_cpus=rc.tile_task_cpus, max_retries=rc.max_retries)
     items = [(sid, job.path, cohort_mpp.get(sid), frames.get(sid)) for sid, job in jobs.items()]
     k = cfg.radiology.images_per_task
-    inflight = {
-        fn.remote(items[a : a + k], cfg.tiling, cfg.radiology, cfg.storage, str(store.root)):
-        [it[0] for it in items[a : a + k]]
+    return {
+        fn.remote(items[a : a + k], cfg.tiling, cfg.radiology, cfg.storage, str(store.root)): [
+            it[0] for it in items[a : a + k]
+        ]
         for a in range(0, len(items), k)
-    }  # fmt: skip
-    bar = tqdm(total=len(items), unit="image", desc="tiling", disable=not progress,
-               file=sys.stderr)  # fmt: skip
+    }
+
+
+def _lost_image_results(
+    jobs: dict[str, _SlideJob], sids: list[str], exc: Exception
+) -> list[dict[str, Any]]:
+    """The results of an image task that failed as a whole: a system failure of each image."""
+    return [
+        {
+            "slide_id": s,
+            "plan": None,
+            "seconds": 0.0,
+            "system": True,
+            "error": f"{jobs[s].path}: image task failed: {type(exc).__name__}: {exc}",
+        }
+        for s in sids
+    ]
+
+
+def _commit_image(
+    store: TileStore,
+    job: _SlideJob,
+    r: dict[str, Any],
+    summary: TilingSummary,
+    records: dict[str, dict],
+) -> None:
+    """Commit one image's result, tiled or failed, and count it in ``summary``."""
+    plan: ImagePlan | None = r["plan"]
+    if r["error"] or plan is None:
+        rec = image_record(
+            job.slide_id,
+            job.path,
+            job.fingerprint,
+            error=r["error"],
+            cacheable=not r.get("system"),
+            seconds=r["seconds"],
+        )
+        store.commit_failed(job.slide_id, rec, r.get("staging"))
+        summary.n_failed += 1
+        summary.failed[job.slide_id] = r["error"]
+    else:
+        rec = image_record(job.slide_id, job.path, job.fingerprint, plan=plan, seconds=r["seconds"])
+        store.commit_ok(job.slide_id, r["staging"], image_rows(plan), rec)
+        summary.n_ok += 1
+        summary.n_tiles_read += 1
+    records[job.slide_id] = rec
+
+
+def _tile_images(
+    cfg: Config,
+    store: TileStore,
+    jobs: dict[str, _SlideJob],
+    cohort_mpp: dict[str, Any],
+    frames: dict[str, int | None],
+    summary: TilingSummary,
+    records: dict[str, dict],
+    progress: bool,
+) -> None:
+    """Tile pending radiology images, committing each image as its task comes back."""
+    inflight = _submit_images(cfg, store, jobs, cohort_mpp, frames)
+    bar = tqdm(total=len(jobs), unit="image", desc="tiling", disable=not progress, file=sys.stderr)
     while inflight:
         ready, _ = ray.wait(list(inflight), num_returns=1)
         sids = inflight.pop(ready[0])
         try:
             results = ray.get(ready[0])
         except Exception as exc:  # noqa: BLE001 - lost worker after retries, or a bug
-            results = [{"slide_id": s, "plan": None, "seconds": 0.0, "system": True,
-                        "error": f"{jobs[s].path}: image task failed: {type(exc).__name__}: "
-                                 f"{exc}"} for s in sids]  # fmt: skip
+            results = _lost_image_results(jobs, sids, exc)
         for r in results:
-            job = jobs[r["slide_id"]]
-            plan: ImagePlan | None = r["plan"]
-            if r["error"] or plan is None:
-                rec = image_record(job.slide_id, job.path, job.fingerprint, error=r["error"],
-                                   cacheable=not r.get("system"), seconds=r["seconds"])  # fmt: skip
-                store.commit_failed(job.slide_id, rec, r.get("staging"))
-                summary.n_failed += 1
-                summary.failed[job.slide_id] = r["error"]
-            else:
-                rec = image_record(job.slide_id, job.path, job.fingerprint, plan=plan,
-                                   seconds=r["seconds"])  # fmt: skip
-                store.commit_ok(job.slide_id, r["staging"], image_rows(plan), rec)
-                summary.n_ok += 1
-                summary.n_tiles_read += 1
-            records[job.slide_id] = rec
+            _commit_image(store, jobs[r["slide_id"]], r, summary, records)
             bar.update(1)
         bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, refresh=False)
     bar.close()
@@ -172,43 +226,90 @@ class _SlideJob:
     failed: bool = False
 
 
-def _tile_pending(
-    cfg: Config, store: TileStore, jobs: dict[str, _SlideJob], cohort_mpp: dict[str, Any],
-    summary: TilingSummary, records: dict[str, dict], progress: bool,
-) -> None:  # fmt: skip
-    rc = cfg.ray
-    opts = {"num_cpus": rc.tile_task_cpus, "max_retries": rc.max_retries}
-    plan_fn = _plan_task.options(**opts)
-    read_fn = _read_task.options(**opts)
-    shard = cfg.storage.tiles_per_shard
+def _fail_slide(
+    store: TileStore,
+    job: _SlideJob,
+    error: str,
+    cacheable: bool,
+    summary: TilingSummary,
+    records: dict[str, dict],
+) -> None:
+    """Commit a slide as failed; its later results are ignored."""
+    job.failed = True
+    rec = slide_record(
+        job.slide_id,
+        job.path,
+        job.fingerprint,
+        plan=job.plan,
+        error=error,
+        cacheable=cacheable,
+        seconds=job.seconds,
+    )
+    store.commit_failed(job.slide_id, rec, job.staging)
+    records[job.slide_id] = rec
+    summary.n_failed += 1
+    summary.failed[job.slide_id] = error
+
+
+def _commit_slide(
+    store: TileStore, job: _SlideJob, summary: TilingSummary, records: dict[str, dict]
+) -> None:
+    """Commit a slide whose tiles are all written."""
+    assert job.plan is not None and job.staging is not None
+    rec = slide_record(job.slide_id, job.path, job.fingerprint, plan=job.plan, seconds=job.seconds)
+    store.commit_ok(job.slide_id, job.staging, tile_rows(job.plan), rec)
+    records[job.slide_id] = rec
+    summary.n_ok += 1
+
+
+def _submit_plans(
+    plan_fn: Any,
+    cfg: Config,
+    store: TileStore,
+    jobs: dict[str, _SlideJob],
+    cohort_mpp: dict[str, Any],
+) -> dict[ray.ObjectRef, tuple[str, str]]:
+    """Launch one planning task per pending slide → ``("plan", slide_id)``."""
     inflight: dict[ray.ObjectRef, tuple[str, str]] = {}
     for sid, job in jobs.items():
         ref = plan_fn.remote(
             sid, job.path, cohort_mpp.get(sid), cfg.tiling, cfg.storage, store.root
         )  # a path object: a URL keeps its storage options
         inflight[ref] = ("plan", sid)
+    return inflight
 
+
+def _submit_reads(
+    read_fn: Any,
+    job: _SlideJob,
+    parts: list[tuple[int, int]],
+    shard: int,
+    inflight: dict[ray.ObjectRef, tuple[str, str]],
+) -> None:
+    """Launch one read task per part of a planned slide → ``("read", slide_id)``."""
+    plan_ref = ray.put(job.plan)
+    job.parts_left = len(parts)
+    for a, b in parts:
+        inflight[read_fn.remote(plan_ref, job.staging, a, b, shard)] = ("read", job.slide_id)
+
+
+def _tile_pending(
+    cfg: Config,
+    store: TileStore,
+    jobs: dict[str, _SlideJob],
+    cohort_mpp: dict[str, Any],
+    summary: TilingSummary,
+    records: dict[str, dict],
+    progress: bool,
+) -> None:
+    """Plan and read pending slides, committing each slide when all its parts are written."""
+    rc = cfg.ray
+    opts = {"num_cpus": rc.tile_task_cpus, "max_retries": rc.max_retries}
+    plan_fn = _plan_task.options(**opts)
+    read_fn = _read_task.options(**opts)
+    shard = cfg.storage.tiles_per_shard
+    inflight = _submit_plans(plan_fn, cfg, store, jobs, cohort_mpp)
     bar = tqdm(total=0, unit="tile", desc="tiling", disable=not progress, file=sys.stderr)
-
-    def fail(job: _SlideJob, error: str, cacheable: bool) -> None:
-        job.failed = True
-        rec = slide_record(
-            job.slide_id, job.path, job.fingerprint, plan=job.plan, error=error,
-            cacheable=cacheable, seconds=job.seconds,
-        )  # fmt: skip
-        store.commit_failed(job.slide_id, rec, job.staging)
-        records[job.slide_id] = rec
-        summary.n_failed += 1
-        summary.failed[job.slide_id] = error
-
-    def commit(job: _SlideJob) -> None:
-        assert job.plan is not None and job.staging is not None
-        rec = slide_record(job.slide_id, job.path, job.fingerprint, plan=job.plan,
-                           seconds=job.seconds)  # fmt: skip
-        store.commit_ok(job.slide_id, job.staging, tile_rows(job.plan), rec)
-        records[job.slide_id] = rec
-        summary.n_ok += 1
-
     while inflight:
         ready, _ = ray.wait(list(inflight), num_returns=1)
         kind, sid = inflight.pop(ready[0])
@@ -217,33 +318,79 @@ def _tile_pending(
             result = ray.get(ready[0])
         except Exception as exc:  # noqa: BLE001 - lost worker after retries, or a bug
             if not job.failed:
-                fail(job, f"{job.path}: {kind} task failed: {type(exc).__name__}: {exc}", False)
+                error = f"{job.path}: {kind} task failed: {type(exc).__name__}: {exc}"
+                _fail_slide(store, job, error, False, summary, records)
             continue
         job.seconds += result["seconds"]
         if job.failed:
             continue
         if "error" in result:
-            fail(job, result["error"], cacheable=True)
+            _fail_slide(store, job, result["error"], True, summary, records)
         elif kind == "plan":
             job.plan, job.staging = result["plan"], result["staging"]
             parts = split_parts(job.plan.n_tiles, rc.tiles_per_task, shard)
             bar.total += job.plan.n_tiles
             bar.refresh()
             if not parts:
-                commit(job)
+                _commit_slide(store, job, summary, records)
                 continue
-            plan_ref = ray.put(job.plan)
-            job.parts_left = len(parts)
-            for a, b in parts:
-                inflight[read_fn.remote(plan_ref, job.staging, a, b, shard)] = ("read", sid)
+            _submit_reads(read_fn, job, parts, shard, inflight)
         else:
             bar.update(result["n"])
             summary.n_tiles_read += result["n"]
             job.parts_left -= 1
             if job.parts_left == 0:
-                commit(job)
+                _commit_slide(store, job, summary, records)
         bar.set_postfix(ok=summary.n_ok, failed=summary.n_failed, refresh=False)
     bar.close()
+
+
+def _cohort_overrides(
+    cohort: pd.DataFrame, radiology: bool
+) -> tuple[dict[str, float | None], dict[str, int | None]]:
+    """Per-slide ``mpp`` and (radiology only) ``frame`` overrides of the cohort table."""
+    has_mpp = "mpp" in cohort.columns
+    cohort_mpp = {
+        r.slide_id: (None if not has_mpp or pd.isna(r.mpp) else float(r.mpp))
+        for r in cohort.itertuples()
+    }
+    has_frame = radiology and "frame" in cohort.columns
+    frames = {
+        r.slide_id: (None if not has_frame or pd.isna(r.frame) else int(r.frame))
+        for r in cohort.itertuples()
+    }
+    return cohort_mpp, frames
+
+
+def _pending_jobs(
+    cohort: pd.DataFrame,
+    store: TileStore,
+    config_hash: str,
+    cohort_mpp: dict[str, float | None],
+    frames: dict[str, int | None],
+    radiology: bool,
+    summary: TilingSummary,
+    records: dict[str, dict],
+) -> dict[str, _SlideJob]:
+    """The slides to tile; those done with the same fingerprint keep their record (skipped)."""
+    jobs: dict[str, _SlideJob] = {}
+    for row in cohort.itertuples():
+        fp = slide_fingerprint(
+            row.path,
+            cohort_mpp[row.slide_id],
+            config_hash,
+            frames[row.slide_id] if radiology else None,
+        )
+        rec = store.record(row.slide_id)
+        if is_done(rec, fp):
+            records[row.slide_id] = rec
+            summary.n_skipped += 1
+            if rec["status"] != "ok":
+                summary.n_failed += 1
+                summary.failed[row.slide_id] = rec["error"]
+        else:
+            jobs[row.slide_id] = _SlideJob(row.slide_id, row.path, fp)
+    return jobs
 
 
 def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
@@ -259,32 +406,16 @@ def run_tiling(cfg: Config, progress: bool | None = None) -> TilingSummary:
         atomic_write_yaml(cfg.workdir / "config.yaml", cfg.dump())
         atomic_write_yaml(store.root / "config.yaml", cfg.dump())
         radiology = cfg.modality == "radiology"
-        config_hash = (cfg.section_hash("tiling", "storage", "radiology", "modality") if radiology
-                       else cfg.section_hash("tiling", "storage"))  # fmt: skip
-        has_mpp = "mpp" in cohort.columns
-        cohort_mpp = {
-            r.slide_id: (None if not has_mpp or pd.isna(r.mpp) else float(r.mpp))
-            for r in cohort.itertuples()
-        }
-        has_frame = radiology and "frame" in cohort.columns
-        frames = {
-            r.slide_id: (None if not has_frame or pd.isna(r.frame) else int(r.frame))
-            for r in cohort.itertuples()
-        }
+        config_hash = (
+            cfg.section_hash("tiling", "storage", "radiology", "modality")
+            if radiology
+            else cfg.section_hash("tiling", "storage")
+        )
+        cohort_mpp, frames = _cohort_overrides(cohort, radiology)
         records: dict[str, dict] = {}
-        jobs: dict[str, _SlideJob] = {}
-        for row in cohort.itertuples():
-            fp = slide_fingerprint(row.path, cohort_mpp[row.slide_id], config_hash,
-                                   frames[row.slide_id] if radiology else None)  # fmt: skip
-            rec = store.record(row.slide_id)
-            if is_done(rec, fp):
-                records[row.slide_id] = rec
-                summary.n_skipped += 1
-                if rec["status"] != "ok":
-                    summary.n_failed += 1
-                    summary.failed[row.slide_id] = rec["error"]
-            else:
-                jobs[row.slide_id] = _SlideJob(row.slide_id, row.path, fp)
+        jobs = _pending_jobs(
+            cohort, store, config_hash, cohort_mpp, frames, radiology, summary, records
+        )
         if jobs:
             store.clear_staging()
             ensure_ray(cfg.ray)

@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +61,6 @@ from pipeline.io.images import image_grid, save_png
 from pipeline.io.parquet import read_parquet, write_parquet
 from pipeline.io.paths import (
     WorkPath,
-    arrow_filesystem,
     as_path,
     is_remote,
     mtime_ns,
@@ -69,6 +68,7 @@ from pipeline.io.paths import (
     remove_tree,
 )
 from pipeline.io.tile_store import TileStore
+from tasks.train_common import fit_ray_train
 
 log = logging.getLogger("stylepath")
 SAMPLE_SEED = 1234  # fixed latents of the sample grids
@@ -84,20 +84,23 @@ class GanInputError(ValueError):
     """The workdir has no usable tiles for this preset."""
 
 
+def _from_gan(kind: type, g: GanTrainConfig, **computed: Any) -> Any:
+    """The dataclass ``kind`` with every field named as a ``gan`` setting taken from it (one
+    place per setting), ``computed`` for the rest; fields ``gan`` lacks keep their defaults."""
+    named = {f.name for f in dataclasses.fields(kind)} & set(type(g).model_fields)
+    return kind(**({n: getattr(g, n) for n in named} | computed))
+
+
 def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
-    return StepConfig(
-        batch_size=g.batch_size // world_size, lr_g=g.lr_g, lr_d=g.lr_d, r1_gamma=g.r1_gamma,
-        r1_interval=g.r1_interval, pl_weight=g.pl_weight, curvature_weight=g.curvature_weight,
-        curvature_eps=g.curvature_eps, curvature_size=g.curvature_size,
-        curvature_nuclei=g.curvature_nuclei, curvature_nuclei_size=g.curvature_nuclei_size,
-        curvature_relative=g.curvature_relative, mode_seeking_weight=g.mode_seeking_weight,
-        mode_seeking_size=g.mode_seeking_size, mode_seeking_max=g.mode_seeking_max,
-        mode_seeking_noise=g.mode_seeking_noise, spread_weight=g.spread_weight,
-        spread_low=g.spread_band[0], spread_high=g.spread_band[1],
-        style_mixing=g.style_mixing,
-        ema_kimg=g.ema_kimg, ada=g.ada, ada_target=g.ada_target, ada_kimg=g.ada_kimg,
-        ada_ops=tuple(g.ada_ops), noise_init=g.noise_init, g_train_from=g.g_train_from,
-    )  # fmt: skip
+    """The training step's settings from ``gan`` (the batch per worker)."""
+    return _from_gan(
+        StepConfig,
+        g,
+        batch_size=g.batch_size // world_size,
+        spread_low=g.spread_band[0],
+        spread_high=g.spread_band[1],
+        ada_ops=tuple(g.ada_ops),
+    )
 
 
 def check_inputs(cfg: Config) -> pd.DataFrame:
@@ -111,8 +114,10 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
         raise GanInputError(f"{store.tiles_manifest}: {len(manifest)} tiles < one batch")
     size, channels = store.tile_shape(manifest)
     if g.channels is not None and g.channels != channels:
-        raise GanInputError(f"gan.channels is {g.channels} but the tiles have {channels} "
-                            "channel(s); leave gan.channels unset to follow the tiles")  # fmt: skip
+        raise GanInputError(
+            f"gan.channels is {g.channels} but the tiles have {channels} "
+            "channel(s); leave gan.channels unset to follow the tiles"
+        )
     res = PRESETS[g.preset].resolution
     if size != res and not g.resize_tiles:
         raise GanInputError(
@@ -121,8 +126,10 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
         )
     resolutions = PRESETS[g.preset].resolutions
     if g.g_train_from not in resolutions:
-        raise GanInputError(f"gan.g_train_from {g.g_train_from} is not one of preset "
-                            f"{g.preset}'s resolutions {list(resolutions)}")  # fmt: skip
+        raise GanInputError(
+            f"gan.g_train_from {g.g_train_from} is not one of preset "
+            f"{g.preset}'s resolutions {list(resolutions)}"
+        )
     if g.g_train_from > resolutions[0] and not g.init_from:
         raise GanInputError(
             f"gan.g_train_from {g.g_train_from} freezes G's mapping and coarse layers: it "
@@ -136,8 +143,9 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
 def _resize(x: torch.Tensor, res: int) -> torch.Tensor:
     if x.shape[-1] == res:
         return x
-    return torch.nn.functional.interpolate(x, size=(res, res), mode="area" if x.shape[-1] > res
-                                           else "bilinear")  # fmt: skip
+    return torch.nn.functional.interpolate(
+        x, size=(res, res), mode="area" if x.shape[-1] > res else "bilinear"
+    )
 
 
 def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
@@ -186,13 +194,19 @@ def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     )
     problem = widening_problem(trained, state.G.spec)
     if problem:
-        raise CheckpointError(f"{folder}: exported generator cannot start preset {preset} "
-                              f"({state.G.spec.img_channels} channel(s)): {problem}")  # fmt: skip
+        raise CheckpointError(
+            f"{folder}: exported generator cannot start preset {preset} "
+            f"({state.G.spec.img_channels} channel(s)): {problem}"
+        )
     if trained != state.G.spec:
-        log.warning("%s: widening the exported generator's channels %s to preset %s's %s "
-                    "(same images; the added channels start learning)", folder,
-                    dict(sorted(trained.channels.items())), preset,
-                    dict(sorted(state.G.spec.channels.items())))  # fmt: skip
+        log.warning(
+            "%s: widening the exported generator's channels %s to preset %s's %s "
+            "(same images; the added channels start learning)",
+            folder,
+            dict(sorted(trained.channels.items())),
+            preset,
+            dict(sorted(state.G.spec.channels.items())),
+        )
     _load_widened(folder / "generator.safetensors", weights, (state.G, state.G_ema), preset)
     d_path = folder / "discriminator.safetensors"
     if d_path.is_file():  # an export without D: D starts fresh
@@ -200,8 +214,9 @@ def warm_start(state: TrainState, folder: WorkPath, preset: str) -> None:
     state.augment.p.fill_(float(meta.get("augment_p", 0.0)))  # D was trained at this p
 
 
-def _load_widened(path: WorkPath, saved: dict[str, torch.Tensor], nets: tuple[torch.nn.Module, ...],
-                  preset: str) -> None:  # fmt: skip
+def _load_widened(
+    path: WorkPath, saved: dict[str, torch.Tensor], nets: tuple[torch.nn.Module, ...], preset: str
+) -> None:
     """Load saved weights, widened to the nets' shapes, into each of ``nets``."""
     try:
         widened = widen_state_dict(saved, nets[0].state_dict())
@@ -249,69 +264,101 @@ def _maybe_die(fault: str | None, rank: int, world: int, nimg: int) -> None:
     os._exit(1)
 
 
-def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
-    """The training run of one worker, Ray or not: build or resume the state, stream the
-    tiles, train in ticks, sample grids and checkpoint at every tick."""
-    g = cfg.gan
-    rank, world = wk.rank, wk.world_size
-    if wk.device.type == "cuda":
+def _set_torch_flags(device: torch.device, cpus: int) -> None:
+    """TF32 and cuDNN autotuning on CUDA; ``cpus`` torch threads on a CPU."""
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     else:
-        torch.set_num_threads(g.cpus_per_worker)
-    spec = gan_spec(cfg)
-    scfg = step_config(g, world)
-    state = TrainState.create(spec, scfg, seed=g.seed, device=wk.device)  # same on every rank
-    rows: list[dict[str, float]] = []
-    cursor = DataCursor()
-    if wk.resume is None and g.init_from:
-        warm_start(state, as_path(g.init_from, cfg.storage_options), g.preset)
-    if wk.resume is not None:
-        saved, rows = wk.resume
-        try:
-            state.load_state_dict(saved["train"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(
-                f"checkpoint does not match preset {g.preset} ({exc}); use a new "
-                "workdir or gan.storage_path to start over"
-            ) from None
-        cursor = DataCursor(**saved["cursor"])
-        rows = list(rows)
-        if rank == 0:
-            line = {"nimg": int(state.cur_nimg), "ticks": len(rows),
-                    "time": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-            log_path = out_dir / RESUMES_FILE  # rewritten whole: object stores cannot append
-            old = log_path.read_text() if log_path.exists() else ""
-            atomic_write(log_path, lambda tmp: tmp.write_text(old + json.dumps(line) + "\n"))
-    store = TileStore(cfg.workdir / "tiles")
-    manifest = store.read_manifest()
-    batches = TileBatches(store, manifest, scfg.batch_size, seed=g.seed, rank=rank,
-                          world_size=world, dihedral_aug=g.dihedral, cursor=cursor)  # fmt: skip
-    res = spec.resolution
+        torch.set_num_threads(cpus)
 
-    def on_device():
-        for x in batches:
-            yield _resize(to_tensor(x.to(wk.device)), res)
 
-    reals, stats = None, None
-    if rank == 0:
-        pick = np.random.default_rng(g.seed).choice(len(manifest), g.metric_images, replace=False)
-        sub = manifest.iloc[np.sort(pick)]
-        imgs = np.concatenate([store.read_tiles(str(s), grp["index"].to_numpy())
-                               for s, grp in sub.groupby("slide_id", sort=False)])  # fmt: skip
-        reals = _resize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), res)
-        reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-        if not (out_dir / "reals.png").exists():
-            save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
-        # the bar's per-tile statistics: histology features for RGB tiles, radiology for grey
-        stats = StatsTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res, cfg.analysis.features)
-    loop_cfg = LoopConfig(
-        total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000),
-        metric_ticks=g.metric_ticks, metric_images=g.metric_images,
-        guard_d_loss=g.guard_d_loss, guard_diversity=g.guard_diversity, seed=g.seed,
-        score_raw_g=g.score_raw_g,
-    )  # fmt: skip
+def _log_resume(path: WorkPath, nimg: int, ticks: int) -> None:
+    """Add a line to ``resumes.jsonl``: where the run resumed, and when."""
+    line = {
+        "nimg": nimg,
+        "ticks": ticks,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    old = path.read_text() if path.exists() else ""  # rewritten whole: object stores cannot append
+    atomic_write(path, lambda tmp: tmp.write_text(old + json.dumps(line) + "\n"))
+
+
+def _start_state(
+    state: TrainState, cfg: Config, out_dir: WorkPath, wk: Worker
+) -> tuple[list[dict[str, float]], DataCursor]:
+    """Resume ``state`` from ``wk.resume``, else warm-start it from ``gan.init_from`` when set;
+    the metrics rows so far and the data cursor to continue from."""
+    g = cfg.gan
+    if wk.resume is None:
+        if g.init_from:
+            warm_start(state, as_path(g.init_from, cfg.storage_options), g.preset)
+        return [], DataCursor()
+    saved, rows = wk.resume
+    try:
+        state.load_state_dict(saved["train"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint does not match preset {g.preset} ({exc}); use a new "
+            "workdir or gan.storage_path to start over"
+        ) from None
+    cursor = DataCursor(**saved["cursor"])
+    rows = list(rows)
+    if wk.rank == 0:
+        _log_resume(out_dir / RESUMES_FILE, int(state.cur_nimg), len(rows))
+    return rows, cursor
+
+
+def _on_device(batches: TileBatches, device: torch.device, res: int) -> Iterator[torch.Tensor]:
+    """The training batches as float tensors on ``device``, at ``res`` px."""
+    for x in batches:
+        yield _resize(to_tensor(x.to(device)), res)
+
+
+def _metric_reals(
+    cfg: Config, store: TileStore, manifest: pd.DataFrame, res: int, out_dir: WorkPath
+) -> tuple[np.ndarray, StatsTracker]:
+    """Rank 0's fixed real tiles for the metrics (uint8 [N, res, res, C]) and the bar's
+    per-tile statistics of them; writes ``reals.png`` once."""
+    g = cfg.gan
+    pick = np.random.default_rng(g.seed).choice(len(manifest), g.metric_images, replace=False)
+    sub = manifest.iloc[np.sort(pick)]
+    imgs = np.concatenate(
+        [
+            store.read_tiles(str(s), grp["index"].to_numpy())
+            for s, grp in sub.groupby("slide_id", sort=False)
+        ]
+    )
+    reals = _resize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), res)
+    reals = reals.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    if not (out_dir / "reals.png").exists():
+        save_png(out_dir / "reals.png", image_grid(reals[:64], 8))
+    # the bar's per-tile statistics: histology features for RGB tiles, radiology for grey
+    stats = StatsTracker(reals, cfg.tiling.mpp * imgs.shape[1] / res, cfg.analysis.features)
+    return reals, stats
+
+
+def loop_config(g: GanTrainConfig) -> LoopConfig:
+    """The training loop's schedule, metrics and guards from ``gan``."""
+    return _from_gan(
+        LoopConfig, g, total_nimg=int(g.total_kimg * 1000), tick_nimg=int(g.tick_kimg * 1000)
+    )
+
+
+def _tick_callback(
+    cfg: Config,
+    out_dir: WorkPath,
+    wk: Worker,
+    batches: TileBatches,
+    total_nimg: int,
+    rows: list[dict[str, float]],
+    stats: StatsTracker | None,
+) -> Callable[[TrainState, dict[str, float]], None]:
+    """The loop's ``on_tick``: appends the tick's metrics to ``rows``; rank 0 also keeps the
+    best snapshot, samples a grid every ``gan.sample_ticks`` and checkpoints; every rank reports."""
+    g = cfg.gan
+    rank, world = wk.rank, wk.world_size
     tick = {"n": len(rows)}
     need = stats.keys if stats is not None else ()  # rows an older bar measured do not compete
     scores = [found[0] for r in rows if (found := best_net(r, need)) is not None]
@@ -327,7 +374,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
         with staging_dir() as d:
             folder = None
             if rank == 0:
-                if tick["n"] % g.sample_ticks == 0 or st.cur_nimg >= loop_cfg.total_nimg:
+                if tick["n"] % g.sample_ticks == 0 or st.cur_nimg >= total_nimg:
                     grid = image_grid(generate(st.G_ema, 64, SAMPLE_SEED), 8)
                     save_png(out_dir / "samples" / f"img{st.cur_nimg:09d}.png", grid)
                 cursor_now = {"epoch": batches.cursor.epoch, "position": batches.cursor.position}
@@ -337,8 +384,47 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
             wk.report({k: float(v) for k, v in metrics.items()}, folder)
         tick["n"] += 1
 
-    train(state, on_device(), scfg, loop_cfg, on_tick, reals_for_metrics=reals,
-          sync=wk.sync, rank=rank, world_size=world, sample_stats=stats)  # fmt: skip
+    return on_tick
+
+
+def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
+    """The training run of one worker, Ray or not: build or resume the state, stream the
+    tiles, train in ticks, sample grids and checkpoint at every tick."""
+    g = cfg.gan
+    rank, world = wk.rank, wk.world_size
+    _set_torch_flags(wk.device, g.cpus_per_worker)
+    spec = gan_spec(cfg)
+    scfg = step_config(g, world)
+    state = TrainState.create(spec, scfg, seed=g.seed, device=wk.device)  # same on every rank
+    rows, cursor = _start_state(state, cfg, out_dir, wk)
+    store = TileStore(cfg.workdir / "tiles")
+    manifest = store.read_manifest()
+    batches = TileBatches(
+        store,
+        manifest,
+        scfg.batch_size,
+        seed=g.seed,
+        rank=rank,
+        world_size=world,
+        dihedral_aug=g.dihedral,
+        cursor=cursor,
+    )
+    reals, stats = None, None
+    if rank == 0:
+        reals, stats = _metric_reals(cfg, store, manifest, spec.resolution, out_dir)
+    loop_cfg = loop_config(g)
+    train(
+        state,
+        _on_device(batches, wk.device, spec.resolution),
+        scfg,
+        loop_cfg,
+        _tick_callback(cfg, out_dir, wk, batches, loop_cfg.total_nimg, rows, stats),
+        reals_for_metrics=reals,
+        sync=wk.sync,
+        rank=rank,
+        world_size=world,
+        sample_stats=stats,
+    )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -360,9 +446,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    wk = Worker(rank=ctx.get_world_rank(), world_size=world, device=device,
-                sync=_allreduce_mean(world, device), report=report, resume=resume,
-                fault=config.get("fault"))  # fmt: skip
+    wk = Worker(
+        rank=ctx.get_world_rank(),
+        world_size=world,
+        device=device,
+        sync=_allreduce_mean(world, device),
+        report=report,
+        resume=resume,
+        fault=config.get("fault"),
+    )
     train_worker(cfg, as_path(config["out_dir"], cfg.storage_options), wk)
 
 
@@ -371,7 +463,7 @@ def generator_meta(train_sd: dict[str, Any], cfg: Config, net: str = "G_ema") ->
     or the raw ``G``), training state and config."""
     if "spec" in train_sd:  # the checkpoint's own architecture, whatever the config says now
         spec = NetworkSpec.from_dict(train_sd["spec"])
-    else:  # checkpoints before session 8
+    else:  # checkpoints written before the spec was stored
         spec = gan_spec(cfg, state_channels(train_sd))
     return {
         "spec": spec.to_dict(),
@@ -385,9 +477,14 @@ def generator_meta(train_sd: dict[str, Any], cfg: Config, net: str = "G_ema") ->
     }
 
 
-def save_snapshot(folder: WorkPath, train_sd: dict[str, Any], cfg: Config,
-                  rows: list[dict[str, float]], score: tuple[float, float],
-                  net: str = "G_ema") -> None:  # fmt: skip
+def save_snapshot(
+    folder: WorkPath,
+    train_sd: dict[str, Any],
+    cfg: Config,
+    rows: list[dict[str, float]],
+    score: tuple[float, float],
+    net: str = "G_ema",
+) -> None:
     """G_ema (or the raw G, ``net="G"``) + D + the metrics so far into ``folder`` as an
     exported generator, replacing the previous snapshot in one step (a reader never sees a
     mix of two ticks)."""
@@ -397,8 +494,12 @@ def save_snapshot(folder: WorkPath, train_sd: dict[str, Any], cfg: Config,
     write_parquet(pd.DataFrame(rows), tmp / METRICS_FILE)
     save_generator(tmp, train_sd[net], meta)
     replace_dir(tmp, folder)
-    log.info("best snapshot so far: %s at %.1f kimg (bar excess %.2f, SWD %.1f)",
-             net, meta["kimg"], *score)  # fmt: skip
+    log.info(
+        "best snapshot so far: %s at %.1f kimg (bar excess %.2f, SWD %.1f)",
+        net,
+        meta["kimg"],
+        *score,
+    )
 
 
 def trained_config(cfg: Config) -> Config:
@@ -415,9 +516,15 @@ def trained_config(cfg: Config) -> Config:
         return cfg
 
 
-def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *,
-                     half: bool = False, with_discriminator: bool = False,
-                     net: str = "G_ema") -> dict[str, Any]:  # fmt: skip
+def export_generator(
+    checkpoint_dir: WorkPath,
+    out_dir: WorkPath,
+    cfg: Config,
+    *,
+    half: bool = False,
+    with_discriminator: bool = False,
+    net: str = "G_ema",
+) -> dict[str, Any]:
     """G_ema (or the raw G, ``net="G"``) weights + architecture + metrics from a checkpoint
     into ``out_dir`` (and D, for warm-starting a later run with ``gan.init_from``)."""
     saved = load_state(checkpoint_dir)
@@ -430,8 +537,9 @@ def export_generator(checkpoint_dir: WorkPath, out_dir: WorkPath, cfg: Config, *
     return meta
 
 
-def export_best(cfg: Config, out_dir: WorkPath, *, half: bool = False,
-                metrics_from: WorkPath | None = None) -> dict[str, Any]:  # fmt: skip
+def export_best(
+    cfg: Config, out_dir: WorkPath, *, half: bool = False, metrics_from: WorkPath | None = None
+) -> dict[str, Any]:
     """The best snapshot (``workdir/gan/best``) as an exported generator in ``out_dir``, with
     the metrics of the whole run when ``metrics_from`` (a checkpoint) is given."""
     best = cfg.workdir / "gan" / BEST_DIR
@@ -455,8 +563,12 @@ def _storage(cfg: Config) -> WorkPath:
 def _checkpoints(cfg: Config) -> list[WorkPath]:
     """Checkpoint folders of this workdir's run (Ray Train's and ``--local``'s), oldest first."""
     root = _storage(cfg)
-    found = [p for sub in ("train", "local") for p in (root / sub).glob("checkpoint_*")
-             if (p / STATE_FILE).is_file()]  # fmt: skip
+    found = [
+        p
+        for sub in ("train", "local")
+        for p in (root / sub).glob("checkpoint_*")
+        if (p / STATE_FILE).is_file()
+    ]
     return sorted(found, key=lambda p: mtime_ns(p / STATE_FILE))
 
 
@@ -522,8 +634,12 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
             "raw_layout_excess",
             "sec_per_kimg",
         )
-        print(f"kimg {metrics['kimg']:.1f} " + " ".join(f"{k} {metrics[k]:.4g}" for k in shown
-              if k in metrics), file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"kimg {metrics['kimg']:.1f} "
+            + " ".join(f"{k} {metrics[k]:.4g}" for k in shown if k in metrics),
+            file=sys.stderr,
+            flush=True,
+        )
 
     wk = Worker(rank=0, world_size=1, device=device, sync=no_sync, report=report, resume=resume)
     train_worker(cfg, out_dir, wk)
@@ -531,34 +647,16 @@ def _train_local(cfg: Config, out_dir: WorkPath) -> WorkPath:
 
 
 def _train_ray(cfg: Config, out_dir: WorkPath) -> dict[str, Any]:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from tasks.runtime import ensure_ray
-
-    g = cfg.gan
-    storage = _storage(cfg)
-    filesystem, storage_path = arrow_filesystem(storage)  # URL: the workdir's fsspec filesystem
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ensure_ray(cfg.ray)
-    trainer = TorchTrainer(
+    """Train on Ray Train workers (DDP), then export the last checkpoint."""
+    checkpoint, _ = fit_ray_train(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.dump(), "out_dir": str(out_dir),
-                           "fault": os.environ.get(FAULT_ENV)},
-        scaling_config=ScalingConfig(
-            num_workers=g.num_workers, use_gpu=g.use_gpu,
-            resources_per_worker={"CPU": g.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name="train", storage_path=storage_path, storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=g.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=g.max_failures),
-        ),
-    )  # fmt: skip
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise CheckpointError(f"{storage}: training produced no checkpoint")
-    with result.checkpoint.as_directory() as d:  # also when storage is object storage
+        {"cfg": cfg.dump(), "out_dir": str(out_dir), "fault": os.environ.get(FAULT_ENV)},
+        cfg.gan,
+        _storage(cfg),
+        cfg.ray,
+        num_to_keep=cfg.gan.keep_checkpoints,
+    )
+    with checkpoint.as_directory() as d:  # also when storage is object storage
         return _export(cfg, Path(d), out_dir)
 
 
@@ -568,8 +666,10 @@ def _export(cfg: Config, checkpoint_dir: WorkPath, out_dir: WorkPath) -> dict[st
     if cfg.gan.export == "best":
         if (out_dir / BEST_DIR / "generator.json").is_file():
             return export_best(cfg, out_dir, metrics_from=checkpoint_dir)
-        log.warning("gan.export is best but no tick measured SWD (gan.metric_ticks): "
-                    "exporting the last tick")  # fmt: skip
+        log.warning(
+            "gan.export is best but no tick measured SWD (gan.metric_ticks): "
+            "exporting the last tick"
+        )
     return export_generator(checkpoint_dir, out_dir, cfg)
 
 

@@ -63,9 +63,17 @@ class ClassifierSpec:
             with p.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
-        meta = (self.kind, self.entry_point, sorted(self.entry_kwargs.items()),
-                self.input_size, self.mean, self.std, self.class_names, self.explain,
-                self.gradcam_layer)  # fmt: skip
+        meta = (
+            self.kind,
+            self.entry_point,
+            sorted(self.entry_kwargs.items()),
+            self.input_size,
+            self.mean,
+            self.std,
+            self.class_names,
+            self.explain,
+            self.gradcam_layer,
+        )
         if self.channels != 3:  # (RGB fingerprints stay as they were before channels existed)
             meta = (*meta, self.channels)
         h.update(repr(meta).encode())
@@ -87,8 +95,9 @@ def _resolve_path(
     return p
 
 
-def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int,
-                 tile_channels: int = 3) -> ClassifierSpec:  # fmt: skip
+def resolve_spec(
+    ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int, tile_channels: int = 3
+) -> ClassifierSpec:
     """Config + the model's JSON card → spec. Without ``model``/``entry_point``: the built-in
     classifier of ``workdir`` (loaded as an ``nn.Module`` so GradCAM can see inside). The
     model's input channels: ``classifier.channels``, else the card's, else the tiles'."""
@@ -103,9 +112,13 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int,
     elif ccfg.entry_point:
         weights = _resolve_path(ccfg.weights or "", storage_options=opts)
         card_file = card_path(weights)
-        kwargs.update(kind="module", source=f"{ccfg.entry_point} + {weights}",
-                      entry_point=ccfg.entry_point, weights=weights,
-                      entry_kwargs=dict(ccfg.entry_kwargs))  # fmt: skip
+        kwargs.update(
+            kind="module",
+            source=f"{ccfg.entry_point} + {weights}",
+            entry_point=ccfg.entry_point,
+            weights=weights,
+            entry_kwargs=dict(ccfg.entry_kwargs),
+        )
     else:
         card_file = workdir / BUILTIN_DIR / BUILTIN_CARD
         if not card_file.is_file():
@@ -120,9 +133,13 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int,
     if not kwargs:  # the built-in: its card says how to rebuild the nn.Module
         try:
             weights = _resolve_path(card["weights"], card_file.parent)
-            kwargs.update(kind="module", source=f"{card['entry_point']} + {weights}",
-                          entry_point=card["entry_point"], weights=weights,
-                          entry_kwargs=dict(card.get("entry_kwargs", {})))  # fmt: skip
+            kwargs.update(
+                kind="module",
+                source=f"{card['entry_point']} + {weights}",
+                entry_point=card["entry_point"],
+                weights=weights,
+                entry_kwargs=dict(card.get("entry_kwargs", {})),
+            )
         except KeyError as exc:
             raise ClassifierError(f"{card_file}: model card lacks {exc}") from None
     mean = ccfg.mean if ccfg.mean is not None else card.get("mean")
@@ -134,11 +151,15 @@ def resolve_spec(ccfg: ClassifierConfig, workdir: WorkPath, tile_size: int,
     source = kwargs["source"]
     for name, v in (("mean", mean), ("std", std)):
         if v is not None and len(v) != channels:
-            raise ClassifierError(f"{source}: {name} has {len(v)} value(s) for a model with "
-                                  f"{channels} input channel(s)")  # fmt: skip
+            raise ClassifierError(
+                f"{source}: {name} has {len(v)} value(s) for a model with "
+                f"{channels} input channel(s)"
+            )
     if not (channels == tile_channels or (channels == 3 and tile_channels == 1)):
-        raise ClassifierError(f"{source}: the model takes {channels} channel(s) but the tiles "
-                              f"have {tile_channels}; set classifier.channels")  # fmt: skip
+        raise ClassifierError(
+            f"{source}: the model takes {channels} channel(s) but the tiles "
+            f"have {tile_channels}; set classifier.channels"
+        )
     return ClassifierSpec(
         input_size=int(ccfg.input_size or card.get("input_size") or tile_size),
         mean=tuple(float(v) for v in mean) if mean is not None else None,
@@ -208,8 +229,14 @@ class Classifier(nn.Module):
     (resized, normalised; grey repeated to RGB for a 3-channel model); ``prob``/``score``
     pick the explained class from the logits. Differentiable."""
 
-    def __init__(self, model: nn.Module, spec: ClassifierSpec, n_outputs: int,
-                 explain_index: int, class_names: tuple[str, ...]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: ClassifierSpec,
+        n_outputs: int,
+        explain_index: int,
+        class_names: tuple[str, ...],
+    ) -> None:
         super().__init__()
         self.model = model
         self.spec = spec
@@ -238,8 +265,9 @@ class Classifier(nn.Module):
                 raise ValueError(f"{self.spec.source}: takes {c} channel(s), got {x.shape[1]}")
         s = self.input_size
         if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > s)  # fmt: skip
+            x = F.interpolate(
+                x, size=(s, s), mode="bilinear", align_corners=False, antialias=x.shape[-1] > s
+            )
         if self.spec.mean is not None:
             x = (x - self.mean) / self.std
         return x

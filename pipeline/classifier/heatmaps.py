@@ -95,14 +95,16 @@ def _to_grid(maps: torch.Tensor, grid: int) -> torch.Tensor:
         return maps.float().cpu()
     if maps.shape[-1] >= grid and maps.shape[-2] >= grid:
         return F.adaptive_avg_pool2d(maps.float(), grid).cpu()
-    return F.interpolate(maps.float(), size=(grid, grid), mode="bilinear",
-                         align_corners=False).cpu()  # fmt: skip
+    return F.interpolate(
+        maps.float(), size=(grid, grid), mode="bilinear", align_corners=False
+    ).cpu()
 
 
 # Colour maps: anchors on [0, 1], linearly interpolated (no matplotlib needed).
 _HOT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], float)
-_SIGNED = np.array([[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130],
-                    [178, 24, 43]], float)  # fmt: skip
+_SIGNED = np.array(
+    [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]], float
+)
 
 
 def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
@@ -114,8 +116,14 @@ def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
     return (anchors[lo] * (1 - t) + anchors[lo + 1] * t).round().astype(np.uint8)
 
 
-def overlay(tile: np.ndarray, heat: np.ndarray, *, signed: bool = False, alpha: float = 0.5,
-            scale: float | None = None) -> np.ndarray:  # fmt: skip
+def overlay(
+    tile: np.ndarray,
+    heat: np.ndarray,
+    *,
+    signed: bool = False,
+    alpha: float = 0.5,
+    scale: float | None = None,
+) -> np.ndarray:
     """A heatmap ``[g, g]`` blended over its tile (uint8 ``[H, W, 3]``, or grey ``[H, W, 1]``)
     → uint8 ``[H, W, 3]``.
 

@@ -15,9 +15,13 @@ class TileCNN(nn.Module):
     block's conv (``features.<last>.conv``) is the GradCAM layer.
     """
 
-    def __init__(self, channels: list[int] | tuple[int, ...] = (16, 32, 64, 64),
-                 n_outputs: int = 1, dropout: float = 0.1,
-                 in_channels: int = 3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        channels: list[int] | tuple[int, ...] = (16, 32, 64, 64),
+        n_outputs: int = 1,
+        dropout: float = 0.1,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         blocks = []
         c_in = in_channels
@@ -43,7 +47,8 @@ class TileCNN(nn.Module):
         return out
 
 
-def tile_cnn(channels: list[int] | None = None, n_outputs: int = 1, in_channels: int = 3
-             ) -> TileCNN:  # fmt: skip
+def tile_cnn(
+    channels: list[int] | None = None, n_outputs: int = 1, in_channels: int = 3
+) -> TileCNN:
     """Entry point (``pipeline.classifier.model:tile_cnn``) used by the exported model card."""
     return TileCNN(tuple(channels or (16, 32, 64, 64)), n_outputs, in_channels=in_channels)

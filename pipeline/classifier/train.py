@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from pipeline.classifier.augment import dihedral, stain_jitter
 from pipeline.classifier.contract import tiles_to_tensor
 
 
@@ -32,8 +33,13 @@ def group_column(manifest: pd.DataFrame, group_by: str) -> str:
     return group_by
 
 
-def split_by_group(manifest: pd.DataFrame, label_column: str, val_fraction: float, seed: int,
-                   group_by: str = "auto") -> np.ndarray:  # fmt: skip
+def split_by_group(
+    manifest: pd.DataFrame,
+    label_column: str,
+    val_fraction: float,
+    seed: int,
+    group_by: str = "auto",
+) -> np.ndarray:
     """Boolean mask of validation tiles: whole groups (slides or patients) held out, stratified
     by label (each class keeps ≥ 1 group on each side), so no group is on both sides."""
     col = group_column(manifest, group_by)
@@ -67,8 +73,9 @@ def channel_stats(tiles: np.ndarray) -> tuple[list[float], list[float]]:
     return x.mean(0).round(6).tolist(), np.maximum(x.std(0), 1e-3).round(6).tolist()
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> list[np.ndarray]:  # fmt: skip
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1
+) -> list[np.ndarray]:
     """This rank's batches of one epoch: a seeded permutation split into ``world_size`` equal
     parts, whole batches only (every rank takes the same number of steps)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -76,18 +83,6 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
     mine = order[rank * per_rank : (rank + 1) * per_rank]
     n_batches = per_rank // batch_size
     return [mine[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
-
-
-def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A random flip/90° rotation per image of ``[N, C, H, W]``."""
-    k = torch.randint(0, 8, (x.shape[0],), generator=gen)
-    out = x.clone()
-    for code in range(8):
-        idx = (k == code).nonzero().flatten()
-        if len(idx):
-            y = torch.rot90(x[idx], code % 4, dims=(2, 3))
-            out[idx] = torch.flip(y, dims=(3,)) if code >= 4 else y
-    return out
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -108,12 +103,24 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, tiles: np.ndarray, y: np.ndarray,
-    batches: list[np.ndarray], mean: torch.Tensor, std: torch.Tensor, *, gen: torch.Generator,
-    augment: bool, step0: int, total_steps: int, base_lr: float,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tiles: np.ndarray,
+    y: np.ndarray,
+    batches: list[np.ndarray],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    gen: torch.Generator,
+    augment: bool,
+    step0: int,
+    total_steps: int,
+    base_lr: float,
     device: torch.device | str = "cpu",
-) -> tuple[float, int]:  # fmt: skip
-    """One pass over ``batches`` of uint8 ``tiles``; returns (sum of losses, images)."""
+    stain: float = 0.0,
+) -> tuple[float, int]:
+    """One pass over ``batches`` of uint8 ``tiles``; returns (sum of losses, images).
+    ``augment``: random flips/90° rotations; ``stain``: the stain jitter's σ (``augment.py``)."""
     model.train()
     total, count = 0.0, 0
     for i, idx in enumerate(batches):
@@ -121,6 +128,7 @@ def train_epoch(
         x = tiles_to_tensor(tiles[idx])
         if augment:
             x = dihedral(x, gen)
+        x = stain_jitter(x, stain, gen)
         x = normalise(x.to(device), mean, std)
         target = torch.from_numpy(y[idx]).to(device)
         for group in optimizer.param_groups:
@@ -136,13 +144,19 @@ def train_epoch(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, tiles: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
-    batch_size: int = 512, device: torch.device | str = "cpu",
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    tiles: np.ndarray,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Eval-mode logits of uint8 tiles (on CPU)."""
     model.eval()
-    outs = [model(normalise(tiles_to_tensor(tiles[a : a + batch_size]).to(device), mean, std))
-            for a in range(0, len(tiles), batch_size)]  # fmt: skip
+    outs = [
+        model(normalise(tiles_to_tensor(tiles[a : a + batch_size]).to(device), mean, std))
+        for a in range(0, len(tiles), batch_size)
+    ]
     return torch.cat(outs).float().cpu()
 
 

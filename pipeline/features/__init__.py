@@ -16,17 +16,39 @@ from pipeline.features.registry import (
 )
 
 HISTOLOGY_FEATURES = (
-    "hematoxylin_mean", "eosin_mean", "nuclei_density", "nuclear_area_mean",
-    "nuclear_area_fraction", "nuclear_hematoxylin_mean", "nuclear_eccentricity_mean",
-    "brightness", "saturation_mean", "hue_mean", "sharpness", "texture_contrast",
-    "texture_homogeneity", "tissue_fraction",
-)  # fmt: skip
+    "hematoxylin_mean",
+    "eosin_mean",
+    "nuclei_density",
+    "nuclear_area_mean",
+    "nuclear_area_fraction",
+    "nuclear_hematoxylin_mean",
+    "nuclear_eccentricity_mean",
+    "brightness",
+    "saturation_mean",
+    "hue_mean",
+    "sharpness",
+    "texture_contrast",
+    "texture_homogeneity",
+    "tissue_fraction",
+)
 RADIOLOGY_FEATURES = (
-    "intensity_mean", "intensity_std", "edge_density", "local_contrast", "sharpness",
-    "texture_contrast", "texture_homogeneity",
-)  # fmt: skip
+    "intensity_mean",
+    "intensity_std",
+    "edge_density",
+    "local_contrast",
+    "sharpness",
+    "texture_contrast",
+    "texture_homogeneity",
+)
 
 __all__ = [
-    "HISTOLOGY_FEATURES", "RADIOLOGY_FEATURES", "REGISTRIES", "REGISTRY", "circular_mean",
-    "compute_features", "feature", "feature_names", "unwrap_circular",
-]  # fmt: skip
+    "HISTOLOGY_FEATURES",
+    "RADIOLOGY_FEATURES",
+    "REGISTRIES",
+    "REGISTRY",
+    "circular_mean",
+    "compute_features",
+    "feature",
+    "feature_names",
+    "unwrap_circular",
+]

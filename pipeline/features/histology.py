@@ -82,8 +82,11 @@ def eosin_mean(rgb: np.ndarray, c: TileContext) -> float:
     return float(c.hed[..., 1].mean())
 
 
-@feature("nuclei_density", unit="nuclei per 10,000 µm² of tissue",
-         doc="segmented nuclei per 10,000 µm² of tissue (NaN without tissue)")  # fmt: skip
+@feature(
+    "nuclei_density",
+    unit="nuclei per 10,000 µm² of tissue",
+    doc="segmented nuclei per 10,000 µm² of tissue (NaN without tissue)",
+)
 def nuclei_density(rgb: np.ndarray, c: TileContext) -> float:
     tissue_um2 = float(c.tissue.sum()) * c.mpp * c.mpp
     return len(c.props) / tissue_um2 * 1e4 if tissue_um2 > 0 else float("nan")
@@ -94,8 +97,7 @@ def nuclear_area_mean(rgb: np.ndarray, c: TileContext) -> float:
     return _mean([p.area * c.mpp * c.mpp for p in c.props])
 
 
-@feature("nuclear_area_fraction", unit="fraction of tissue",
-         doc="nuclear pixels / tissue pixels")  # fmt: skip
+@feature("nuclear_area_fraction", unit="fraction of tissue", doc="nuclear pixels / tissue pixels")
 def nuclear_area_fraction(rgb: np.ndarray, c: TileContext) -> float:
     tissue = float(c.tissue.sum())
     return float((c.nuclei > 0).sum()) / tissue if tissue else float("nan")
@@ -107,8 +109,11 @@ def nuclear_hematoxylin_mean(rgb: np.ndarray, c: TileContext) -> float:
     return float(c.hed[..., 0][inside].mean()) if inside.any() else float("nan")
 
 
-@feature("nuclear_eccentricity_mean", unit="0 (circle) to 1",
-         doc="mean eccentricity of the nuclei's fitted ellipses")  # fmt: skip
+@feature(
+    "nuclear_eccentricity_mean",
+    unit="0 (circle) to 1",
+    doc="mean eccentricity of the nuclei's fitted ellipses",
+)
 def nuclear_eccentricity_mean(rgb: np.ndarray, c: TileContext) -> float:
     return _mean([p.eccentricity for p in c.props])
 
@@ -123,8 +128,9 @@ def saturation_mean(rgb: np.ndarray, c: TileContext) -> float:
     return float(c.hsv[..., 1].mean())
 
 
-@feature("hue_mean", unit="turns [0, 1)", doc="circular mean HSV hue, weighted by saturation",
-         period=1.0)  # fmt: skip
+@feature(
+    "hue_mean", unit="turns [0, 1)", doc="circular mean HSV hue, weighted by saturation", period=1.0
+)
 def hue_mean(rgb: np.ndarray, c: TileContext) -> float:
     angle = c.hsv[..., 0] * 2 * np.pi
     weight = c.hsv[..., 1]
@@ -142,13 +148,17 @@ def texture_contrast(rgb: np.ndarray, c: TileContext) -> float:
     return float(graycoprops(c.glcm, "contrast").mean())
 
 
-@feature("texture_homogeneity", unit="GLCM homogeneity",
-         doc="GLCM homogeneity, 32 levels, d = 1 px")  # fmt: skip
+@feature(
+    "texture_homogeneity", unit="GLCM homogeneity", doc="GLCM homogeneity, 32 levels, d = 1 px"
+)
 def texture_homogeneity(rgb: np.ndarray, c: TileContext) -> float:
     return float(graycoprops(c.glcm, "homogeneity").mean())
 
 
-@feature("tissue_fraction", unit="fraction of tile",
-         doc=f"pixels with HSV saturation > {TISSUE_SATURATION}")  # fmt: skip
+@feature(
+    "tissue_fraction",
+    unit="fraction of tile",
+    doc=f"pixels with HSV saturation > {TISSUE_SATURATION}",
+)
 def tissue_fraction(rgb: np.ndarray, c: TileContext) -> float:
     return float(c.tissue.mean())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.color import rgb2hed
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops
 from skimage.segmentation import watershed
@@ -20,11 +19,6 @@ MIN_SEPARATION_UM = 3.0  # two nuclei's centres lie at least this far apart
 MIN_CORE_UM = 1.0  # a nucleus' centre lies at least this far inside its mask
 OD_THRESHOLD = 1.2  # summed optical density of dense stain
 RED_FRACTION = 0.26  # share of red absorbance of basophilic (hematoxylin) stain
-
-
-def hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
-    """Hematoxylin optical density by colour deconvolution (Ruifrok & Johnston): [.., H, W]."""
-    return rgb2hed(rgb)[..., 0]
 
 
 def nuclei_mask(
@@ -56,9 +50,13 @@ def segment_nuclei(rgb: np.ndarray, mpp: float) -> np.ndarray:
     if not mask.any():
         return objects
     dist = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(dist, min_distance=max(1, int(round(MIN_SEPARATION_UM / mpp))),
-                           threshold_abs=MIN_CORE_UM / mpp, labels=objects,
-                           exclude_border=False)  # fmt: skip
+    peaks = peak_local_max(
+        dist,
+        min_distance=max(1, int(round(MIN_SEPARATION_UM / mpp))),
+        threshold_abs=MIN_CORE_UM / mpp,
+        labels=objects,
+        exclude_border=False,
+    )
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     # Watershed pieces too small to be nuclei go back to background.

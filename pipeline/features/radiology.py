@@ -56,8 +56,7 @@ class RadiologyContext:
 
     @cached_property
     def edges(self) -> np.ndarray:
-        return canny(self.grey, sigma=EDGE_SIGMA, low_threshold=EDGE_LOW,
-                     high_threshold=EDGE_HIGH)  # fmt: skip
+        return canny(self.grey, sigma=EDGE_SIGMA, low_threshold=EDGE_LOW, high_threshold=EDGE_HIGH)
 
     @cached_property
     def glcm(self) -> np.ndarray:
@@ -69,28 +68,39 @@ class RadiologyContext:
 register_context("radiology", RadiologyContext)
 
 
-@feature("intensity_mean", unit="[0, 1] (windowed)", doc="mean grey level of the image",
-         modality="radiology")  # fmt: skip
+@feature(
+    "intensity_mean",
+    unit="[0, 1] (windowed)",
+    doc="mean grey level of the image",
+    modality="radiology",
+)
 def intensity_mean(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(c.grey.mean())
 
 
-@feature("intensity_std", unit="[0, 1] (windowed)", doc="SD of the grey levels",
-         modality="radiology")  # fmt: skip
+@feature(
+    "intensity_std", unit="[0, 1] (windowed)", doc="SD of the grey levels", modality="radiology"
+)
 def intensity_std(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(c.grey.std())
 
 
-@feature("edge_density", unit="fraction of pixels",
-         doc=f"share of Canny edge pixels (σ {EDGE_SIGMA} px, thresholds {EDGE_LOW}/{EDGE_HIGH})",
-         modality="radiology")  # fmt: skip
+@feature(
+    "edge_density",
+    unit="fraction of pixels",
+    doc=f"share of Canny edge pixels (σ {EDGE_SIGMA} px, thresholds {EDGE_LOW}/{EDGE_HIGH})",
+    modality="radiology",
+)
 def edge_density(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(c.edges.mean())
 
 
-@feature("local_contrast", unit="[0, 1] (windowed)",
-         doc="mean local SD of the grey levels (window ~1/16 of the image side, ≥ 3 px)",
-         modality="radiology")  # fmt: skip
+@feature(
+    "local_contrast",
+    unit="[0, 1] (windowed)",
+    doc="mean local SD of the grey levels (window ~1/16 of the image side, ≥ 3 px)",
+    modality="radiology",
+)
 def local_contrast(grey: np.ndarray, c: RadiologyContext) -> float:
     g = c.grey.astype(np.float64)
     m = ndimage.uniform_filter(g, c.window, mode="reflect")
@@ -98,19 +108,31 @@ def local_contrast(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(np.sqrt(np.clip(m2 - m * m, 0, None)).mean())
 
 
-@feature("sharpness", unit="grey² (grey in [0, 1])", doc="variance of the Laplacian",
-         modality="radiology")  # fmt: skip
+@feature(
+    "sharpness",
+    unit="grey² (grey in [0, 1])",
+    doc="variance of the Laplacian",
+    modality="radiology",
+)
 def sharpness(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(ndimage.laplace(c.grey).var())
 
 
-@feature("texture_contrast", unit="GLCM contrast", doc="GLCM contrast, 32 levels, d = 1 px",
-         modality="radiology")  # fmt: skip
+@feature(
+    "texture_contrast",
+    unit="GLCM contrast",
+    doc="GLCM contrast, 32 levels, d = 1 px",
+    modality="radiology",
+)
 def texture_contrast(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(graycoprops(c.glcm, "contrast").mean())
 
 
-@feature("texture_homogeneity", unit="GLCM homogeneity",
-         doc="GLCM homogeneity, 32 levels, d = 1 px", modality="radiology")  # fmt: skip
+@feature(
+    "texture_homogeneity",
+    unit="GLCM homogeneity",
+    doc="GLCM homogeneity, 32 levels, d = 1 px",
+    modality="radiology",
+)
 def texture_homogeneity(grey: np.ndarray, c: RadiologyContext) -> float:
     return float(graycoprops(c.glcm, "homogeneity").mean())

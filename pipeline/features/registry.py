@@ -35,8 +35,9 @@ REGISTRY = REGISTRIES["histology"]  # the histology features (the original, flat
 CONTEXTS: dict[str, Callable[[np.ndarray, float], Any]] = {}
 
 
-def feature(name: str, *, unit: str, doc: str, modality: str = "histology",
-            period: float | None = None):  # fmt: skip
+def feature(
+    name: str, *, unit: str, doc: str, modality: str = "histology", period: float | None = None
+):
     """Register ``fn`` under ``name`` (names are unique within a modality); ``period`` marks
     a circular feature (hue: 1 turn), which ``unwrap_circular`` makes comparable."""
     if modality not in REGISTRIES:
@@ -74,8 +75,9 @@ def circular_mean(values: np.ndarray | pd.Series, period: float) -> float:
     return float((np.angle(z) / (2 * np.pi) * period) % period)
 
 
-def unwrap_circular(table: pd.DataFrame, modality: str = "histology",
-                    ref: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+def unwrap_circular(
+    table: pd.DataFrame, modality: str = "histology", ref: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """``table`` with every circular feature column (``period`` set) moved by whole periods
     to lie within half a period of the circular mean of ``ref``'s column (default
     ``table``'s own). Means, SDs, slopes and regressions of the result are then those of the
@@ -105,9 +107,13 @@ def _as_modality_image(tile: np.ndarray, modality: str) -> np.ndarray:
     return tile
 
 
-def compute_features(tiles: np.ndarray, mpp: float | np.ndarray, names: Iterable[str] | None = None,
-                     context: Callable[[np.ndarray, float], Any] | None = None,
-                     modality: str = "histology") -> pd.DataFrame:  # fmt: skip
+def compute_features(
+    tiles: np.ndarray,
+    mpp: float | np.ndarray,
+    names: Iterable[str] | None = None,
+    context: Callable[[np.ndarray, float], Any] | None = None,
+    modality: str = "histology",
+) -> pd.DataFrame:
     """One row per tile of uint8 [N, H, W, C], one float column per feature of ``modality``.
 
     ``mpp``: the tiles' µm/px, one value or one per tile (radiology: the image's pixel spacing

@@ -13,8 +13,6 @@ from pipeline.gan.losses import (
     g_path_length_penalty,
     g_spread_penalty,
     mixing_ws,
-    soft_nuclei_mask,
-    tile_statistics,
 )
 from pipeline.gan.metrics import (
     laplacian_pyramid,
@@ -43,7 +41,6 @@ __all__ = [
     "g_nonsaturating_loss",
     "g_curvature_penalty",
     "g_mode_seeking_penalty",
-    "soft_nuclei_mask",
     "g_path_length_penalty",
     "g_spread_penalty",
     "laplacian_pyramid",
@@ -52,5 +49,4 @@ __all__ = [
     "modulated_conv2d",
     "sample_patch_descriptors",
     "swd",
-    "tile_statistics",
 ]

@@ -72,8 +72,18 @@ class AugmentPipe(nn.Module):
     2^N(0, saturation_std).
     """
 
-    OPS = ("xflip", "yflip", "rotate90", "xint", "scale", "rotate", "brightness", "contrast",
-           "hue", "saturation")  # fmt: skip
+    OPS = (
+        "xflip",
+        "yflip",
+        "rotate90",
+        "xint",
+        "scale",
+        "rotate",
+        "brightness",
+        "contrast",
+        "hue",
+        "saturation",
+    )
 
     def __init__(
         self,
@@ -99,9 +109,18 @@ class AugmentPipe(nn.Module):
     ) -> None:
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
-        self.w = {"xflip": xflip, "yflip": yflip, "rotate90": rotate90, "xint": xint,
-                  "scale": scale, "rotate": rotate, "brightness": brightness,
-                  "contrast": contrast, "hue": hue, "saturation": saturation}  # fmt: skip
+        self.w = {
+            "xflip": xflip,
+            "yflip": yflip,
+            "rotate90": rotate90,
+            "xint": xint,
+            "scale": scale,
+            "rotate": rotate,
+            "brightness": brightness,
+            "contrast": contrast,
+            "hue": hue,
+            "saturation": saturation,
+        }
         self.xint_max, self.scale_std, self.rotate_max = xint_max, scale_std, rotate_max
         self.brightness_std, self.contrast_std = brightness_std, contrast_std
         self.hue_max, self.saturation_std = hue_max, saturation_std

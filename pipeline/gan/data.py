@@ -48,8 +48,9 @@ class EpochPlan:
     windows: list[np.ndarray]  # rows of each window (what one read brings in)
 
 
-def epoch_plan(blocks: list[np.ndarray], seed: int, epoch: int, rank: int, world_size: int,
-               window_blocks: int) -> EpochPlan:  # fmt: skip
+def epoch_plan(
+    blocks: list[np.ndarray], seed: int, epoch: int, rank: int, world_size: int, window_blocks: int
+) -> EpochPlan:
     """Permute the blocks, deal them to workers, shuffle within windows; equal lengths on
     every worker (the longest are cut) so workers stay in step."""
     perm = np.random.default_rng([seed, epoch]).permutation(len(blocks))
@@ -64,13 +65,6 @@ def epoch_plan(blocks: list[np.ndarray], seed: int, epoch: int, rank: int, world
     rows = np.concatenate(parts)[:usable]
     window = np.repeat(np.arange(len(windows)), [len(w) for w in windows])[:usable]
     return EpochPlan(rows=rows, window=window, windows=windows)
-
-
-def epoch_order(n_tiles: int, seed: int, epoch: int, rank: int, world_size: int,
-                block_tiles: int = 64, window_blocks: int = 16) -> np.ndarray:  # fmt: skip
-    """This worker's tile order for an epoch over ``n_tiles`` tiles of one slide."""
-    blocks = make_blocks(np.zeros(n_tiles, dtype=int), np.arange(n_tiles), block_tiles)
-    return epoch_plan(blocks, seed, epoch, rank, world_size, window_blocks).rows
 
 
 def dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -95,10 +89,20 @@ class TileBatches:
     uint8 tensors [N, H, W, C]; ``to_tensor`` converts them, best after moving them to the
     training device (a quarter of the bytes to copy)."""
 
-    def __init__(self, store: TileStore, manifest: pd.DataFrame, batch_size: int, *, seed: int,
-                 rank: int = 0, world_size: int = 1, dihedral_aug: bool = True,
-                 cursor: DataCursor | None = None, block_tiles: int = 16,
-                 window_blocks: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: TileStore,
+        manifest: pd.DataFrame,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        dihedral_aug: bool = True,
+        cursor: DataCursor | None = None,
+        block_tiles: int = 16,
+        window_blocks: int = 64,
+    ) -> None:
         if len(manifest) < batch_size * world_size:
             raise ValueError(
                 f"{len(manifest)} tiles are fewer than one batch ({batch_size} x {world_size})"
@@ -117,8 +121,9 @@ class TileBatches:
 
     def _epoch(self, epoch: int) -> EpochPlan:
         if self._plan is None or self._plan[0] != epoch:
-            plan = epoch_plan(self.blocks, self.seed, epoch, self.rank, self.world_size,
-                              self.window_blocks)  # fmt: skip
+            plan = epoch_plan(
+                self.blocks, self.seed, epoch, self.rank, self.world_size, self.window_blocks
+            )
             self._plan, self._cache = (epoch, plan), {}
         return self._plan[1]
 

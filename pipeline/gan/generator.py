@@ -41,8 +41,9 @@ class TrainedGenerator:
         """[N, z_dim] → w [N, w_dim]."""
         return self.G.mapping(z, truncation_psi)
 
-    def synthesis(self, w: torch.Tensor, noise_mode: str = "const", clamp: bool = True
-                  ) -> torch.Tensor:  # fmt: skip
+    def synthesis(
+        self, w: torch.Tensor, noise_mode: str = "const", clamp: bool = True
+    ) -> torch.Tensor:
         """w [N, w_dim] or W+ [N, num_ws, w_dim] → images [N, C, H, W] in [0, 1]
         (``clamp=False`` keeps the raw range, e.g. for gradients in projection)."""
         ws = w[:, None].expand(-1, self.num_ws, -1) if w.ndim == 2 else w

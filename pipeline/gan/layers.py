@@ -80,8 +80,9 @@ def modulated_conv2d(
         wts = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
         if demodulate:
             wts = wts * (wts.square().sum(dim=(2, 3, 4), keepdim=True) + eps).rsqrt()
-        y = F.conv2d(x.reshape(1, n * i, h, w), wts.reshape(n * o, i, kh, kw), padding=pad,
-                     groups=n)  # fmt: skip
+        y = F.conv2d(
+            x.reshape(1, n * i, h, w), wts.reshape(n * o, i, kh, kw), padding=pad, groups=n
+        )
         return y.reshape(n, o, y.shape[2], y.shape[3])  # [N, O, H', W']
     y = F.conv2d(x * styles[:, :, None, None], weight, padding=pad)  # [N, O, H', W']
     if demodulate:

@@ -61,8 +61,9 @@ def sample_w(G, n: int, seed: int, batch: int = 256) -> np.ndarray:
     G.eval()
     try:
         z = sample_z(G, n, seed)
-        return np.concatenate([G.mapping(z[i : i + batch].to(dev)).cpu().numpy()
-                               for i in range(0, n, batch)])  # fmt: skip
+        return np.concatenate(
+            [G.mapping(z[i : i + batch].to(dev)).cpu().numpy() for i in range(0, n, batch)]
+        )
     finally:
         G.train(was_training)
 
@@ -74,8 +75,9 @@ def latent_samples(G, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def generate(G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0,
-             noise_mode: str = "random") -> np.ndarray:  # fmt: skip
+def generate(
+    G, n: int, seed: int, batch: int = 64, truncation_psi: float = 1.0, noise_mode: str = "random"
+) -> np.ndarray:
     """n images from fixed latents: uint8 [n, H, W, C].
 
     ``noise_mode="random"`` (default) draws fresh per-sample noise from ``seed`` (so the
@@ -106,8 +108,9 @@ def spread(images: np.ndarray) -> float:
     return float(images.astype(np.float32).std(axis=0).mean())
 
 
-def _quality(reals: np.ndarray, G, fakes: np.ndarray, seed: int,
-             sample_stats: SampleStats | None) -> dict[str, float]:  # fmt: skip
+def _quality(
+    reals: np.ndarray, G, fakes: np.ndarray, seed: int, sample_stats: SampleStats | None
+) -> dict[str, float]:
     """SWD and the domain statistics of one generator's samples ``fakes``; the statistics
     also get latents w with their samples at constant noise (as the analysis draws them)."""
     out = {"swd": swd(reals, fakes, seed=seed)["mean"]}
@@ -182,8 +185,11 @@ def train(
             rollbacks += 1
             log.warning(
                 "training guard: %s; rolling back to %d images (%d/%d)",
-                bad or "another worker", good["cur_nimg"], rollbacks, cfg.max_rollbacks,
-            )  # fmt: skip
+                bad or "another worker",
+                good["cur_nimg"],
+                rollbacks,
+                cfg.max_rollbacks,
+            )
             state.load_state_dict(copy.deepcopy(good))
             if rollbacks > cfg.max_rollbacks:
                 raise TrainingDiverged(f"gave up after {cfg.max_rollbacks} rollbacks: {bad}")

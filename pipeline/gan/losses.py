@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pipeline.features.nuclei import OD_THRESHOLD, RED_FRACTION
+from pipeline.features.soft import soft_nuclei_mask
 from pipeline.gan.networks import mix_styles
 
 
@@ -94,35 +94,6 @@ def g_mode_seeking_penalty(
     return penalty if hinge is None else (penalty - hinge).relu()
 
 
-def soft_nuclei_mask(
-    images: torch.Tensor,  # [N, 3, H, W], G's range [-1, 1]
-    od_threshold: float = OD_THRESHOLD,
-    red_fraction: float = RED_FRACTION,
-    od_width: float = 0.1,
-    fraction_width: float = 0.02,
-) -> torch.Tensor:
-    """A differentiable ``pipeline.features.nuclei.nuclei_mask`` [N, 1, H, W] in (0, 1): the
-    same optical-density rule (summed OD above ``od_threshold``, red absorbance share above
-    ``red_fraction``) with each step made a sigmoid of the given width, so the segmentation's
-    view of an image, the mask it thresholds and splits into nuclei, has a gradient."""
-    rgb = ((images + 1) / 2).clamp(1 / 255, 1)  # as nuclei_mask: max(x, 1) / 255
-    od = -rgb.log()
-    total = od.sum(dim=1, keepdim=True)
-    share = od[:, :1] / total.clamp_min(1e-3)
-    return torch.sigmoid((total - od_threshold) / od_width) * torch.sigmoid(
-        (share - red_fraction) / fraction_width
-    )
-
-
-def tile_statistics(images: torch.Tensor) -> torch.Tensor:
-    """Per-tile statistics [N, 4] of images in G's range [-1, 1], as shown (clamped): the
-    soft nuclear area fraction (``soft_nuclei_mask``) and the mean R, G, B in [0, 1]. The
-    tile-level content the analysis measures along a shift: how much nucleus, which stain."""
-    shown = images.clamp(-1, 1)
-    nuclear = soft_nuclei_mask(shown).mean(dim=(1, 2, 3))
-    return torch.cat([nuclear[:, None], ((shown + 1) / 2).mean(dim=(2, 3))], dim=1)
-
-
 def g_spread_penalty(
     fake_stats: torch.Tensor,  # [M, K] of samples that differ only in w (one shared noise draw)
     real_stats: torch.Tensor,  # [N, K] of real tiles
@@ -135,8 +106,8 @@ def g_spread_penalty(
 
     Drawn at one shared noise draw, the samples differ only in w, so this asks w to carry
     the tiles' spread of each statistic, neither less (the noise or input shift carrying it,
-    so that moving along W changes nothing: MSH2 in docs/gan.md, session 18) nor more (the
-    colour inflation by which G met the mode-seeking penalty, session 17). Scale-free, so
+    so that moving along W changes nothing: MSH2 in docs/results.md) nor more (the
+    colour inflation by which G met the mode-seeking penalty). Scale-free, so
     every statistic counts alike whatever its units.
     """
     if len(fake_stats) < 2 or len(real_stats) < 2:
@@ -171,13 +142,12 @@ def g_curvature_penalty(
 
     ``nuclei`` > 0 adds that weight times the same term on the images' soft nuclear mask
     (``soft_nuclei_mask``) pooled to ``nuclei_size``: the nuclei as the segmentation sees
-    them, whose count and size fold in w while the pooled image stays smooth (docs/gan.md,
-    session 12).
+    them, whose count and size fold in w while the pooled image stays smooth (docs/results.md).
 
     ``relative`` divides each term by the mean squared first difference
     ``(G(w + eps·v) − G(w − eps·v)) / 2`` of the same pooled view: scale-free, so G cannot
     lower it by making a view insensitive to w (with the plain term, the nuclei of a fine-tuned
-    generator came to follow w half as much: docs/gan.md, session 13).
+    generator came to follow w half as much: docs/results.md).
     """
     v = torch.randn_like(w) * w.detach().std(dim=0, keepdim=True) * eps
     stacked = torch.cat([w - v, w, w + v])[:, None].expand(-1, num_ws, -1)

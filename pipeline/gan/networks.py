@@ -22,8 +22,8 @@ from pipeline.gan.presets import NetworkSpec
 
 SHIFT_SEED = 2020  # the fixed projection w → input shift (not a weight: rebuilt identically)
 # The shift of ``noise_mode="const"`` with ``shift_source="noise"``, in units of input_shift: a
-# typical draw of N(0, I₂), at its median radius √(2 ln 2) ≈ 1.18. Zero, the choice until
-# session 16, is a point training hardly visits: its images came out overexposed (docs/gan.md).
+# typical draw of N(0, I₂), at its median radius √(2 ln 2) ≈ 1.18. Zero, the earlier
+# choice, is a point training hardly visits: its images came out overexposed (docs/results.md).
 CONST_SHIFT = (math.sqrt(math.log(2.0)), math.sqrt(math.log(2.0)))
 
 

@@ -49,9 +49,14 @@ class NetworkSpec:
         missing = [r for r in self.resolutions if r not in self.channels]
         if missing:
             raise ValueError(f"channels missing for resolutions {missing}")
-        sizes = {"img_channels": self.img_channels, "z_dim": self.z_dim, "w_dim": self.w_dim,
-                 "mapping_layers": self.mapping_layers, "mbstd_group": self.mbstd_group,
-                 **{f"channels[{r}]": self.channels[r] for r in self.resolutions}}  # fmt: skip
+        sizes = {
+            "img_channels": self.img_channels,
+            "z_dim": self.z_dim,
+            "w_dim": self.w_dim,
+            "mapping_layers": self.mapping_layers,
+            "mbstd_group": self.mbstd_group,
+            **{f"channels[{r}]": self.channels[r] for r in self.resolutions},
+        }
         bad = {k: v for k, v in sizes.items() if int(v) < 1}
         if bad:
             raise ValueError(f"sizes must be >= 1: {bad}")
@@ -101,35 +106,53 @@ class NetworkSpec:
 PRESETS: dict[str, NetworkSpec] = {
     # CPU: G 0.8 M, D 0.9 M parameters.
     "tiny32": NetworkSpec(
-        resolution=32, z_dim=128, w_dim=128, mapping_layers=4,
+        resolution=32,
+        z_dim=128,
+        w_dim=128,
+        mapping_layers=4,
         channels={4: 128, 8: 128, 16: 64, 32: 32},
     ),
     # CPU, fast: G 0.19 M, D 0.22 M parameters (1 channel); the radiology known-answer cohort.
     "mini32": NetworkSpec(
-        resolution=32, z_dim=64, w_dim=64, mapping_layers=2,
+        resolution=32,
+        z_dim=64,
+        w_dim=64,
+        mapping_layers=2,
         channels={4: 64, 8: 64, 16: 32, 32: 16},
     ),
     # CPU: G 1.4 M, D 0.9 M parameters.
     "tiny64": NetworkSpec(
-        resolution=64, z_dim=256, w_dim=256, mapping_layers=8,
+        resolution=64,
+        z_dim=256,
+        w_dim=256,
+        mapping_layers=8,
         channels={4: 128, 8: 128, 16: 64, 32: 32, 64: 16},
     ),
     # CPU, twice tiny64's width at nuclear scale (32, 64 px): G 1.5 M, D 0.95 M; ~2x slower.
     "small64": NetworkSpec(
-        resolution=64, z_dim=256, w_dim=256, mapping_layers=8,
+        resolution=64,
+        z_dim=256,
+        w_dim=256,
+        mapping_layers=8,
         channels={4: 128, 8: 128, 16: 64, 32: 64, 64: 32},
     ),
     # CPU, twice tiny64's width from 16 px on (where the nuclei are drawn): ~3x slower.
     "wide64": NetworkSpec(
-        resolution=64, z_dim=256, w_dim=256, mapping_layers=8,
+        resolution=64,
+        z_dim=256,
+        w_dim=256,
+        mapping_layers=8,
         channels={4: 128, 8: 128, 16: 128, 32: 64, 64: 32},
     ),
     # GPU: StyleGAN2 config F at 256 px (channel base 32 k, max 512): G 30.0 M, D 28.9 M.
     "paper256": NetworkSpec(
-        resolution=256, z_dim=512, w_dim=512, mapping_layers=8,
+        resolution=256,
+        z_dim=512,
+        w_dim=512,
+        mapping_layers=8,
         channels={4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128},
     ),
-}  # fmt: skip
+}
 
 
 def preset_spec(name: str, img_channels: int = 3) -> NetworkSpec:

@@ -19,7 +19,7 @@ SHAPE_STATS = ("nuclear_solidity",)  # nuclear shape, which no analysis feature 
 COLOUR_STATS = ("mean_R", "mean_G", "mean_B")
 LAYOUT_MARGIN = 0.1  # samples may share at most this much more layout than the reals
 # The analysis moves latents along straight lines: the features must be near-linear in w.
-# Median cross-validated R² over the features; see docs/gan.md ("Session 8", "Session 9").
+# Median cross-validated R² over the features; see docs/results.md.
 # End to end (tests/tasks/test_known_answer.py): generators at 0.87 and 0.74 keep the
 # planted biomarkers; 0.54 and 0.13 lose them.
 LINEARITY_MIN = 0.7
@@ -47,8 +47,9 @@ def bar_stats(features: Sequence[str] | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*names, *SHAPE_STATS, *COLOUR_STATS]))
 
 
-def tile_stats(tiles: np.ndarray, mpp: float, features: Sequence[str] | None = None
-               ) -> pd.DataFrame:  # fmt: skip
+def tile_stats(
+    tiles: np.ndarray, mpp: float, features: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Per tile the statistics of the bar. RGB tiles (histology): the analysis features
     (``features``, default all registered), nuclear solidity and the mean of each colour
     channel; grey tiles (radiology): the analysis features."""
@@ -113,8 +114,15 @@ def compare(real: pd.Series, fake: pd.Series) -> dict[str, Any]:
     without nuclei has no nuclear size) are skipped."""
     rm, rs, fm, fs = (float(v) for v in (real.mean(), real.std(), fake.mean(), fake.std()))
     z, ratio = (fm - rm) / max(rs, 1e-12), fs / max(rs, 1e-12)
-    return {"real_mean": rm, "real_sd": rs, "fake_mean": fm, "fake_sd": fs, "z": z,
-            "sd_ratio": ratio, "passed": bool(abs(z) <= 1 and 0.5 <= ratio <= 2)}  # fmt: skip
+    return {
+        "real_mean": rm,
+        "real_sd": rs,
+        "fake_mean": fm,
+        "fake_sd": fs,
+        "z": z,
+        "sd_ratio": ratio,
+        "passed": bool(abs(z) <= 1 and 0.5 <= ratio <= 2),
+    }
 
 
 def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
@@ -124,8 +132,9 @@ def _layout_check(reals: np.ndarray, fakes: np.ndarray) -> dict[str, Any]:
     return {"real": rl, "fake": fl, "passed": bool(fl <= rl + LAYOUT_MARGIN)}
 
 
-def latent_linearity(w: np.ndarray, stats: pd.DataFrame, folds: int = 5, seed: int = 0
-                     ) -> dict[str, float]:  # fmt: skip
+def latent_linearity(
+    w: np.ndarray, stats: pd.DataFrame, folds: int = 5, seed: int = 0
+) -> dict[str, float]:
     """How linear each statistic is in the latent space: the cross-validated R² of a ridge
     regression from w [N, w_dim] to each column of ``stats`` (one row per sample; NaN rows
     skipped; NaN when too few rows or constant). The analysis fits straight directions in W
@@ -147,8 +156,9 @@ def latent_linearity(w: np.ndarray, stats: pd.DataFrame, folds: int = 5, seed: i
     return out
 
 
-def _w_features(samples: np.ndarray, mpp: float, features: Sequence[str] | None,
-                ref: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+def _w_features(
+    samples: np.ndarray, mpp: float, features: Sequence[str] | None, ref: pd.DataFrame
+) -> pd.DataFrame:
     """The analysis features of ``samples`` drawn at constant noise (as the analysis draws
     them), circular ones unwrapped about the reals' (``ref``) mean."""
     from pipeline.features import compute_features, feature_names
@@ -165,8 +175,12 @@ def _linearity_check(w: np.ndarray, table: pd.DataFrame) -> dict[str, Any]:
     r2 = latent_linearity(w, table)
     finite = [v for v in r2.values() if math.isfinite(v)]
     median = float(np.median(finite)) if finite else float("nan")
-    return {"median_r2": median, "min_median_r2": LINEARITY_MIN, "r2": r2,
-            "passed": bool(median >= LINEARITY_MIN)}  # fmt: skip
+    return {
+        "median_r2": median,
+        "min_median_r2": LINEARITY_MIN,
+        "r2": r2,
+        "passed": bool(median >= LINEARITY_MIN),
+    }
 
 
 def _spread_check(real: pd.DataFrame, table: pd.DataFrame) -> dict[str, Any]:
@@ -174,14 +188,21 @@ def _spread_check(real: pd.DataFrame, table: pd.DataFrame) -> dict[str, Any]:
     median over the features of their SD over the reals' SD >= ``W_SPREAD_MIN``. The analysis
     moves along w, so variety that only the noise inputs make is out of its reach; a
     generator can pass every per-tile check at random noise and draw one tile at constant
-    noise (session 14's M1N: median x0.03, the shipped generator x0.75). The median, as for
-    linearity: fine texture and sharpness may rightly come from the noise."""
-    ratio = {c: float(table[c].std() / max(float(real[c].std()), 1e-12))
-             for c in table.columns if c in real.columns}  # fmt: skip
+    noise (the M1N fine-tune: median x0.03, the shipped generator x0.75; docs/results.md).
+    The median, as for linearity: fine texture and sharpness may rightly come from the noise."""
+    ratio = {
+        c: float(table[c].std() / max(float(real[c].std()), 1e-12))
+        for c in table.columns
+        if c in real.columns
+    }
     finite = [v for v in ratio.values() if math.isfinite(v)]
     median = float(np.median(finite)) if finite else float("nan")
-    return {"sd_ratio": ratio, "median_sd_ratio": median, "min_median_sd_ratio": W_SPREAD_MIN,
-            "passed": bool(median >= W_SPREAD_MIN)}  # fmt: skip
+    return {
+        "sd_ratio": ratio,
+        "median_sd_ratio": median,
+        "min_median_sd_ratio": W_SPREAD_MIN,
+        "passed": bool(median >= W_SPREAD_MIN),
+    }
 
 
 def participation_ratio(cov: np.ndarray) -> float:
@@ -197,8 +218,10 @@ def latent_geometry(w: np.ndarray) -> dict[str, float]:
     cov = np.cov(np.asarray(w, dtype=np.float64), rowvar=False)
     lam = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))[::-1]
     share = np.cumsum(lam) / max(lam.sum(), 1e-300)
-    return {"w_participation_ratio": participation_ratio(cov),
-            "w_pcs_90": int(np.searchsorted(share, 0.9) + 1)}  # fmt: skip
+    return {
+        "w_participation_ratio": participation_ratio(cov),
+        "w_pcs_90": int(np.searchsorted(share, 0.9) + 1),
+    }
 
 
 def feature_independence(real: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Any]:
@@ -207,24 +230,36 @@ def feature_independence(real: pd.DataFrame, samples: pd.DataFrame) -> dict[str,
     samples ÷ reals) and the feature pair whose correlation differs most (``worst_pair``,
     ``worst_pair_corr_gap`` = |corr_samples − corr_reals|). Features constant or missing in
     either set are left out."""
-    cols = [c for c in real.columns if c in samples.columns
-            and real[c].std() > 0 and samples[c].std() > 0]  # fmt: skip
+    cols = [
+        c
+        for c in real.columns
+        if c in samples.columns and real[c].std() > 0 and samples[c].std() > 0
+    ]
     if len(cols) < 2:
-        return {"feature_pr_ratio": float("nan"), "worst_pair": None,
-                "worst_pair_corr_gap": float("nan"), "features": cols}  # fmt: skip
+        return {
+            "feature_pr_ratio": float("nan"),
+            "worst_pair": None,
+            "worst_pair_corr_gap": float("nan"),
+            "features": cols,
+        }
     cr, cs = real[cols].corr().fillna(0.0), samples[cols].corr().fillna(0.0)
     gap = (cs - cr).abs().to_numpy(copy=True)
     np.fill_diagonal(gap, -1.0)
     i, j = np.unravel_index(int(np.argmax(gap)), gap.shape)
     pr_r, pr_s = participation_ratio(cr.to_numpy()), participation_ratio(cs.to_numpy())
-    return {"real_feature_pr": pr_r, "sample_feature_pr": pr_s,
-            "feature_pr_ratio": pr_s / pr_r, "worst_pair": [cols[i], cols[j]],
-            "worst_pair_corr_gap": float(gap[i, j]), "worst_pair_corr_real": float(cr.iloc[i, j]),
-            "worst_pair_corr_samples": float(cs.iloc[i, j]), "features": cols}  # fmt: skip
+    return {
+        "real_feature_pr": pr_r,
+        "sample_feature_pr": pr_s,
+        "feature_pr_ratio": pr_s / pr_r,
+        "worst_pair": [cols[i], cols[j]],
+        "worst_pair_corr_gap": float(gap[i, j]),
+        "worst_pair_corr_real": float(cr.iloc[i, j]),
+        "worst_pair_corr_samples": float(cs.iloc[i, j]),
+        "features": cols,
+    }
 
 
-def latent_space_checks(w: np.ndarray, real: pd.DataFrame, samples: pd.DataFrame
-                        ) -> dict[str, Any]:  # fmt: skip
+def latent_space_checks(w: np.ndarray, real: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Any]:
     """The generator gate's figures (``latent_geometry``, ``feature_independence`` of samples
     at constant noise) with each threshold and whether it holds."""
     geo, ind = latent_geometry(w), feature_independence(real, samples)
@@ -233,16 +268,27 @@ def latent_space_checks(w: np.ndarray, real: pd.DataFrame, samples: pd.DataFrame
         "feature_pr_ratio": (ind["feature_pr_ratio"], FEATURE_PR_RATIO_MIN, "min"),
         "worst_pair_corr_gap": (ind["worst_pair_corr_gap"], PAIR_GAP_MAX, "max"),
     }
-    passed = {k: bool(v >= t if kind == "min" else v <= t) if math.isfinite(v) else False
-              for k, (v, t, kind) in checks.items()}  # fmt: skip
-    return {**geo, **ind, "thresholds": {k: t for k, (_, t, _) in checks.items()},
-            "checks_passed": passed, "passed": all(passed.values())}  # fmt: skip
+    passed = {
+        k: bool(v >= t if kind == "min" else v <= t) if math.isfinite(v) else False
+        for k, (v, t, kind) in checks.items()
+    }
+    return {
+        **geo,
+        **ind,
+        "thresholds": {k: t for k, (_, t, _) in checks.items()},
+        "checks_passed": passed,
+        "passed": all(passed.values()),
+    }
 
 
-def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int = 0,
-                   features: Sequence[str] | None = None,
-                   latents: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> dict[str, Any]:  # fmt: skip
+def quality_report(
+    reals: np.ndarray,
+    fakes: np.ndarray,
+    mpp: float,
+    seed: int = 0,
+    features: Sequence[str] | None = None,
+    latents: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Compare uint8 [N, H, W, C] reals and samples.
 
     The bar (``compare``) for each statistic of ``tile_stats``: every feature the analysis
@@ -264,9 +310,13 @@ def quality_report(reals: np.ndarray, fakes: np.ndarray, mpp: float, seed: int =
         table = _w_features(samples, mpp, features, ref=r)
         checks["w_linearity"] = _linearity_check(w, table)
         checks["w_spread"] = _spread_check(r, table)
-    report = {"n_real": len(reals), "n_fake": len(fakes), "checks": checks,
-              "swd": swd(reals, fakes, seed=seed),
-              "passed": all(c["passed"] for c in checks.values())}  # fmt: skip
+    report = {
+        "n_real": len(reals),
+        "n_fake": len(fakes),
+        "checks": checks,
+        "swd": swd(reals, fakes, seed=seed),
+        "passed": all(c["passed"] for c in checks.values()),
+    }
     if latents is not None:  # recorded beside the bar: the analysis' generator gate judges it
         report["latent_space"] = latent_space_checks(w, r[table.columns], table)
     return report
@@ -278,8 +328,9 @@ class StatsTracker:
     distance from the reals' mean in reals' SDs (``<stat>_z``; the bar wants |z| <= 1) and
     the ratio of SDs (``<stat>_sd_ratio``; the bar wants 0.5 to 2)."""
 
-    def __init__(self, reals: np.ndarray, mpp: float, features: Sequence[str] | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self, reals: np.ndarray, mpp: float, features: Sequence[str] | None = None
+    ) -> None:
         self.mpp, self.features = mpp, features
         self.modality = tiles_modality(reals)
         self.real = unwrap_circular(tile_stats(reals, mpp, features), self.modality)
@@ -296,17 +347,22 @@ class StatsTracker:
             "spread_excess",
         )
 
-    def __call__(self, fakes: np.ndarray, latents: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> dict[str, float]:  # fmt: skip
+    def __call__(
+        self, fakes: np.ndarray, latents: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, float]:
         """Statistics of ``fakes``; with ``latents`` (w, samples of w at constant noise) also
         the features' median R² in w (``w_linearity``) and ``linearity_excess``."""
-        fake = unwrap_circular(tile_stats(fakes, self.mpp, self.features), self.modality,
-                               ref=self.real)  # fmt: skip
+        fake = unwrap_circular(
+            tile_stats(fakes, self.mpp, self.features), self.modality, ref=self.real
+        )
         out: dict[str, float] = {}
         for c in self.real.columns:
             cmp = compare(self.real[c], fake[c])
             out[c], out[f"{c}_z"], out[f"{c}_sd_ratio"] = (
-                cmp["fake_mean"], cmp["z"], cmp["sd_ratio"])  # fmt: skip
+                cmp["fake_mean"],
+                cmp["z"],
+                cmp["sd_ratio"],
+            )
         # > 0: the samples share more layout than the bar allows, in units of its margin
         shared = layout_correlation(fakes) - self.real_layout - LAYOUT_MARGIN
         out["layout_excess"] = shared / LAYOUT_MARGIN
@@ -317,19 +373,24 @@ class StatsTracker:
             out["w_linearity"] = r2
             # > 0: below the bar, in units of it (R² 0 scores 1, like |z| = 2); no feature
             # measurable (NaN) cannot show linearity either
-            out["linearity_excess"] = (LINEARITY_MIN - (r2 if math.isfinite(r2) else 0.0)
-                                       ) / LINEARITY_MIN  # fmt: skip
+            out["linearity_excess"] = (
+                LINEARITY_MIN - (r2 if math.isfinite(r2) else 0.0)
+            ) / LINEARITY_MIN
             spread = _spread_check(self.real, table)["median_sd_ratio"]
             out["w_spread"] = spread
             # > 0: below the bar, scored like an SD ratio (|log2| over 1); none measurable
             # (NaN) scores 1, like a ratio of a quarter
-            out["spread_excess"] = (max(0.0, math.log2(W_SPREAD_MIN / max(spread, 1e-12)))
-                                    if math.isfinite(spread) else 1.0)  # fmt: skip
+            out["spread_excess"] = (
+                max(0.0, math.log2(W_SPREAD_MIN / max(spread, 1e-12)))
+                if math.isfinite(spread)
+                else 1.0
+            )
         return out
 
 
-def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
-                   required: Sequence[str] = ()) -> tuple[float, float] | None:  # fmt: skip
+def snapshot_score(
+    metrics: Mapping[str, float], prefix: str = "", required: Sequence[str] = ()
+) -> tuple[float, float] | None:
     """How good a training tick's G_ema is, lower is better; ``None`` without SWD.
     ``prefix=RAW_PREFIX`` scores the raw G from its ``raw_*`` metrics instead.
 
@@ -359,11 +420,15 @@ def snapshot_score(metrics: Mapping[str, float], prefix: str = "",
     return (max([0.0, *excess]), float(d))
 
 
-def best_net(metrics: Mapping[str, float], required: Sequence[str] = ()
-             ) -> tuple[tuple[float, float], str] | None:  # fmt: skip
+def best_net(
+    metrics: Mapping[str, float], required: Sequence[str] = ()
+) -> tuple[tuple[float, float], str] | None:
     """The better of a tick's two generators by ``snapshot_score``: ``(score, "G_ema")`` or,
     when the raw G was measured too (``raw_*`` metrics) and scores lower, ``(score, "G")``.
     On short runs G_ema can lag a fast-moving G and average its fine detail away."""
-    found = [(s, net) for net, prefix in (("G_ema", ""), ("G", RAW_PREFIX))
-             if (s := snapshot_score(metrics, prefix, required)) is not None]  # fmt: skip
+    found = [
+        (s, net)
+        for net, prefix in (("G_ema", ""), ("G", RAW_PREFIX))
+        if (s := snapshot_score(metrics, prefix, required)) is not None
+    ]
     return min(found, key=lambda f: f[0]) if found else None  # a tie keeps G_ema

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pipeline.features.soft import tile_statistics
 from pipeline.gan.augment import AugmentPipe, adjust_p
 from pipeline.gan.ema import ema_beta, ema_update
 from pipeline.gan.layers import StyledConv
@@ -24,7 +25,6 @@ from pipeline.gan.losses import (
     g_nonsaturating_loss,
     g_path_length_penalty,
     g_spread_penalty,
-    tile_statistics,
 )
 from pipeline.gan.networks import Discriminator, Generator
 from pipeline.gan.presets import NetworkSpec
@@ -116,8 +116,12 @@ def set_g_trainable(G: Generator, from_res: int = 4) -> None:
 
 def g_reg_interval(cfg: StepConfig) -> int:
     """Steps between G's lazy regularisation passes (0: none is on)."""
-    on = (cfg.pl_weight > 0 or cfg.curvature_weight > 0 or cfg.mode_seeking_weight > 0
-          or cfg.spread_weight > 0)  # fmt: skip
+    on = (
+        cfg.pl_weight > 0
+        or cfg.curvature_weight > 0
+        or cfg.mode_seeking_weight > 0
+        or cfg.spread_weight > 0
+    )
     return cfg.pl_interval if on else 0
 
 
@@ -158,8 +162,9 @@ class TrainState:
     ada_count: int = 0
 
     @classmethod
-    def create(cls, spec: NetworkSpec, cfg: StepConfig, seed: int = 0,
-               device: str | torch.device = "cpu") -> TrainState:  # fmt: skip
+    def create(
+        cls, spec: NetworkSpec, cfg: StepConfig, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> TrainState:
         """Fresh networks (identical for a given seed on any device) and optimizers."""
         torch.manual_seed(seed)
         G, D = Generator(spec).to(device), Discriminator(spec).to(device)
@@ -173,7 +178,7 @@ class TrainState:
             opt_D=_lazy_adam(D.parameters(), cfg.lr_d, cfg.beta2, cfg.r1_interval),
             augment=AugmentPipe(0.0, **{op: float(op in cfg.ada_ops) for op in AugmentPipe.OPS}).to(
                 device
-            ),  # fmt: skip
+            ),
             mean_path_length=torch.zeros((), device=device),
         )
 
@@ -212,9 +217,12 @@ class TrainState:
 
 
 def train_step(
-    state: TrainState, real: torch.Tensor, cfg: StepConfig, sync: Sync = no_sync,
+    state: TrainState,
+    real: torch.Tensor,
+    cfg: StepConfig,
+    sync: Sync = no_sync,
     world_size: int = 1,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """One D step and one G step on a batch of reals in [-1, 1]: [N, C, H, W]."""
     G, D, aug = state.G, state.D, state.augment
     n, dev = real.shape[0], real.device
@@ -230,8 +238,11 @@ def train_step(
     d_loss = d_logistic_loss(real_logits, fake_logits)
     state.opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
-    metrics.update(d_loss=d_loss.item(), real_score=real_logits.mean().item(),
-                   fake_score=fake_logits.mean().item())  # fmt: skip
+    metrics.update(
+        d_loss=d_loss.item(),
+        real_score=real_logits.mean().item(),
+        fake_score=fake_logits.mean().item(),
+    )
     state.ada_sum += real_logits.detach().sign().sum().item()
     state.ada_count += n
     if cfg.r1_gamma > 0 and cfg.r1_interval > 0 and state.step % cfg.r1_interval == 0:
@@ -265,10 +276,16 @@ def train_step(
     if cfg.curvature_weight > 0 and state.step % cfg.pl_interval == 0:
         m = max(1, n // 2)
         w = G.mapping(torch.randn(m, G.z_dim, device=dev))
-        curv = g_curvature_penalty(lambda ws: G.synthesis(ws, noise_mode="const"), w,
-                                   G.num_ws, cfg.curvature_eps, cfg.curvature_size,
-                                   cfg.curvature_nuclei, cfg.curvature_nuclei_size,
-                                   cfg.curvature_relative)  # fmt: skip
+        curv = g_curvature_penalty(
+            lambda ws: G.synthesis(ws, noise_mode="const"),
+            w,
+            G.num_ws,
+            cfg.curvature_eps,
+            cfg.curvature_size,
+            cfg.curvature_nuclei,
+            cfg.curvature_nuclei_size,
+            cfg.curvature_relative,
+        )
         (curv * cfg.curvature_weight * cfg.pl_interval).backward()
         metrics["curvature"] = curv.item()
     if cfg.mode_seeking_weight > 0 and state.step % cfg.pl_interval == 0:
@@ -276,15 +293,17 @@ def train_step(
         # them; "shared" draws it afresh each time, so G cannot game one fixed input
         z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
         images = G(z, noise_mode=cfg.mode_seeking_noise)
-        ms = g_mode_seeking_penalty(images, z, cfg.mode_seeking_size, cfg.mode_seeking_max,
-                                    value_range=(-1.0, 1.0))  # as shown  # fmt: skip
+        ms = g_mode_seeking_penalty(
+            images, z, cfg.mode_seeking_size, cfg.mode_seeking_max, value_range=(-1.0, 1.0)
+        )  # as shown
         (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
         metrics["mode_seeking"] = ms.item()
     if cfg.spread_weight > 0 and state.step % cfg.pl_interval == 0:
         # one fresh draw of noise and input shift for all: only w varies these samples
         images = G(torch.randn(max(2, n // 2), G.z_dim, device=dev), noise_mode="shared")
-        spread = g_spread_penalty(tile_statistics(images), tile_statistics(real),
-                                  cfg.spread_low, cfg.spread_high)  # fmt: skip
+        spread = g_spread_penalty(
+            tile_statistics(images), tile_statistics(real), cfg.spread_low, cfg.spread_high
+        )
         (spread * cfg.spread_weight * cfg.pl_interval).backward()
         metrics["spread"] = spread.item()
     average_grads(G, sync)
@@ -299,8 +318,14 @@ def train_step(
     if cfg.ada and state.step % cfg.ada_interval == 0:
         stats = sync(torch.tensor([state.ada_sum, float(state.ada_count)]))
         rt = float(stats[0] / max(stats[1], 1.0))
-        p = adjust_p(float(aug.p), rt, target=cfg.ada_target, batch_size=n * world_size,
-                     interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)  # fmt: skip
+        p = adjust_p(
+            float(aug.p),
+            rt,
+            target=cfg.ada_target,
+            batch_size=n * world_size,
+            interval=cfg.ada_interval,
+            speed_kimg=cfg.ada_kimg,
+        )
         aug.p.fill_(p)
         state.ada_sum, state.ada_count = 0.0, 0
         metrics["ada_rt"] = rt

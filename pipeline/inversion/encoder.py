@@ -36,8 +36,9 @@ class EncoderSpec:
 class Encoder(nn.Module):
     """Stride-2 3×3 convs (LeakyReLU) from R to 4 px, then two linear layers."""
 
-    def __init__(self, spec: EncoderSpec, w_mean: torch.Tensor, w_std: torch.Tensor,
-                 seed: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, spec: EncoderSpec, w_mean: torch.Tensor, w_std: torch.Tensor, seed: int | None = None
+    ) -> None:
         """``seed`` fixes the initial weights without touching the global RNG (a rerun of
         the invert stage then trains the same encoder); None draws them from it."""
         super().__init__()
@@ -52,8 +53,10 @@ class Encoder(nn.Module):
         self.register_buffer("w_std", w_std.detach().clone().float())
 
     def _build(self, spec: EncoderSpec) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(spec.channels, spec.width, 3, padding=1),
-                                   nn.LeakyReLU(0.2)]  # fmt: skip
+        layers: list[nn.Module] = [
+            nn.Conv2d(spec.channels, spec.width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+        ]
         ch, res = spec.width, spec.resolution
         while res > 4:
             nxt = min(ch * 2, spec.width * 8)
@@ -63,9 +66,11 @@ class Encoder(nn.Module):
         n_out = spec.w_dim * (spec.num_ws if spec.plus else 1)
         hidden = max(spec.w_dim, 256)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(ch * res * res, hidden), nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(ch * res * res, hidden),
+            nn.LeakyReLU(0.2),
             nn.Linear(hidden, n_out),
-        )  # fmt: skip
+        )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 

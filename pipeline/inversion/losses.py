@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.gan.losses import soft_nuclei_mask, tile_statistics
+from pipeline.features.soft import soft_nuclei_mask, tile_statistics
 from pipeline.gan.networks import Discriminator
 
 _C1, _C2 = 0.01**2, 0.03**2
 # What the encoder and refinement losses compare, part of the encoder's cache key (and so of
 # the inverted parts' fingerprint): work made under another version is redone. 1: the raw
-# synthesis; 2: the image as shown (``as_displayed``, session 16).
+# synthesis; 2: the image as shown (``as_displayed``).
 LOSS_VERSION = 2
 
 

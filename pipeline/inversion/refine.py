@@ -58,9 +58,15 @@ def lr_at(step: int, steps: int, s: RefineSettings) -> float:
     return s.lr * ramp * min(1.0, t / s.lr_rampup)
 
 
-def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: RefineSettings,
-              feats: DFeatures | None, target_feats: list[torch.Tensor] | None,
-              img: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def tile_loss(
+    gen: TrainedGenerator,
+    w: torch.Tensor,
+    target: torch.Tensor,
+    s: RefineSettings,
+    feats: DFeatures | None,
+    target_feats: list[torch.Tensor] | None,
+    img: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-tile reconstruction loss of latents ``w`` (or of their image ``img``, unclamped)
     against target images → [N]."""
     img = gen.synthesis(w, clamp=False) if img is None else img
@@ -75,8 +81,14 @@ def tile_loss(gen: TrainedGenerator, w: torch.Tensor, target: torch.Tensor, s: R
     return loss
 
 
-def refine(gen: TrainedGenerator, w0: torch.Tensor, target: torch.Tensor, s: RefineSettings,
-           feats: DFeatures | None = None, seed: int = 0) -> RefineResult:  # fmt: skip
+def refine(
+    gen: TrainedGenerator,
+    w0: torch.Tensor,
+    target: torch.Tensor,
+    s: RefineSettings,
+    feats: DFeatures | None = None,
+    seed: int = 0,
+) -> RefineResult:
     """Refine latents ``w0`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) towards ``target``
     images [N, 3, R, R] in [0, 1] with ``s.steps`` Adam steps; see the module docstring."""
     n = len(w0)
@@ -117,6 +129,10 @@ def refine(gen: TrainedGenerator, w0: torch.Tensor, target: torch.Tensor, s: Ref
             failed[i] = "non-finite loss after refinement"
         bad |= newly
     history.append(final)
-    return RefineResult(w=w.detach(), loss=torch.where(bad, torch.nan, final),
-                        history=torch.stack(history), failed=failed,
-                        img=raw.clamp(0, 1))  # fmt: skip
+    return RefineResult(
+        w=w.detach(),
+        loss=torch.where(bad, torch.nan, final),
+        history=torch.stack(history),
+        failed=failed,
+        img=raw.clamp(0, 1),
+    )

@@ -21,13 +21,15 @@ class EncoderLoss:
     truncation_mix: float = 0.5  # share of samples drawn with ψ ~ U(0.5, 1) (nearer the mean)
 
 
-def sample_pairs(gen: TrainedGenerator, n: int, mix: float, rng: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def sample_pairs(
+    gen: TrainedGenerator, n: int, mix: float, rng: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n generator samples and their w: images [n, 3, R, R] in [0, 1], w [n, w_dim]."""
     dev = gen.w_mean.device
     z = torch.randn(n, gen.z_dim, generator=rng).to(dev)
-    psi = torch.where(torch.rand(n, generator=rng) < mix, 0.5 + 0.5 * torch.rand(n, generator=rng),
-                      torch.ones(n)).to(dev)  # fmt: skip
+    psi = torch.where(
+        torch.rand(n, generator=rng) < mix, 0.5 + 0.5 * torch.rand(n, generator=rng), torch.ones(n)
+    ).to(dev)
     with torch.no_grad():
         w = gen.mapping(z)
         w = gen.w_mean + psi[:, None] * (w - gen.w_mean)
@@ -62,9 +64,16 @@ def encoder_step(
     return out
 
 
-def train_encoder(gen: TrainedGenerator, E: Encoder, steps: int, batch: int, lr: float,
-                  seed: int = 0, loss: EncoderLoss | None = None,
-                  log_every: int = 0) -> list[dict[str, float]]:  # fmt: skip
+def train_encoder(
+    gen: TrainedGenerator,
+    E: Encoder,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int = 0,
+    loss: EncoderLoss | None = None,
+    log_every: int = 0,
+) -> list[dict[str, float]]:
     """Train ``E`` in place (Adam, cosine decay to 10 %); returns the per-step history."""
     loss = loss or EncoderLoss()
     rng = torch.Generator().manual_seed(seed)

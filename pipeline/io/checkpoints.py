@@ -60,8 +60,12 @@ def load_weights(path: WorkPath | str) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
 
 
-def save_generator(folder: WorkPath | str, weights: dict[str, torch.Tensor], meta: dict[str, Any],
-                   half: bool = False) -> None:  # fmt: skip
+def save_generator(
+    folder: WorkPath | str,
+    weights: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    half: bool = False,
+) -> None:
     """Write ``generator.safetensors`` + ``generator.json`` atomically (json last)."""
     folder = as_path(folder)
     save_weights(folder / "generator.safetensors", weights, half)

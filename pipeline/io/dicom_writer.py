@@ -18,12 +18,19 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
-def dicom_dataset(pixels: np.ndarray, *, modality: str = "CT",
-                  photometric: str = "MONOCHROME2", spacing_mm: tuple[float, float] | None = None,
-                  rescale: tuple[float, float] | None = None,
-                  window: tuple[float, float] | None = None, bits_stored: int | None = None,
-                  sop_class: str = CT_IMAGE_STORAGE, uid_seed: str = "",
-                  extra: dict[str, Any] | None = None):  # fmt: skip
+def dicom_dataset(
+    pixels: np.ndarray,
+    *,
+    modality: str = "CT",
+    photometric: str = "MONOCHROME2",
+    spacing_mm: tuple[float, float] | None = None,
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    bits_stored: int | None = None,
+    sop_class: str = CT_IMAGE_STORAGE,
+    uid_seed: str = "",
+    extra: dict[str, Any] | None = None,
+):
     """A dataset holding ``pixels`` (uint8/uint16/int16 ``[H, W]`` or ``[frames, H, W]``),
     little-endian explicit VR, uncompressed."""
     from pydicom.dataset import Dataset, FileMetaDataset

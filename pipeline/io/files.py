@@ -168,8 +168,12 @@ def _create_exclusive(fs: Any, key: str, body: bytes) -> bool:
 @contextmanager
 def _lease(lock: Any) -> Iterator[None]:
     fs, key = lock.fs, lock.path
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex,
-             "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    owner = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "id": uuid.uuid4().hex,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     body = json.dumps(owner).encode()
     if not _create_exclusive(fs, key, body):
         fs.invalidate_cache(key.rsplit("/", 1)[0])

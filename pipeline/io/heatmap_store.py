@@ -44,9 +44,14 @@ class HeatmapStore:
         """All maps of one slide (``[N, g, g]``), stored float16, 256 tiles per chunk."""
         maps = np.asarray(maps, dtype=np.float16)
         chunk = (max(1, min(256, len(maps))), *maps.shape[1:])
-        arr = zarr.create_array(zarr_store(self.zarr_path / method / slide_id), shape=maps.shape,
-                                chunks=chunk, dtype="float16", zarr_format=3,
-                                dimension_names=("tile", "y", "x"))  # fmt: skip
+        arr = zarr.create_array(
+            zarr_store(self.zarr_path / method / slide_id),
+            shape=maps.shape,
+            chunks=chunk,
+            dtype="float16",
+            zarr_format=3,
+            dimension_names=("tile", "y", "x"),
+        )
         if len(maps):
             arr[:] = maps
 
@@ -79,11 +84,13 @@ class HeatmapStore:
         meta = self.meta()
         return list(meta["methods"]) if meta else []
 
-    def read(self, method: str, slide_id: str,
-             indices: np.ndarray | slice | None = None) -> np.ndarray:  # fmt: skip
+    def read(
+        self, method: str, slide_id: str, indices: np.ndarray | slice | None = None
+    ) -> np.ndarray:
         """float32 maps of one slide's tiles (all, a slice or an index array): ``[n, g, g]``."""
-        arr = zarr.open_array(zarr_store(self.zarr_path / method / slide_id, read_only=True),
-                              mode="r")  # fmt: skip
+        arr = zarr.open_array(
+            zarr_store(self.zarr_path / method / slide_id, read_only=True), mode="r"
+        )
         if indices is None:
             return arr[:].astype(np.float32)
         if isinstance(indices, slice):

@@ -47,9 +47,14 @@ def save_gif(
 ) -> None:
     """uint8 [A, H, W, 3] (or grey [A, H, W, 1]) → a looping GIF that plays forward and back."""
     frames = as_rgb(frames)
-    imgs = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
-            for f in frames]  # fmt: skip
+    imgs = [
+        Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+        for f in frames
+    ]
     seq = imgs + imgs[-2:0:-1]
-    atomic_write(path, lambda tmp: seq[0].save(tmp, format="GIF", save_all=True,
-                                                     append_images=seq[1:], loop=0,
-                                                     duration=ms_per_frame))  # fmt: skip
+    atomic_write(
+        path,
+        lambda tmp: seq[0].save(
+            tmp, format="GIF", save_all=True, append_images=seq[1:], loop=0, duration=ms_per_frame
+        ),
+    )

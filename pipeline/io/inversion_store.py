@@ -147,9 +147,13 @@ class InversionStore:
         try:
             group = zarr.open_group(zarr_store(tmp), mode="w", zarr_format=3)
             n = len(latents)
-            arr = group.create_array("latents", shape=latents.shape, dtype="float32",
-                                     chunks=(max(1, min(1024, n)), *latents.shape[1:]),
-                                     dimension_names=("tile", "ws", "w"))  # fmt: skip
+            arr = group.create_array(
+                "latents",
+                shape=latents.shape,
+                dtype="float32",
+                chunks=(max(1, min(1024, n)), *latents.shape[1:]),
+                dimension_names=("tile", "ws", "w"),
+            )
             ids = group.create_array("tile_id", shape=(n,), dtype=str, chunks=(max(1, n),))
             if n:
                 arr[:] = latents

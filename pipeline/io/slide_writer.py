@@ -92,9 +92,14 @@ def write_pyramid_tiff(
                 }
                 if vendor == "aperio":
                     kwargs["description"] = _aperio_description(
-                        i, (width, height), level.shape[1::-1], tile_size, jpeg_quality, mpp,
+                        i,
+                        (width, height),
+                        level.shape[1::-1],
+                        tile_size,
+                        jpeg_quality,
+                        mpp,
                         app_mag,
-                    )  # fmt: skip
+                    )
                 elif mpp is not None:
                     ppcm = 1e4 / (mpp * width / level.shape[1])  # pixels per cm at this level
                     kwargs["resolution"] = (ppcm, ppcm)

@@ -92,8 +92,9 @@ class TileStore:
         return read_parquet(self._rows_path(slide_id))
 
     # -- writing a slide -----------------------------------------------------------------------
-    def create_staging(self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig,
-                       channels: int = 3) -> WorkPath:  # fmt: skip
+    def create_staging(
+        self, slide_id: str, n_tiles: int, size: int, storage: StorageConfig, channels: int = 3
+    ) -> WorkPath:
         """Create an empty staging array for a slide (``channels`` per pixel); returns its
         path."""
         path = self.staging_dir / f"{slide_id}-{uuid.uuid4().hex[:12]}"

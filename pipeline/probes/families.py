@@ -18,7 +18,14 @@ DEFAULT_STRENGTHS: dict[str, list[float]] = {
 }
 # Valid strengths per family (closed intervals): a configured strength outside is an error.
 VALID_RANGES: dict[str, tuple[float, float]] = {
-    "hematoxylin": (0.1, 3.0), "eosin": (0.1, 3.0), "blur": (0.0, 20.0), "jpeg": (1.0, 100.0),
-    "brightness": (-0.5, 0.5), "contrast": (0.1, 4.0), "gamma": (0.2, 5.0), "noise": (0.0, 64.0),
-    "window_level": (-0.5, 0.5), "window_width": (0.2, 5.0),
-}  # fmt: skip
+    "hematoxylin": (0.1, 3.0),
+    "eosin": (0.1, 3.0),
+    "blur": (0.0, 20.0),
+    "jpeg": (1.0, 100.0),
+    "brightness": (-0.5, 0.5),
+    "contrast": (0.1, 4.0),
+    "gamma": (0.2, 5.0),
+    "noise": (0.0, 64.0),
+    "window_level": (-0.5, 0.5),
+    "window_width": (0.2, 5.0),
+}

@@ -11,6 +11,12 @@ from pipeline.radiology.read import (
 from pipeline.radiology.tile import ImageTile, image_tile
 
 __all__ = [
-    "ImageError", "ImageTile", "RadiologyImage", "auto_window", "frame_view", "image_tile",
-    "is_dicom", "read_image",
-]  # fmt: skip
+    "ImageError",
+    "ImageTile",
+    "RadiologyImage",
+    "auto_window",
+    "frame_view",
+    "image_tile",
+    "is_dicom",
+    "read_image",
+]

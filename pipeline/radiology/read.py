@@ -127,10 +127,21 @@ def frame_view(ds, frame: int):
     from pydicom.dataset import Dataset
 
     view = Dataset()
-    for kw in ("PhotometricInterpretation", "BitsStored", "BitsAllocated", "PixelRepresentation",
-               "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence", "WindowCenter",
-               "WindowWidth", "VOILUTFunction", "VOILUTSequence", "PixelSpacing",
-               "ImagerPixelSpacing"):  # fmt: skip
+    for kw in (
+        "PhotometricInterpretation",
+        "BitsStored",
+        "BitsAllocated",
+        "PixelRepresentation",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "ModalityLUTSequence",
+        "WindowCenter",
+        "WindowWidth",
+        "VOILUTFunction",
+        "VOILUTSequence",
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+    ):
         if kw in ds:
             view[kw] = ds[kw]
     groups = []
@@ -226,20 +237,25 @@ def _read_dicom(path: Path, cfg: RadiologyConfig, frame: int) -> RadiologyImage:
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError:
-        raise ImageError(path, f"unsupported transfer syntax {ts_name}: no pixel data decoder "
-                         "exists for it") from None  # fmt: skip
+        raise ImageError(
+            path, f"unsupported transfer syntax {ts_name}: no pixel data decoder exists for it"
+        ) from None
     if not decoder.is_available:
         options = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
-        raise ImageError(path, f"compressed transfer syntax {ts_name} but no decoder is "
-                         f"installed (install one of: {options})")  # fmt: skip
+        raise ImageError(
+            path,
+            f"compressed transfer syntax {ts_name} but no decoder is "
+            f"installed (install one of: {options})",
+        )
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frame >= n_frames:
         raise ImageError(path, f"frame {frame} requested but the file has {n_frames} frame(s)")
     try:
         arr = pixel_array(ds, index=frame if n_frames > 1 else None)
     except Exception as exc:  # noqa: BLE001 - decoder errors on damaged pixel data
-        raise ImageError(path, f"cannot decode the pixel data of frame {frame} "
-                         f"({type(exc).__name__}: {exc})") from None  # fmt: skip
+        raise ImageError(
+            path, f"cannot decode the pixel data of frame {frame} ({type(exc).__name__}: {exc})"
+        ) from None
     view = frame_view(ds, frame)
     photometric = str(view.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     notes = []
@@ -257,12 +273,21 @@ def _read_dicom(path: Path, cfg: RadiologyConfig, frame: int) -> RadiologyImage:
             grey = 1.0 - grey
             notes.append("MONOCHROME1 inverted")
     spacing, source = _spacing(view)
-    return RadiologyImage(grey=grey, kind=kind, spacing_mm=spacing, spacing_source=source,
-                          n_frames=n_frames, frame=frame, window=how, notes=notes)  # fmt: skip
+    return RadiologyImage(
+        grey=grey,
+        kind=kind,
+        spacing_mm=spacing,
+        spacing_source=source,
+        n_frames=n_frames,
+        frame=frame,
+        window=how,
+        notes=notes,
+    )
 
 
-def _dicom_grey(arr: np.ndarray, view, cfg: RadiologyConfig, path: Path, modality_lut,
-                windowing) -> tuple[np.ndarray, str]:  # fmt: skip
+def _dicom_grey(
+    arr: np.ndarray, view, cfg: RadiologyConfig, path: Path, modality_lut, windowing
+) -> tuple[np.ndarray, str]:
     """Stored values → modality units → [0, 1] by the file's VOI (``auto``/``file``) or
     ``auto_window``."""
     try:
@@ -315,16 +340,28 @@ def _read_bitmap(path: Path, cfg: RadiologyConfig, frame: int) -> RadiologyImage
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, f"unsupported or corrupt image ({type(exc).__name__}: {exc})"
-                         ) from None  # fmt: skip
+        raise ImageError(
+            path, f"unsupported or corrupt image ({type(exc).__name__}: {exc})"
+        ) from None
     grey_modes = ("L", "I;16", "I;16B", "I;16L", "I", "F")
     notes = [] if mode in grey_modes else [f"{mode} to grey"]
     eight_bit = mode not in ("I;16", "I;16B", "I;16L", "I", "F")
     if eight_bit and cfg.window in ("auto", "file"):
         grey, how = (values / 255.0).astype(np.float32), "8-bit as stored"
     else:  # 16-bit or float: like a DICOM without a window
-        use = cfg if cfg.window not in ("auto", "file") else cfg.model_copy(
-            update={"window": "percentile"})  # fmt: skip
+        use = (
+            cfg
+            if cfg.window not in ("auto", "file")
+            else cfg.model_copy(update={"window": "percentile"})
+        )
         grey, how = auto_window(values, use)
-    return RadiologyImage(grey=grey, kind=str(fmt), spacing_mm=None, spacing_source="",
-                          n_frames=n_frames, frame=frame, window=how, notes=notes)  # fmt: skip
+    return RadiologyImage(
+        grey=grey,
+        kind=str(fmt),
+        spacing_mm=None,
+        spacing_source="",
+        n_frames=n_frames,
+        frame=frame,
+        window=how,
+        notes=notes,
+    )

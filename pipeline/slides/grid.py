@@ -27,9 +27,15 @@ class TileGrid:
 
     def subset(self, keep: np.ndarray) -> TileGrid:
         return TileGrid(
-            self.xs[keep], self.ys[keep], self.footprint_w0, self.footprint_h0,
-            self.level, self.read_w, self.read_h, self.size,
-        )  # fmt: skip
+            self.xs[keep],
+            self.ys[keep],
+            self.footprint_w0,
+            self.footprint_h0,
+            self.level,
+            self.read_w,
+            self.read_h,
+            self.size,
+        )
 
 
 def choose_level(level_downsamples: Sequence[float], factor: float, rtol: float = 2e-3) -> int:

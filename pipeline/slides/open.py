@@ -33,13 +33,16 @@ def open_slide(path: str | Path) -> Slide:
     if path.stat().st_size == 0:
         raise SlideError(path, "empty file")
     try:
-        return openslide.open_slide(str(path))
+        slide = openslide.open_slide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
         from pipeline.radiology.read import is_dicom
 
         if is_dicom(path):
-            raise SlideError(path, "unsupported format for histology: a DICOM image (radiology "
-                             "images need modality: radiology)") from None  # fmt: skip
+            raise SlideError(
+                path,
+                "unsupported format for histology: a DICOM image (radiology "
+                "images need modality: radiology)",
+            ) from None
         raise SlideError(
             path, "unsupported format (not a slide or image openslide can read)"
         ) from None
@@ -49,6 +52,23 @@ def open_slide(path: str | Path) -> Slide:
         raise SlideError(
             path, f"unsupported or corrupt file ({type(exc).__name__}: {exc})"
         ) from None
+    if isinstance(slide, openslide.ImageSlide) and _says_aperio(slide):
+        slide.close()
+        raise SlideError(
+            path,
+            "truncated or corrupt Aperio SVS: its header names the Aperio format but "
+            "openslide cannot read its pyramid (an incomplete copy or download?)",
+        )
+    return slide
+
+
+def _says_aperio(slide: openslide.ImageSlide) -> bool:
+    """Whether an image openslide itself refused is a TIFF whose ImageDescription is
+    Aperio's: openslide reads every intact Aperio file, so this one is damaged (PIL opens
+    the first directory of a truncated SVS and it would pass for a plain image)."""
+    image = getattr(slide, "_image", None)
+    tags = getattr(image, "tag_v2", None)
+    return tags is not None and str(tags.get(270, "")).startswith("Aperio")
 
 
 def _float_prop(props: dict, key: str) -> float | None:

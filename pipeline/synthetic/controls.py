@@ -89,7 +89,7 @@ STAIN_FAMILIES = ("hematoxylin", "eosin", "stain_normalise")
 SENSITIVITY_RATIO = 3.0
 
 
-def _sensitivity(probes: pd.DataFrame, families: tuple[str, ...]) -> float:
+def sensitivity(probes: pd.DataFrame, families: tuple[str, ...]) -> float:
     """Largest |effect| over the ``all`` rows of ``families`` (0 when none ran)."""
     p = probes[probes["family"].isin(families) & (probes["group"] == "all")]
     return float(p["effect"].abs().max()) if len(p) else 0.0
@@ -109,11 +109,11 @@ def judge_probes(reader: str, probes: pd.DataFrame, planted: float | None = None
     ``sharpness``, or ``nuclei`` with ``planted``: the smallest logit change the planted
     density or size alone makes in the renderer's counterfactuals); empty: passed."""
     wrong = []
-    stain, blur = _sensitivity(probes, STAIN_FAMILIES), _sensitivity(probes, ("blur",))
+    stain, blur = sensitivity(probes, STAIN_FAMILIES), sensitivity(probes, ("blur",))
     if reader == "eosin":
         if not _significant(probes, "eosin", 1.0, +1):
             wrong.append("more eosin does not raise an eosin reader's logit")
-        if _sensitivity(probes, ("eosin",)) < SENSITIVITY_RATIO * blur:
+        if sensitivity(probes, ("eosin",)) < SENSITIVITY_RATIO * blur:
             wrong.append(f"an eosin reader moves with blur ({blur:.3g}) about as with eosin")
     elif reader == "sharpness":
         if not _significant(probes, "blur", 0.0, -1):

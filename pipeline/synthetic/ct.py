@@ -23,8 +23,16 @@ ROWS, COLS = 96, 96  # pixels of one slice
 SPACING_MM = 3.2  # in-plane pixel spacing
 
 
-def _soft_ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float,
-                  angle: float = 0.0, edge_px: float = 1.0) -> np.ndarray:  # fmt: skip
+def _soft_ellipse(
+    yy: np.ndarray,
+    xx: np.ndarray,
+    cy: float,
+    cx: float,
+    ry: float,
+    rx: float,
+    angle: float = 0.0,
+    edge_px: float = 1.0,
+) -> np.ndarray:
     """Coverage in [0, 1] of an ellipse with an anti-aliased edge about ``edge_px`` wide."""
     c, s = np.cos(angle), np.sin(angle)
     u = ((xx - cx) * c + (yy - cy) * s) / rx
@@ -52,11 +60,23 @@ def render_ct(spec: dict[str, Any]) -> np.ndarray:
     # Liver: large, image left and anterior; spleen: small, image right and posterior.
     ly, lx = cy - 0.10 * iy + rng.uniform(-1.5, 1.5), cx - 0.36 * ix + rng.uniform(-1.5, 1.5)
     lry, lrx = 0.60 * iy * rng.uniform(0.95, 1.05), 0.42 * ix * rng.uniform(0.95, 1.05)
-    paint(_soft_ellipse(yy, xx, ly, lx, lry, lrx, rng.uniform(-0.3, 0.3), 1.5),
-          float(spec["liver_hu"]))  # fmt: skip
-    paint(_soft_ellipse(yy, xx, cy + 0.15 * iy, cx + 0.55 * ix, 0.28 * iy * rng.uniform(0.85, 1.15),
-                        0.18 * ix * rng.uniform(0.85, 1.15), rng.uniform(-0.5, 0.5), 1.2),
-          SPLEEN_HU)  # fmt: skip
+    paint(
+        _soft_ellipse(yy, xx, ly, lx, lry, lrx, rng.uniform(-0.3, 0.3), 1.5),
+        float(spec["liver_hu"]),
+    )
+    paint(
+        _soft_ellipse(
+            yy,
+            xx,
+            cy + 0.15 * iy,
+            cx + 0.55 * ix,
+            0.28 * iy * rng.uniform(0.85, 1.15),
+            0.18 * ix * rng.uniform(0.85, 1.15),
+            rng.uniform(-0.5, 0.5),
+            1.2,
+        ),
+        SPLEEN_HU,
+    )
     sy, sx = cy + 0.55 * iy, cx + rng.uniform(-1, 1)
     paint(_soft_ellipse(yy, xx, sy, sx, 0.14 * iy, 0.11 * ix), BONE_HU)
     paint(_soft_ellipse(yy, xx, sy - 0.27 * iy, sx + 0.05 * ix, 0.06 * iy, 0.05 * ix), AORTA_HU)
@@ -70,16 +90,22 @@ def render_ct(spec: dict[str, Any]) -> np.ndarray:
     return img + noise
 
 
-def window_to_unit(hu: np.ndarray, center: float = WINDOW[0], width: float = WINDOW[1]
-                   ) -> np.ndarray:  # fmt: skip
+def window_to_unit(
+    hu: np.ndarray, center: float = WINDOW[0], width: float = WINDOW[1]
+) -> np.ndarray:
     """Linear window (DICOM PS3.3 C.11.2.1.2.1, "LINEAR"), as the radiology reader applies it:
     HU → [0, 1]."""
     lo = center - 0.5 - (width - 1) / 2
     return np.clip((hu - lo) / (width - 1), 0.0, 1.0).astype(np.float32)
 
 
-def plan_ct_cohort(n_images: int = 240, seed: int = 0, *, steatosis_fraction: float = 0.5,
-                   png_fraction: float = 0.25) -> list[dict[str, Any]]:  # fmt: skip
+def plan_ct_cohort(
+    n_images: int = 240,
+    seed: int = 0,
+    *,
+    steatosis_fraction: float = 0.5,
+    png_fraction: float = 0.25,
+) -> list[dict[str, Any]]:
     """One dict per image: id, label, site, patient, seed, liver_hu, noise_hu, format.
 
     Labels are balanced by ``steatosis_fraction``; site and file format (DICOM or PNG) are
@@ -93,11 +119,16 @@ def plan_ct_cohort(n_images: int = 240, seed: int = 0, *, steatosis_fraction: fl
     rows = []
     for i, label in enumerate(labels):
         site = "A" if rng.random() < 0.5 else "B"
-        rows.append({
-            "slide_id": f"ct_{i:04d}", "label": str(label), "site": site,
-            "patient": f"patient_{i:04d}", "seed": int(rng.integers(0, 2**31 - 1)),
-            "liver_hu": round(float(rng.uniform(*LIVER_HU[str(label)])), 1),
-            "noise_hu": NOISE_HU[site],
-            "format": "png" if rng.random() < png_fraction else "dcm",
-        })  # fmt: skip
+        rows.append(
+            {
+                "slide_id": f"ct_{i:04d}",
+                "label": str(label),
+                "site": site,
+                "patient": f"patient_{i:04d}",
+                "seed": int(rng.integers(0, 2**31 - 1)),
+                "liver_hu": round(float(rng.uniform(*LIVER_HU[str(label)])), 1),
+                "noise_hu": NOISE_HU[site],
+                "format": "png" if rng.random() < png_fraction else "dcm",
+            }
+        )
     return rows

@@ -412,9 +412,11 @@ def planted_counts(
     out = np.zeros(len(xs), dtype=np.int64)
     for i, (x0, y0) in enumerate(zip(xs, ys, strict=True)):
         near = np.flatnonzero(
-            (nuclei.x_um > x0 - reach) & (nuclei.x_um < x0 + size_um + reach)
-            & (nuclei.y_um > y0 - reach) & (nuclei.y_um < y0 + size_um + reach)
-        )  # fmt: skip
+            (nuclei.x_um > x0 - reach)
+            & (nuclei.x_um < x0 + size_um + reach)
+            & (nuclei.y_um > y0 - reach)
+            & (nuclei.y_um < y0 + size_um + reach)
+        )
         for k in near:
             dy = (y0 + grid - nuclei.y_um[k])[:, None]
             dx = (x0 + grid - nuclei.x_um[k])[None, :]

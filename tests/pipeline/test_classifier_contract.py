@@ -126,9 +126,11 @@ def test_bad_models_are_named(tmp_path: Path, make, message: str) -> None:
 def test_entry_point_with_safetensors(tmp_path: Path) -> None:
     model = TileCNN((4, 8), 1)
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    cfg = ClassifierConfig(entry_point="pipeline.classifier.model:tile_cnn",
-                           weights=str(tmp_path / "w.safetensors"),
-                           entry_kwargs={"channels": [4, 8]})  # fmt: skip
+    cfg = ClassifierConfig(
+        entry_point="pipeline.classifier.model:tile_cnn",
+        weights=str(tmp_path / "w.safetensors"),
+        entry_kwargs={"channels": [4, 8]},
+    )
     clf = load_classifier(resolve_spec(cfg, tmp_path, 32))
     assert not clf.is_script and clf.class_names == ("0", "1")
     x = torch.rand(3, 3, 32, 32)

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.classifier.augment import dihedral
 from pipeline.classifier.model import TileCNN
 from pipeline.classifier.train import (
     TrainInputError,
     channel_stats,
     class_names_of,
-    dihedral,
     epoch_batches,
     evaluate,
     split_by_group,
@@ -24,8 +24,14 @@ def manifest(patients: bool) -> pd.DataFrame:
     rows = []
     for s in range(8):
         for i in range(5):
-            rows.append({"tile_id": f"s{s}_{i}", "slide_id": f"s{s}", "index": i,
-                         "label": "tumor" if s % 2 else "normal"})  # fmt: skip
+            rows.append(
+                {
+                    "tile_id": f"s{s}_{i}",
+                    "slide_id": f"s{s}",
+                    "index": i,
+                    "label": "tumor" if s % 2 else "normal",
+                }
+            )
     df = pd.DataFrame(rows)
     if patients:  # two slides per patient
         s = df["slide_id"].str[1:].astype(int)
@@ -104,9 +110,20 @@ def test_an_epoch_learns_and_the_export_reloads_identically(tmp_path, one_thread
     mean, std = torch.tensor([0.3] * 3), torch.tensor([0.2] * 3)
     losses = []
     for epoch in range(4):
-        s, n = train_epoch(model, opt, tiles, y, epoch_batches(64, 16, epoch, 0), mean, std,
-                           gen=torch.Generator().manual_seed(epoch), augment=True, step0=epoch * 4,
-                           total_steps=16, base_lr=0.01)  # fmt: skip
+        s, n = train_epoch(
+            model,
+            opt,
+            tiles,
+            y,
+            epoch_batches(64, 16, epoch, 0),
+            mean,
+            std,
+            gen=torch.Generator().manual_seed(epoch),
+            augment=True,
+            step0=epoch * 4,
+            total_steps=16,
+            base_lr=0.01,
+        )
         losses.append(s / n)
     assert n == 64 and losses[-1] < losses[0] * 0.8
     model.eval()

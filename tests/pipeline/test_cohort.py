@@ -8,9 +8,14 @@ from pipeline.cohort import CohortError, metadata_columns, read_cohort
 
 def test_csv_and_parquet_paths_resolve_against_table(tmp_path: Path) -> None:
     df = pd.DataFrame(
-        {"slide_id": ["a", "b"], "path": ["s/a.svs", "/abs/b.svs"], "label": [1, 0],
-         "center": ["X", "Y"], "mpp": [0.25, None]}
-    )  # fmt: skip
+        {
+            "slide_id": ["a", "b"],
+            "path": ["s/a.svs", "/abs/b.svs"],
+            "label": [1, 0],
+            "center": ["X", "Y"],
+            "mpp": [0.25, None],
+        }
+    )
     df.to_csv(tmp_path / "c.csv", index=False)
     df.to_parquet(tmp_path / "c.parquet")
     for name in ("c.csv", "c.parquet"):

@@ -67,6 +67,10 @@ def test_stain_counterfactuals_change_the_stain_only() -> None:
     red = table.pivot_table("logit", "slide_id", "stain_center")
     assert ((red["A"] - red["B"]).abs() > 2).all(), red  # standard vs purple: other colours
     spec = {**specs[0], "width_px": 256, "height_px": 256, "mpp": 1.0}
-    counts = [nuclei_table(tissue_tiles(render_slide({**spec, "stain": CENTER_STAINS[c]}),
-                                        TILING), mpp=1.0).mean() for c in ("A", "B")]  # fmt: skip
+    counts = [
+        nuclei_table(
+            tissue_tiles(render_slide({**spec, "stain": CENTER_STAINS[c]}), TILING), mpp=1.0
+        ).mean()
+        for c in ("A", "B")
+    ]
     assert abs(counts[0]["nuclei_density"] / counts[1]["nuclei_density"] - 1) < 0.15, counts

@@ -61,8 +61,9 @@ def test_multiclass_and_degenerate_fits() -> None:
 
 def test_metadata_directions_and_not_estimable_groups() -> None:
     w, logit, true = planted()
-    meta = pd.DataFrame({"center": np.where(logit > 0, "A", "B"),
-                         "scanner": ["x"] * (len(w) - 3) + ["y"] * 3})  # fmt: skip
+    meta = pd.DataFrame(
+        {"center": np.where(logit > 0, "A", "B"), "scanner": ["x"] * (len(w) - 3) + ["y"] * 3}
+    )
     dirs, skipped = metadata_directions(w, meta, ["center", "scanner"])
     assert [d.name for d in dirs] == ["meta:center=B"]  # binary column: one direction
     assert float(dirs[0].vector @ true) < -0.95
@@ -94,10 +95,16 @@ def test_effects_slopes_ci_over_slides_and_groups() -> None:
     for s in range(8):  # 8 slides × 5 tiles; feature a rises with α (slope 2), b is noise
         for t in range(5):
             for alpha in (-2.0, -1.0, 0.0, 1.0, 2.0):
-                rows.append({"direction": "classifier", "tile_id": f"s{s}_t{t}",
-                             "slide_id": f"s{s}", "alpha": alpha,
-                             "a": 2 * alpha + rng.normal(0, 0.1),
-                             "b": rng.normal(0, 1.0)})  # fmt: skip
+                rows.append(
+                    {
+                        "direction": "classifier",
+                        "tile_id": f"s{s}_t{t}",
+                        "slide_id": f"s{s}",
+                        "alpha": alpha,
+                        "a": 2 * alpha + rng.normal(0, 0.1),
+                        "b": rng.normal(0, 1.0),
+                    }
+                )
     shifts = pd.DataFrame(rows)
     slopes = per_tile_slopes(shifts, ["a", "b"])
     assert len(slopes) == 2 * 40
@@ -124,8 +131,14 @@ def test_bias_sections_keep_their_columns_without_a_classifier_direction(tmp_pat
     cond = conditional_rows(pd.DataFrame(columns=["direction", "tile_id", "alpha", "logit"]), {})
     assert cos.empty and list(cos.columns) == COSINE_COLUMNS
     assert cond.empty and list(cond.columns) == CONDITIONAL_COLUMNS
-    groups = pd.DataFrame({"direction": ["meta:center=B"], "feature": ["brightness"],
-                           "effect": [0.1], "section": ["group_effect"]})  # fmt: skip
+    groups = pd.DataFrame(
+        {
+            "direction": ["meta:center=B"],
+            "feature": ["brightness"],
+            "effect": [0.1],
+            "section": ["group_effect"],
+        }
+    )
     write_parquet(pd.concat([groups, cos, cond], ignore_index=True), tmp_path / "bias.parquet")
     bias = read_parquet(tmp_path / "bias.parquet")
     assert set(COSINE_COLUMNS + CONDITIONAL_COLUMNS) <= set(bias.columns) and len(bias) == 1

@@ -72,16 +72,18 @@ def test_grey_classifier_contract(tmp_path) -> None:
     with pytest.raises(ClassifierError, match=r"fails on input \[2, 1, 16, 16\]"):
         load_classifier(resolve_spec(ClassifierConfig(model=str(rgb)), tmp_path, 16, 1))
     with pytest.raises(ClassifierError, match="mean has 3 value"):
-        resolve_spec(ClassifierConfig(model=str(path), mean=[0.5] * 3, std=[1.0] * 3),
-                     tmp_path, 16, 1)  # fmt: skip
+        resolve_spec(
+            ClassifierConfig(model=str(path), mean=[0.5] * 3, std=[1.0] * 3), tmp_path, 16, 1
+        )
 
 
 def test_grey_encoder_refinement_and_shift() -> None:
     torch.manual_seed(0)
     spec = preset_spec("mini32", 1)
     gen = TrainedGenerator(Generator(spec), {}, n_stats=256)
-    enc = Encoder(EncoderSpec(32, gen.w_dim, gen.num_ws, width=8, channels=1), gen.w_mean,
-                  gen.w_std)  # fmt: skip
+    enc = Encoder(
+        EncoderSpec(32, gen.w_dim, gen.num_ws, width=8, channels=1), gen.w_mean, gen.w_std
+    )
     assert EncoderSpec(32, 8, 8).to_dict().get("channels") is None  # RGB cache keys unchanged
     with torch.no_grad():
         target = gen.synthesis(gen.mapping(torch.randn(4, gen.z_dim)))

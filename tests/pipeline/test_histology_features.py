@@ -16,8 +16,9 @@ STROMA = (235, 175, 225)
 NUCLEUS = (80, 70, 140)
 
 
-def tile_with_nuclei(n: int, radius_um: float, mpp: float = 0.5, size: int = 128,
-                     seed: int = 0) -> np.ndarray:  # fmt: skip
+def tile_with_nuclei(
+    n: int, radius_um: float, mpp: float = 0.5, size: int = 128, seed: int = 0
+) -> np.ndarray:
     """Pink stroma with ``n`` non-touching purple discs of ``radius_um``."""
     rng = np.random.default_rng(seed)
     img = np.empty((size, size, 3), np.uint8)

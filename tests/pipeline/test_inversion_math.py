@@ -59,8 +59,7 @@ def test_encoder_starts_at_the_mean_and_learns(gen: TrainedGenerator, one_thread
     assert lat[-5:].mean() < lat[:5].mean()
 
 
-def test_encoder_training_is_reproducible_from_its_seed(gen: TrainedGenerator,
-                                                        one_thread) -> None:  # fmt: skip
+def test_encoder_training_is_reproducible_from_its_seed(gen: TrainedGenerator, one_thread) -> None:
     """Same seed → the same initial weights and the same trained encoder, whatever the global
     RNG did before (a rerun of the invert stage reproduces its latents)."""
     spec = EncoderSpec(32, gen.w_dim, gen.num_ws, width=8)
@@ -181,15 +180,21 @@ def test_statistics_loss_keeps_how_much_nucleus_not_where() -> None:
     torch.testing.assert_close(grey, (x[:, 0].mean((1, 2)) - y[:, 0].mean((1, 2))) ** 2)
 
 
-def test_refinement_with_the_statistics_term_keeps_them_closer(gen: TrainedGenerator,
-                                                               one_thread) -> None:  # fmt: skip
+def test_refinement_with_the_statistics_term_keeps_them_closer(
+    gen: TrainedGenerator, one_thread
+) -> None:
     torch.manual_seed(5)
     with torch.no_grad():
         target = gen.synthesis(gen.mapping(torch.randn(6, gen.z_dim)))
     w0 = gen.w_mean.expand(6, -1).clone()
     off = refine(gen, w0, target, RefineSettings(steps=15, lr=0.1, feature_weight=0), seed=1)
-    on = refine(gen, w0, target, RefineSettings(steps=15, lr=0.1, feature_weight=0,
-                                                stats_weight=100.0), seed=1)  # fmt: skip
+    on = refine(
+        gen,
+        w0,
+        target,
+        RefineSettings(steps=15, lr=0.1, feature_weight=0, stats_weight=100.0),
+        seed=1,
+    )
     assert statistics_loss(on.img, target).mean() < 0.5 * statistics_loss(off.img, target).mean()
 
 

@@ -30,8 +30,10 @@ def disc(size: int = 64, radius: float = 14, inside: int = 200, outside: int = 6
 def test_every_issue_feature_is_registered_per_modality() -> None:
     assert tuple(feature_names("radiology")) == RADIOLOGY_FEATURES
     assert tuple(feature_names()) == HISTOLOGY_FEATURES  # histology unchanged, the default
-    assert all(REGISTRIES["radiology"][n].unit and REGISTRIES["radiology"][n].doc
-               for n in RADIOLOGY_FEATURES)  # fmt: skip
+    assert all(
+        REGISTRIES["radiology"][n].unit and REGISTRIES["radiology"][n].doc
+        for n in RADIOLOGY_FEATURES
+    )
     # Same names in both modalities are different functions (grey vs RGB input).
     assert REGISTRIES["radiology"]["sharpness"].fn is not REGISTRIES["histology"]["sharpness"].fn
     with pytest.raises(ValueError, match="unknown modality"):
@@ -72,8 +74,9 @@ def test_per_tile_mpp_and_a_user_feature() -> None:
 
     try:
         tiles = np.stack([disc(radius=10), disc(radius=20)])[..., None]
-        df = compute_features(tiles, np.array([1000.0, 500.0]), ["disc_area_test"],
-                              modality="radiology")  # fmt: skip
+        df = compute_features(
+            tiles, np.array([1000.0, 500.0]), ["disc_area_test"], modality="radiology"
+        )
         assert seen == [1000.0, 500.0]
         assert df["disc_area_test"][0] == pytest.approx(np.pi * 10**2, rel=0.05)
         assert df["disc_area_test"][1] == pytest.approx(np.pi * 20**2 / 4, rel=0.05)
@@ -87,8 +90,10 @@ def test_per_tile_mpp_and_a_user_feature() -> None:
 
 def test_features_of_the_shared_images() -> None:
     cfg = RadiologyConfig()
-    tiles = [image_tile(read_image(SHARED_DATA / "radiology" / f, cfg), 64).tile
-             for f in ("CT_small.dcm", "MR_small.dcm", "cxr_nih_00000001_000.png")]  # fmt: skip
+    tiles = [
+        image_tile(read_image(SHARED_DATA / "radiology" / f, cfg), 64).tile
+        for f in ("CT_small.dcm", "MR_small.dcm", "cxr_nih_00000001_000.png")
+    ]
     df = compute_features(np.stack(tiles), np.nan, modality="radiology")
     assert df.notna().all().all() and (df["intensity_std"] > 0.05).all()
     assert ((df["edge_density"] > 0) & (df["edge_density"] < 0.5)).all()

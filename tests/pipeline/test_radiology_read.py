@@ -147,8 +147,12 @@ def test_pixel_spacing_is_the_mpp_equivalent(tmp_path: Path) -> None:
     t = image_tile(read_image(CT, AUTO), 64)
     assert t.tile_mpp == pytest.approx(0.661468 * 128 / 64 * 1000)  # µm per tile pixel
     # Non-square pixels: 64 x 64 px of 1.0 x 0.5 mm is 64 x 32 mm, so 32 x 16 px in the tile.
-    write_dicom(tmp_path / "ns.dcm", np.full((64, 64), 1000, np.uint16), spacing_mm=(1.0, 0.5),
-                window=(1000, 100))  # fmt: skip
+    write_dicom(
+        tmp_path / "ns.dcm",
+        np.full((64, 64), 1000, np.uint16),
+        spacing_mm=(1.0, 0.5),
+        window=(1000, 100),
+    )
     t = image_tile(read_image(tmp_path / "ns.dcm", AUTO), 32)
     assert (t.content_h, t.content_w) == (32, 16) and t.tile_mpp == pytest.approx(2000.0)
     plan = plan_image("ns", str(tmp_path / "ns.dcm"), None, None, TilingConfig(size=32), AUTO)

@@ -11,9 +11,13 @@ from conftest import tissue_pattern
 
 @pytest.mark.parametrize(
     ("vendor", "mpp", "app_mag", "expect_vendor"),
-    [("aperio", 0.25, 40.0, "aperio"), ("aperio", None, None, "aperio"),
-     ("generic", 0.5, None, "generic-tiff"), ("generic", None, None, "generic-tiff")],
-)  # fmt: skip
+    [
+        ("aperio", 0.25, 40.0, "aperio"),
+        ("aperio", None, None, "aperio"),
+        ("generic", 0.5, None, "generic-tiff"),
+        ("generic", None, None, "generic-tiff"),
+    ],
+)
 def test_openslide_reads_what_was_written(
     tmp_path: Path, vendor: str, mpp: float | None, app_mag: float | None, expect_vendor: str
 ) -> None:

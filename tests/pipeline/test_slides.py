@@ -30,10 +30,26 @@ def test_choose_level_never_coarser_than_target() -> None:
 
 def test_grid_has_the_same_physical_size_at_any_mpp() -> None:
     # A 2 mm square slide scanned at 0.25 and at 0.5 µm/px; tiles of 64 px at 1 µm/px.
-    fine = tile_grid(8000, 8000, mpp_x=0.25, mpp_y=0.25, target_mpp=1.0, size=64, step=64,
-                     level_downsamples=(1.0, 2.0, 4.0))  # fmt: skip
-    coarse = tile_grid(4000, 4000, mpp_x=0.5, mpp_y=0.5, target_mpp=1.0, size=64, step=64,
-                       level_downsamples=(1.0, 2.0))  # fmt: skip
+    fine = tile_grid(
+        8000,
+        8000,
+        mpp_x=0.25,
+        mpp_y=0.25,
+        target_mpp=1.0,
+        size=64,
+        step=64,
+        level_downsamples=(1.0, 2.0, 4.0),
+    )
+    coarse = tile_grid(
+        4000,
+        4000,
+        mpp_x=0.5,
+        mpp_y=0.5,
+        target_mpp=1.0,
+        size=64,
+        step=64,
+        level_downsamples=(1.0, 2.0),
+    )
     assert len(fine) == len(coarse) == 31 * 31
     assert fine.footprint_w0 == 256 and coarse.footprint_w0 == 128
     np.testing.assert_array_equal(fine.xs * 0.25, coarse.xs * 0.5)  # same µm positions
@@ -41,15 +57,36 @@ def test_grid_has_the_same_physical_size_at_any_mpp() -> None:
 
 
 def test_grid_fractional_footprint_and_stride() -> None:
-    g = tile_grid(1000, 500, mpp_x=0.499, mpp_y=0.499, target_mpp=0.5, size=100, step=50,
-                  level_downsamples=(1.0,))  # fmt: skip
+    g = tile_grid(
+        1000,
+        500,
+        mpp_x=0.499,
+        mpp_y=0.499,
+        target_mpp=0.5,
+        size=100,
+        step=50,
+        level_downsamples=(1.0,),
+    )
     w0 = 100 * 0.5 / 0.499
     assert g.footprint_w0 == pytest.approx(w0)
     assert (g.xs + w0 <= 1000 + 1).all() and (g.ys + w0 <= 500 + 1).all()
     assert len(np.unique(g.xs)) == int((1000 - w0) // (50 * 0.5 / 0.499)) + 1
     assert g.read_w == 100  # level 0, 100.2 px rounded
-    assert len(tile_grid(50, 50, mpp_x=0.5, mpp_y=0.5, target_mpp=0.5, size=64, step=64,
-                         level_downsamples=(1.0,))) == 0  # fmt: skip
+    assert (
+        len(
+            tile_grid(
+                50,
+                50,
+                mpp_x=0.5,
+                mpp_y=0.5,
+                target_mpp=0.5,
+                size=64,
+                step=64,
+                level_downsamples=(1.0,),
+            )
+        )
+        == 0
+    )
 
 
 def test_resolve_mpp_order() -> None:
@@ -67,7 +104,12 @@ def test_resolve_mpp_order() -> None:
 def test_real_svs_and_pyramid_tif_metadata() -> None:
     svs = slide_info(open_slide(SVS))
     assert (svs.vendor, svs.width, svs.height, svs.mpp_x, svs.objective_power) == (
-        "aperio", 2220, 2967, 0.499, 20.0)  # fmt: skip
+        "aperio",
+        2220,
+        2967,
+        0.499,
+        20.0,
+    )
     tif = slide_info(open_slide(PYRAMID_TIF))
     assert tif.vendor == "generic-tiff" and len(tif.level_downsamples) == 4
     assert tif.mpp_x == pytest.approx(0.499)
@@ -139,6 +181,16 @@ def test_open_missing_and_truncated(tmp_path: Path) -> None:
         slide = open_slide(cut)
         plan = plan_slide(slide, "cut", str(cut), None, TilingConfig(mpp=1.0, size=64))
         read_tiles(slide, plan, 0, plan.n_tiles)
+
+
+@pytest.mark.parametrize("keep", [60_000, 1_900_000])
+def test_truncated_svs_is_named_truncated(tmp_path: Path, keep: int) -> None:
+    """Cut early, PIL cannot read the file either; cut late (1.9 of 1.94 MB), PIL opens its
+    first directory as a plain image with no MPP. Both are named a damaged file."""
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(SVS.read_bytes()[:keep])
+    with pytest.raises(SlideError, match="truncated or corrupt|unsupported or corrupt"):
+        open_slide(cut)
 
 
 def test_png_through_image_slide_needs_mpp() -> None:

@@ -92,9 +92,13 @@ def test_plan_centers_and_confound_options() -> None:
     p = plan_cohort(12, 0, centers=3, confound=0.5)
     counts = p.groupby(["label", "center"]).size().to_dict()
     assert counts == {
-        ("tumor", "A"): 3, ("tumor", "B"): 2, ("tumor", "C"): 1,
-        ("normal", "B"): 3, ("normal", "A"): 2, ("normal", "C"): 1,
-    }  # fmt: skip
+        ("tumor", "A"): 3,
+        ("tumor", "B"): 2,
+        ("tumor", "C"): 1,
+        ("normal", "B"): 3,
+        ("normal", "A"): 2,
+        ("normal", "C"): 1,
+    }
     assert set(plan_cohort(5, 0, centers=1)["center"]) == {"A"}
     assert (plan_cohort(10, 0, tumor_fraction=0.3)["label"] == "tumor").sum() == 3
     for bad in ({"centers": 5}, {"confound": 1.5}, {"tumor_fraction": -0.1}, {"mpp": 0}):

@@ -38,10 +38,17 @@ def main(root: Path) -> None:
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray_cfg = {"address": cluster.address}
-    table = make_cohort(root / "cohort", n_slides=3, seed=6, size_um=320,
-                        ray_cfg=RayConfig(**ray_cfg))  # fmt: skip
-    tiled = config_from_dict({"cohort": str(table), "workdir": str(root / "tiled"), "ray": ray_cfg,
-                              "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5}})  # fmt: skip
+    table = make_cohort(
+        root / "cohort", n_slides=3, seed=6, size_um=320, ray_cfg=RayConfig(**ray_cfg)
+    )
+    tiled = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "tiled"),
+            "ray": ray_cfg,
+            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5},
+        }
+    )
     run_tiling(tiled)
     state = TrainState.create(PRESETS["tiny32"], StepConfig(), seed=0)
     gen = root / "gen"
@@ -54,16 +61,24 @@ def main(root: Path) -> None:
         workdir = root / name
         workdir.mkdir()
         (workdir / "tiles").symlink_to(tiled.workdir / "tiles")
-        return config_from_dict({
-            "cohort": str(table), "workdir": str(workdir), "ray": ray_cfg,
-            "classifier": {"model": str(model), "class_names": ["other", "red"]},
-            "inversion": {
-                "generator": str(gen), "batch_size": 8, "concurrency": 2, "num_cpus": 1,
-                "selection": {"mode": "per_slide", "n": 24}, "refine": {"steps": 4},
-                "encoder": {"steps": 3, "batch": 4, "width": 8, "num_cpus": 1},
-                "task_timeout_s": 120,
-            },
-        })  # fmt: skip
+        return config_from_dict(
+            {
+                "cohort": str(table),
+                "workdir": str(workdir),
+                "ray": ray_cfg,
+                "classifier": {"model": str(model), "class_names": ["other", "red"]},
+                "inversion": {
+                    "generator": str(gen),
+                    "batch_size": 8,
+                    "concurrency": 2,
+                    "num_cpus": 1,
+                    "selection": {"mode": "per_slide", "n": 24},
+                    "refine": {"steps": 4},
+                    "encoder": {"steps": 3, "batch": 4, "width": 8, "num_cpus": 1},
+                    "task_timeout_s": 120,
+                },
+            }
+        )
 
     clean_cfg = config("clean")
     clean = run_invert(clean_cfg)
@@ -85,19 +100,26 @@ def main(root: Path) -> None:
     ta, tb = a.read_table(), b.read_table()
     la, lb = a.read_latents(), b.read_latents()
     n_batches = -(-ta.groupby("slide_id").size() // 8).sum()
-    print(json.dumps({
-        "killed_after_parts": killer.after_parts, "n_batches": int(n_batches),
-        "alive_nodes_after": alive, "pool": faulty.extras.get("pool"),
-        "faulty_seconds": round(faulty_seconds, 1), "clean_seconds": round(clean.seconds, 1),
-        "n_selected": [faulty.n_selected, clean.n_selected],
-        "n_rows": [len(ta), len(tb)], "status_ok": [int((ta["status"] == "ok").sum()),
-                                                    int((tb["status"] == "ok").sum())],
-        "duplicated_ids": int(ta["tile_id"].duplicated().sum()),
-        "same_ids": ta["tile_id"].tolist() == tb["tile_id"].tolist(),
-        "same_parts": sorted(a.part_names()) == sorted(b.part_names()),
-        "max_latent_diff": float(np.abs(la - lb).max()) if la.shape == lb.shape else None,
-        "max_ssim_diff": float((ta["ssim"] - tb["ssim"]).abs().max()),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "killed_after_parts": killer.after_parts,
+                "n_batches": int(n_batches),
+                "alive_nodes_after": alive,
+                "pool": faulty.extras.get("pool"),
+                "faulty_seconds": round(faulty_seconds, 1),
+                "clean_seconds": round(clean.seconds, 1),
+                "n_selected": [faulty.n_selected, clean.n_selected],
+                "n_rows": [len(ta), len(tb)],
+                "status_ok": [int((ta["status"] == "ok").sum()), int((tb["status"] == "ok").sum())],
+                "duplicated_ids": int(ta["tile_id"].duplicated().sum()),
+                "same_ids": ta["tile_id"].tolist() == tb["tile_id"].tolist(),
+                "same_parts": sorted(a.part_names()) == sorted(b.part_names()),
+                "max_latent_diff": float(np.abs(la - lb).max()) if la.shape == lb.shape else None,
+                "max_ssim_diff": float((ta["ssim"] - tb["ssim"]).abs().max()),
+            }
+        )
+    )
 
 
 class MeanRed(torch.nn.Module):

@@ -32,30 +32,44 @@ def main(root: Path) -> None:
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray_cfg = {"address": cluster.address, "tiles_per_task": 64, "max_retries": 3}
-    cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "faulty"),
-                            "tiling": tiling, "ray": ray_cfg})  # fmt: skip
+    cfg = config_from_dict(
+        {"cohort": str(table), "workdir": str(root / "faulty"), "tiling": tiling, "ray": ray_cfg}
+    )
     with NodeKiller(cluster, workers[1], cfg.workdir / "tiles" / "parts", poll_s=0.05) as killer:
         faulty = run_tiling(cfg)
     ray.shutdown()
     cluster.shutdown()
 
-    clean_cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "clean"),
-                                  "tiling": tiling, "ray": {"num_cpus": 2}})  # fmt: skip
+    clean_cfg = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "clean"),
+            "tiling": tiling,
+            "ray": {"num_cpus": 2},
+        }
+    )
     clean = run_tiling(clean_cfg)
     ray.shutdown()
 
     a, b = TileStore(cfg.workdir / "tiles"), TileStore(clean_cfg.workdir / "tiles")
     ma, mb = a.read_manifest(), b.read_manifest()
-    same_pixels = all(np.array_equal(a.read_tiles(s), b.read_tiles(s))
-                      for s in mb["slide_id"].unique())  # fmt: skip
-    print(json.dumps({
-        "killed_after_parts": killer.after_parts, "faulty_ok": faulty.n_ok,
-        "faulty_failed": faulty.n_failed,
-        "clean_ok": clean.n_ok, "n_tiles": [len(ma), len(mb)],
-        "duplicated_ids": int(ma["tile_id"].duplicated().sum()),
-        "same_manifest": bool(ma.reset_index(drop=True).equals(mb.reset_index(drop=True))),
-        "same_pixels": bool(same_pixels),
-    }))  # fmt: skip
+    same_pixels = all(
+        np.array_equal(a.read_tiles(s), b.read_tiles(s)) for s in mb["slide_id"].unique()
+    )
+    print(
+        json.dumps(
+            {
+                "killed_after_parts": killer.after_parts,
+                "faulty_ok": faulty.n_ok,
+                "faulty_failed": faulty.n_failed,
+                "clean_ok": clean.n_ok,
+                "n_tiles": [len(ma), len(mb)],
+                "duplicated_ids": int(ma["tile_id"].duplicated().sum()),
+                "same_manifest": bool(ma.reset_index(drop=True).equals(mb.reset_index(drop=True))),
+                "same_pixels": bool(same_pixels),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ class NodeKiller:
     """Watch ``parts`` from a thread; when the first ``*.parquet`` appears, remove ``node`` from
     ``cluster`` without a graceful shutdown. ``after_parts``: how many parts existed then."""
 
-    def __init__(self, cluster: Any, node: Any, parts: Path, timeout_s: float = 120.0,
-                 poll_s: float = 0.02) -> None:  # fmt: skip
+    def __init__(
+        self, cluster: Any, node: Any, parts: Path, timeout_s: float = 120.0, poll_s: float = 0.02
+    ) -> None:
         self.cluster, self.node, self.parts = cluster, node, parts
         self.timeout_s, self.poll_s = timeout_s, poll_s
         self.after_parts: int | None = None

@@ -27,8 +27,13 @@ def tiles_4(tmp_path_factory, ray_local) -> Path:
     """32 px tiles of four small synthetic slides (two tumor, two normal)."""
     root = tmp_path_factory.mktemp("cls")
     table = make_cohort(root / "cohort", n_slides=4, seed=5, size_um=320)
-    cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "tiled"),
-                            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5}})  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "tiled"),
+            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5},
+        }
+    )
     assert run_tiling(cfg).n_tiles >= 100
     return cfg.workdir / "tiles"
 
@@ -36,11 +41,23 @@ def tiles_4(tmp_path_factory, ray_local) -> Path:
 def workdir_with(tiles: Path, workdir: Path, **classifier) -> Config:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tiles").symlink_to(tiles)
-    base = {"train": {"epochs": 2, "batch_size": 16, "channels": [8, 16], "num_workers": 2,
-                      "cpus_per_worker": 1},
-            "predict": {"batch_size": 32, "concurrency": 2, "tiles_per_task": 64,
-                        "heatmap_grid": 4, "occlusion_patch": 16,
-                        "occlusion_stride": 8}}  # fmt: skip
+    base = {
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "channels": [8, 16],
+            "num_workers": 2,
+            "cpus_per_worker": 1,
+        },
+        "predict": {
+            "batch_size": 32,
+            "concurrency": 2,
+            "tiles_per_task": 64,
+            "heatmap_grid": 4,
+            "occlusion_patch": 16,
+            "occlusion_stride": 8,
+        },
+    }
     for key in ("train", "predict"):
         base[key].update(classifier.pop(key, {}))
     return config_from_dict(
@@ -54,22 +71,34 @@ def test_train_export_and_predict(tiles_4: Path, tmp_path: Path) -> None:
     out = cfg.workdir / "classifier"
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["epoch"].tolist() == [1, 2]
-    for col in ("train_loss", "val_loss", "val_auc_tile", "val_acc_tile", "val_auc_slide",
-                "val_acc_slide", "n_train_tiles", "n_val_tiles", "seconds"):  # fmt: skip
+    for col in (
+        "train_loss",
+        "val_loss",
+        "val_auc_tile",
+        "val_acc_tile",
+        "val_auc_slide",
+        "val_acc_slide",
+        "n_train_tiles",
+        "n_val_tiles",
+        "seconds",
+    ):
         assert np.isfinite(metrics[col]).all(), col
     split = pd.read_parquet(out / "split.parquet")
     assert split.groupby("split")["label"].nunique().to_dict() == {"train": 2, "val": 2}
     tiles = TileStore(tiles_4).read_manifest()
-    assert metrics["n_val_tiles"].iloc[0] == tiles["slide_id"].isin(
-        split.loc[split.split == "val", "slide_id"]).sum()  # fmt: skip
+    assert (
+        metrics["n_val_tiles"].iloc[0]
+        == tiles["slide_id"].isin(split.loc[split.split == "val", "slide_id"]).sum()
+    )
     card = res["card"]
     assert card["class_names"] == ["normal", "tumor"] and card["explain"] == "tumor"
     assert card["input_size"] == 32 and len(card["mean"]) == 3
 
     # Export → reload: the TorchScript file and the nn.Module rebuilt from safetensors agree
     # exactly with each other through the contract loader.
-    script = load_classifier(resolve_spec(ClassifierConfig(model=str(out / "model.pt")),
-                                          cfg.workdir, 32))  # fmt: skip
+    script = load_classifier(
+        resolve_spec(ClassifierConfig(model=str(out / "model.pt")), cfg.workdir, 32)
+    )
     module = load_classifier(resolve_spec(ClassifierConfig(), cfg.workdir, 32))
     assert script.is_script and not module.is_script
     x = torch.rand(7, 3, 32, 32)
@@ -82,8 +111,10 @@ def test_train_export_and_predict(tiles_4: Path, tmp_path: Path) -> None:
     preds = pd.read_parquet(cfg.workdir / "predictions.parquet")
     assert preds["tile_id"].tolist() == tiles["tile_id"].tolist()
     assert list(preds.columns) == ["tile_id", "slide_id", "index", "logit", "prob"]
-    torch.testing.assert_close(torch.tensor(preds["prob"].to_numpy()),
-                               torch.sigmoid(torch.tensor(preds["logit"].to_numpy())))  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor(preds["prob"].to_numpy()),
+        torch.sigmoid(torch.tensor(preds["logit"].to_numpy())),
+    )
     heat = HeatmapStore(cfg.workdir / "heatmaps")
     for sid, group in tiles.groupby("slide_id"):
         maps = heat.read("gradcam", sid)
@@ -103,8 +134,9 @@ def test_user_torchscript_end_to_end(tiles_4: Path, tmp_path: Path) -> None:
     model_path = tmp_path / "user" / "red.pt"
     model_path.parent.mkdir()
     torch.jit.save(torch.jit.script(RedScore()), str(model_path))
-    cfg = workdir_with(tiles_4, tmp_path / "w", model=str(model_path), input_size=16,
-                       class_names=["other", "red"])  # fmt: skip
+    cfg = workdir_with(
+        tiles_4, tmp_path / "w", model=str(model_path), input_size=16, class_names=["other", "red"]
+    )
     summary = run_predict(cfg)
     assert summary.methods == ["occlusion"] and summary.explained_class == "red"
     preds = pd.read_parquet(cfg.workdir / "predictions.parquet")
@@ -112,8 +144,9 @@ def test_user_torchscript_end_to_end(tiles_4: Path, tmp_path: Path) -> None:
     assert heat.methods() == ["occlusion"] and len(preds) == len(store.read_manifest())
     for sid, group in preds.groupby("slide_id"):
         tiles = torch.from_numpy(store.read_tiles(sid)).permute(0, 3, 1, 2).float() / 255
-        small = torch.nn.functional.interpolate(tiles, size=(16, 16), mode="bilinear",
-                                                align_corners=False, antialias=True)  # fmt: skip
+        small = torch.nn.functional.interpolate(
+            tiles, size=(16, 16), mode="bilinear", align_corners=False, antialias=True
+        )
         expected = torch.sigmoid(20.0 * (small[:, 0].mean(dim=(1, 2)) - 0.6))
         got = torch.tensor(group.sort_values("index")["prob"].to_numpy())
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -179,8 +212,9 @@ class Fixed16(nn.Module):
     ],
     ids=["missing", "not-a-model", "shape", "nan", "input-size", "gradcam-on-torchscript"],
 )
-def test_bad_models_write_nothing(tiles_4: Path, tmp_path: Path, capsys, model, extra,
-                                  message) -> None:  # fmt: skip
+def test_bad_models_write_nothing(
+    tiles_4: Path, tmp_path: Path, capsys, model, extra, message
+) -> None:
     path = tmp_path / "model.pt"
     if model == "text":
         path.write_text("hello\n")

@@ -35,14 +35,20 @@ def setup(tmp_path_factory, ray_local) -> dict[str, Path]:
     """32 px tiles of two small slides, a random tiny32 generator (+ D), a TorchScript model."""
     root = tmp_path_factory.mktemp("inv")
     table = make_cohort(root / "cohort", n_slides=2, seed=4, size_um=256)
-    cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "tiled"),
-                            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5}})  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "tiled"),
+            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5},
+        }
+    )
     assert run_tiling(cfg).n_tiles >= 40
     state = TrainState.create(PRESETS["tiny32"], StepConfig(), seed=0)
     gen = root / "gen"
     save_weights(gen / "discriminator.safetensors", state.D.state_dict())
-    save_generator(gen, state.G_ema.state_dict(), {"spec": PRESETS["tiny32"].to_dict(),
-                                                   "preset": "tiny32"})  # fmt: skip
+    save_generator(
+        gen, state.G_ema.state_dict(), {"spec": PRESETS["tiny32"].to_dict(), "preset": "tiny32"}
+    )
     model = root / "red.pt"
     torch.jit.save(torch.jit.script(RedScore()), str(model))
     return {"tiles": cfg.workdir / "tiles", "gen": gen, "model": model}
@@ -52,14 +58,22 @@ def inv_config(setup: dict[str, Path], workdir: Path, **inversion) -> Config:
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "tiles").exists():
         (workdir / "tiles").symlink_to(setup["tiles"])
-    base = {"generator": str(setup["gen"]), "batch_size": 16, "concurrency": 2,
-            "encoder": {"steps": 3, "batch": 4, "width": 8, "num_cpus": 1},
-            "refine": {"steps": 2}, "task_timeout_s": 120}  # fmt: skip
-    return config_from_dict({
-        "cohort": "unused.csv", "workdir": str(workdir),
-        "classifier": {"model": str(setup["model"]), "class_names": ["other", "red"]},
-        "inversion": {**base, **inversion},
-    })  # fmt: skip
+    base = {
+        "generator": str(setup["gen"]),
+        "batch_size": 16,
+        "concurrency": 2,
+        "encoder": {"steps": 3, "batch": 4, "width": 8, "num_cpus": 1},
+        "refine": {"steps": 2},
+        "task_timeout_s": 120,
+    }
+    return config_from_dict(
+        {
+            "cohort": "unused.csv",
+            "workdir": str(workdir),
+            "classifier": {"model": str(setup["model"]), "class_names": ["other", "red"]},
+            "inversion": {**base, **inversion},
+        }
+    )
 
 
 def check_outputs(cfg: Config) -> pd.DataFrame:
@@ -98,8 +112,9 @@ def test_pool_of_two_resume_and_cached_encoder(setup, tmp_path: Path) -> None:
     )
     check_outputs(cfg)
     # Same seeds per batch: the redone tiles get the same latents.
-    np.testing.assert_allclose(InversionStore(cfg.workdir / "inversion").read_latents(),
-                               lat_before, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        InversionStore(cfg.workdir / "inversion").read_latents(), lat_before, atol=1e-5
+    )
     assert run_invert(cfg).n_inverted == 0
     meta, trained = run_train_encoder(cfg)
     assert not trained and meta["steps"] == 3
@@ -138,8 +153,9 @@ def test_a_new_classifier_rescores_without_inverting(setup, tmp_path: Path) -> N
 
     green_pt = tmp_path / "green.pt"
     torch.jit.save(torch.jit.script(GreenScore()), str(green_pt))
-    green_cfg = cfg.model_copy(update={"classifier": cfg.classifier.model_copy(
-        update={"model": str(green_pt)})})  # fmt: skip
+    green_cfg = cfg.model_copy(
+        update={"classifier": cfg.classifier.model_copy(update={"model": str(green_pt)})}
+    )
     s = run_invert(green_cfg)
     assert s.n_inverted == 0 and s.n_rescored == s.n_selected == len(red)
     green = check_outputs(green_cfg)
@@ -149,8 +165,12 @@ def test_a_new_classifier_rescores_without_inverting(setup, tmp_path: Path) -> N
     # the new scores are the new classifier's, on the tiles and on G(latents)
     gen = load_generator(setup["gen"])
     tiles = TileStore(setup["tiles"])
-    x = torch.cat([tiles_to_tensor(tiles.read_tiles(sid, g["index"].to_numpy()))
-                   for sid, g in green.groupby("slide_id", sort=False)])  # fmt: skip
+    x = torch.cat(
+        [
+            tiles_to_tensor(tiles.read_tiles(sid, g["index"].to_numpy()))
+            for sid, g in green.groupby("slide_id", sort=False)
+        ]
+    )
     with torch.no_grad():
         recon = gen.synthesis(torch.from_numpy(lat)[:, 0])
     order = np.concatenate([g.index.to_numpy() for _, g in green.groupby("slide_id", sort=False)])
@@ -171,8 +191,9 @@ def test_a_new_classifier_rescores_without_inverting(setup, tmp_path: Path) -> N
 def test_an_actor_killed_on_its_first_batch(setup, tmp_path: Path, monkeypatch) -> None:
     marker = tmp_path / "fault.marker"
     monkeypatch.setenv(FAULT_ENV, str(marker))
-    cfg = inv_config(setup, tmp_path / "w", concurrency=1, space="W+",
-                     selection={"mode": "per_slide", "n": 10})  # fmt: skip
+    cfg = inv_config(
+        setup, tmp_path / "w", concurrency=1, space="W+", selection={"mode": "per_slide", "n": 10}
+    )
     s = run_invert(cfg)
     assert marker.is_file()  # the actor did die once
     store = InversionStore(cfg.workdir / "inversion")
@@ -187,14 +208,19 @@ def test_bad_inputs_fail_before_any_work(setup, tmp_path: Path, capsys) -> None:
         (["inversion.generator=" + str(tmp_path / "nothing")], "no generator in"),
         (["inversion.generator=null"], "no generator in"),  # workdir/gan does not exist
         (["classifier.model=" + str(tmp_path / "none.pt")], "classifier file not found"),
-        (["inversion.selection.mode=top_confident", "inversion.selection.k=2"],
-         "needs " + str(tmp_path / "w" / "predictions.parquet")),
-    ]  # fmt: skip
+        (
+            ["inversion.selection.mode=top_confident", "inversion.selection.k=2"],
+            "needs " + str(tmp_path / "w" / "predictions.parquet"),
+        ),
+    ]
     workdir = tmp_path / "w"
     cfg = inv_config(setup, workdir)
     gen64 = tmp_path / "gen64"
-    save_generator(gen64, TrainState.create(PRESETS["tiny64"], StepConfig()).G_ema.state_dict(),
-                   {"spec": PRESETS["tiny64"].to_dict()})  # fmt: skip
+    save_generator(
+        gen64,
+        TrainState.create(PRESETS["tiny64"], StepConfig()).G_ema.state_dict(),
+        {"spec": PRESETS["tiny64"].to_dict()},
+    )
     cases.append((["inversion.generator=" + str(gen64)], "tiles are 32 px but the generator"))
     cfg_file = tmp_path / "c.yaml"
     import yaml
@@ -212,8 +238,13 @@ def test_selection_modes(tmp_path: Path) -> None:
     from pipeline.io.parquet import write_parquet
     from tasks.invert import select_tiles
 
-    man = pd.DataFrame({"tile_id": [f"t{i}" for i in range(12)], "slide_id": ["a"] * 6 + ["b"] * 6,
-                        "index": list(range(6)) * 2})  # fmt: skip
+    man = pd.DataFrame(
+        {
+            "tile_id": [f"t{i}" for i in range(12)],
+            "slide_id": ["a"] * 6 + ["b"] * 6,
+            "index": list(range(6)) * 2,
+        }
+    )
     two = select_tiles(man, SelectionConfig(mode="per_slide", n=2), tmp_path / "p.parquet")
     assert two.groupby("slide_id").size().tolist() == [2, 2]
     probs = [0.99, 0.1, 0.6, 0.02, 0.9, 0.5] * 2

@@ -36,22 +36,36 @@ COLOUR = {"hematoxylin_mean", "eosin_mean", "hue_mean", "saturation_mean", "brig
 def analysed(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("known")
     table = make_cohort(root / "cohort", n_slides=8, seed=0, size_um=1024)
-    cfg = config_from_dict({
-        "cohort": str(table), "workdir": str(root / "work"),
-        "tiling": {"mpp": 1.0, "size": 64, "min_tissue": 0.5},
-        "storage": {"tiles_per_chunk": 16, "tiles_per_shard": 256},
-        "ray": {"num_cpus": 2},
-        "classifier": {"train": {"epochs": 2, "batch_size": 64, "num_workers": 1,
-                                 "cpus_per_worker": 2},
-                       "predict": {"heatmaps": "auto", "concurrency": 2, "batch_size": 128}},
-        "inversion": {"generator": str(REPO / "models" / "demo_tiny64"), "space": "W",
-                      "encoder": {"steps": 60, "batch": 32, "width": 32, "num_cpus": 2},
-                      "refine": {"steps": 10, "stats_weight": 100.0},
-                      "selection": {"mode": "per_slide", "n": 12}, "replicates": 3,
-                      "batch_size": 48, "concurrency": 2},
-        "analysis": {"n_samples": 1500, "tiles_per_slide": 12, "n_boot": 500,
-                     "metadata": ["center"], "batch_size": 24},
-    })  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "work"),
+            "tiling": {"mpp": 1.0, "size": 64, "min_tissue": 0.5},
+            "storage": {"tiles_per_chunk": 16, "tiles_per_shard": 256},
+            "ray": {"num_cpus": 2},
+            "classifier": {
+                "train": {"epochs": 2, "batch_size": 64, "num_workers": 1, "cpus_per_worker": 2},
+                "predict": {"heatmaps": "auto", "concurrency": 2, "batch_size": 128},
+            },
+            "inversion": {
+                "generator": str(REPO / "models" / "demo_tiny64"),
+                "space": "W",
+                "encoder": {"steps": 60, "batch": 32, "width": 32, "num_cpus": 2},
+                "refine": {"steps": 10, "stats_weight": 100.0},
+                "selection": {"mode": "per_slide", "n": 12},
+                "replicates": 3,
+                "batch_size": 48,
+                "concurrency": 2,
+            },
+            "analysis": {
+                "n_samples": 1500,
+                "tiles_per_slide": 12,
+                "n_boot": 500,
+                "metadata": ["center"],
+                "batch_size": 24,
+            },
+        }
+    )
     manifest = run_all(cfg)
     return cfg, json.loads(manifest.read_text())
 
@@ -60,8 +74,10 @@ def test_every_stage_ran_and_a_rerun_skips_them(analysed) -> None:
     cfg, manifest = analysed
     status = {s["name"]: s["status"] for s in manifest["stages"]}
     assert status["train-gan"] == "skipped"  # the shipped generator
-    assert all(status[s] == "ran" for s in ["tile", "train-classifier", "predict", "invert",
-                                            "analyze", "report"]), manifest["stages"]  # fmt: skip
+    assert all(
+        status[s] == "ran"
+        for s in ["tile", "train-classifier", "predict", "invert", "analyze", "report"]
+    ), manifest["stages"]
     assert manifest["versions"]["torch"] and manifest["ray_resources"].get("CPU") == 2
     again = json.loads(run_all(cfg).read_text())
     skipped = {s["name"]: s["status"] for s in again["stages"]}
@@ -73,8 +89,11 @@ def test_known_answer_biomarkers(analysed) -> None:
     out = cfg.workdir / "analysis"
     eff = pd.read_parquet(out / "feature_effects.parquet")
     clf = eff[eff["direction"] == "classifier"].set_index("feature")
-    print(clf.sort_values("raw_rank")[["effect", "ci_low", "ci_high", "p_value", "raw_rank",
-                                       "specific_z", "specific"]])  # fmt: skip
+    print(
+        clf.sort_values("raw_rank")[
+            ["effect", "ci_low", "ci_high", "p_value", "raw_rank", "specific_z", "specific"]
+        ]
+    )
     # Top-ranked: in the upper half of the 14 features by |effect|, positive toward tumor
     # (brightness and the tissue's haematoxylin follow: more and larger nuclei darken it).
     # Effects are now measured on the tiles that pass the fidelity gate only.
@@ -117,8 +136,9 @@ def test_stain_control_on_the_demo_cohort(analysed, tmp_path: Path) -> None:
 
     cfg, _ = analysed
     work = tmp_path / "work"
-    shutil.copytree(cfg.workdir, work, symlinks=True,
-                    ignore=shutil.ignore_patterns("analysis", "report"))  # fmt: skip
+    shutil.copytree(
+        cfg.workdir, work, symlinks=True, ignore=shutil.ignore_patterns("analysis", "report")
+    )
     c = _blackbox(config_from_dict({**cfg.dump(), "workdir": str(work)}), "stain_he")
     run_all(c)
     verdicts = pd.read_parquet(work / "analysis" / "verdicts.parquet")
@@ -137,8 +157,11 @@ def test_known_answer_bias_no_site_shortcut(analysed) -> None:
     cfg, _ = analysed
     out = cfg.workdir / "analysis"
     bias = pd.read_parquet(out / "cohort_bias.parquet")
-    cos = bias[(bias["section"] == "cosine") & (bias["direction"] == "classifier")
-               & bias["other"].str.startswith("meta:center=")].iloc[0]  # fmt: skip
+    cos = bias[
+        (bias["section"] == "cosine")
+        & (bias["direction"] == "classifier")
+        & bias["other"].str.startswith("meta:center=")
+    ].iloc[0]
     cond = bias[(bias["section"] == "conditional") & (bias["direction"] == "classifier")]
     print(cos[["other", "cosine", "null_q99"]], cond[["other", "logit_slope", "survived"]])
     # No site shortcut (the stain counterfactual below: the stain moves the logit by ~10 % of
@@ -147,7 +170,7 @@ def test_known_answer_bias_no_site_shortcut(analysed) -> None:
     # strata), and ≥ 90 % of the prediction change survives projecting the center direction
     # out at equal steps. Measured 2026-12-07 with the shipped generator: cosine 0.19 against
     # the null's q99 0.36, 112 % survived. A generator that mixes stain into the nuclei fails
-    # both (the 52 kimg generator shipped before it: cosine −0.35, 73 % survived; docs/gan.md).
+    # both (the 52 kimg generator shipped before it: cosine −0.35, 73 % survived; docs/results.md).
     assert not cos["above_null"], cos
     assert len(cond) == 1 and cond["logit_slope"].iloc[0] > 0
     assert cond["survived"].iloc[0] > 0.9, cond
@@ -234,9 +257,20 @@ def test_report_renders_in_headless_chromium(analysed, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian chromium is not installed (.ci/run installs it)")
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     total = int(dom.split('data-images-total="')[1].split('"')[0])
     loaded = int(dom.split('data-images-loaded="')[1].split('"')[0])
     assert total > 5 and loaded == total
@@ -257,8 +291,7 @@ def test_analyze_bad_inputs_fail_before_any_work(analysed) -> None:
     assert after == before  # nothing written
 
 
-def test_analyze_survives_an_actor_killed_mid_part(analysed, tmp_path: Path,
-                                                   monkeypatch) -> None:  # fmt: skip
+def test_analyze_survives_an_actor_killed_mid_part(analysed, tmp_path: Path, monkeypatch) -> None:
     """An analysis actor dies on its first part: the part is redone by a fresh actor and the
     shifts equal the clean run's, none lost or duplicated."""
     from tasks.analyze import run_analyze
@@ -276,8 +309,9 @@ def test_analyze_survives_an_actor_killed_mid_part(analysed, tmp_path: Path,
     a = pd.read_parquet(cfg.workdir / "analysis" / "shifts.parquet")
     b = pd.read_parquet(work / "analysis" / "shifts.parquet")
     assert not b.duplicated(key).any() and len(a) == len(b)
-    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True),
-                                  b.sort_values(key).reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
@@ -312,8 +346,9 @@ def test_new_slides_cost_only_their_work(analysed, tmp_path: Path) -> None:
 
     p1, p2 = table(cfg.workdir, "predictions.parquet"), table(work, "predictions.parquet")
     assert len(p2) == st["tile"]["summary"]["tiles"] and p2["tile_id"].is_unique
-    pd.testing.assert_frame_equal(p2[p2["tile_id"].isin(p1["tile_id"])].reset_index(drop=True),
-                                  p1.reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        p2[p2["tile_id"].isin(p1["tile_id"])].reset_index(drop=True), p1.reset_index(drop=True)
+    )
     a, b = InversionStore(cfg.workdir / "inversion"), InversionStore(work / "inversion")
     ta, tb = a.read_table(), b.read_table()
     assert tb["tile_id"].is_unique and set(ta["tile_id"]) < set(tb["tile_id"])

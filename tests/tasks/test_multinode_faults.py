@@ -12,8 +12,13 @@ HERE = Path(__file__).resolve().parent
 
 def run_script(name: str, tmp_path: Path) -> dict:
     """Own process: the cluster's head must not meet the session's embedded Ray."""
-    out = subprocess.run([sys.executable, str(HERE / name), str(tmp_path)], cwd=HERE.parents[1],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HERE / name), str(tmp_path)],
+        cwd=HERE.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

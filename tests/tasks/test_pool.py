@@ -36,26 +36,43 @@ def test_dead_actors_are_replaced_and_a_poison_job_given_up(ray_local, tmp_path:
     deaths = tmp_path / "deaths"
     cls = ray.remote(Worker).options(num_cpus=0.5)
     pool: ResilientPool[int] = ResilientPool(
-        make_actor=lambda: cls.remote(str(deaths)), call=lambda a, j: a.work.remote(j),
-        concurrency=2, timeout_s=60, max_replacements=1, max_job_failures=3,
-    )  # fmt: skip
+        make_actor=lambda: cls.remote(str(deaths)),
+        call=lambda a, j: a.work.remote(j),
+        concurrency=2,
+        timeout_s=60,
+        max_replacements=1,
+        max_job_failures=3,
+    )
     done: dict[int, int] = {}
     gave_up: dict[int, str] = {}
-    stats = pool.run(list(range(8)), lambda j, r: done.__setitem__(j, r),
-                     lambda j, why: gave_up.__setitem__(j, why))  # fmt: skip
+    stats = pool.run(
+        list(range(8)),
+        lambda j, r: done.__setitem__(j, r),
+        lambda j, why: gave_up.__setitem__(j, why),
+    )
     assert done == {j: j * j for j in range(8) if j != 3}
     assert list(gave_up) == [3] and "3 actors died on it" in gave_up[3]
     assert deaths.read_text() == "xxx" and stats.actor_deaths == 3
     assert 1 <= stats.replacements <= stats.rounds  # at most one replacement per round
     # a stage that needs every job (predict, analyze): one error naming it and the job
     again: ResilientPool[int] = ResilientPool(
-        make_actor=lambda: cls.remote(str(deaths)), call=lambda a, j: a.work.remote(j),
-        concurrency=1, timeout_s=60, max_replacements=1, max_job_failures=1,
-    )  # fmt: skip
+        make_actor=lambda: cls.remote(str(deaths)),
+        call=lambda a, j: a.work.remote(j),
+        concurrency=1,
+        timeout_s=60,
+        max_replacements=1,
+        max_job_failures=1,
+    )
     dying = r"(?s)^predict: actors kept dying on 1 job\(s\) \(job 3: 1 actors died on it.*; kept$"
     with pytest.raises(RuntimeError, match=dying):
-        again.run_all([3, 4], lambda j, r: None, stage="predict", describe=lambda j: f"job {j}",
-                      timeout_setting="x.timeout_s", kept="; kept")  # fmt: skip
+        again.run_all(
+            [3, 4],
+            lambda j, r: None,
+            stage="predict",
+            describe=lambda j: f"job {j}",
+            timeout_setting="x.timeout_s",
+            kept="; kept",
+        )
 
 
 class Broken:
@@ -66,14 +83,22 @@ class Broken:
 def test_a_round_without_progress_stops(ray_local) -> None:
     cls = ray.remote(Broken).options(num_cpus=0.5)
     pool: ResilientPool[int] = ResilientPool(
-        make_actor=lambda: cls.remote(), call=lambda a, j: a.work.remote(j),
-        concurrency=2, timeout_s=60, max_replacements=2,
-    )  # fmt: skip
+        make_actor=lambda: cls.remote(),
+        call=lambda a, j: a.work.remote(j),
+        concurrency=2,
+        timeout_s=60,
+        max_replacements=2,
+    )
     with pytest.raises(PoolStuckError, match="finished none of the 4 jobs"):
         pool.run([1, 2, 3, 4], lambda j, r: None, lambda j, why: None)
     with pytest.raises(RuntimeError, match=r"(?s)^analyze stopped: round .* \(a.task_timeout_s\)$"):
-        pool.run_all([1], lambda j, r: None, stage="analyze", describe=str,
-                     timeout_setting="a.task_timeout_s")  # fmt: skip
+        pool.run_all(
+            [1],
+            lambda j, r: None,
+            stage="analyze",
+            describe=str,
+            timeout_setting="a.task_timeout_s",
+        )
 
 
 def test_embedded_ray_publishes_its_address(ray_local) -> None:

@@ -42,8 +42,9 @@ def analysed(tmp_path_factory, ray_local):
     cohort = pd.read_csv(table)
     extra = {**cohort.iloc[0].to_dict(), "slide_id": "no_pixels", "path": "images/no_pixels.dcm"}
     pd.concat([cohort, pd.DataFrame([extra])]).to_csv(table, index=False)
-    cfg = load_config(REPO / "configs" / "radiology_demo.yaml",
-                      [f"cohort={table}", f"workdir={root / 'work'}"])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs" / "radiology_demo.yaml", [f"cohort={table}", f"workdir={root / 'work'}"]
+    )
     manifest = run_all(cfg)
     return cfg, json.loads(manifest.read_text())
 
@@ -63,8 +64,12 @@ def test_every_stage_ran_with_one_grey_channel(analysed) -> None:
     assert gen["spec"]["img_channels"] == 1 and gen["kimg"] >= 10
     # Training tracks the bar's radiology statistics for G_ema and the raw G.
     last = pd.read_parquet(cfg.workdir / "gan" / "metrics.parquet").iloc[-1]
-    assert {"intensity_mean_z", "sharpness_sd_ratio", "layout_excess", "raw_intensity_mean_z"
-            } <= set(last.index), last.index  # fmt: skip
+    assert {
+        "intensity_mean_z",
+        "sharpness_sd_ratio",
+        "layout_excess",
+        "raw_intensity_mean_z",
+    } <= set(last.index), last.index
     card = json.loads((cfg.workdir / "classifier" / "model.json").read_text())
     assert card["channels"] == 1 and len(card["mean"]) == 1
     assert stages["train-classifier"]["summary"]["val_auc_slide"] > 0.9

@@ -32,8 +32,7 @@ def _encapsulated(dst: Path, syntax) -> Path:
     return dst
 
 
-def test_radiology_cohort_tiles_one_grey_tile_per_image(tmp_path: Path, ray_local, capsys
-                                                        ) -> None:  # fmt: skip
+def test_radiology_cohort_tiles_one_grey_tile_per_image(tmp_path: Path, ray_local, capsys) -> None:
     d = tmp_path / "cohort"
     d.mkdir()
     frames = np.stack([np.full((40, 60), v, np.uint16) for v in (100, 900)])
@@ -49,19 +48,26 @@ def test_radiology_cohort_tiles_one_grey_tile_per_image(tmp_path: Path, ray_loca
     rows = [
         {"slide_id": "ct", "path": str(RAD / "CT_small.dcm"), "label": "a", "site": "x"},
         {"slide_id": "mr", "path": str(RAD / "MR_small.dcm"), "label": "b", "site": "x"},
-        {"slide_id": "cxr", "path": str(RAD / "cxr_nih_00000001_000.png"), "label": "a",
-         "site": "y", "mpp": 140.0},
+        {
+            "slide_id": "cxr",
+            "path": str(RAD / "cxr_nih_00000001_000.png"),
+            "label": "a",
+            "site": "y",
+            "mpp": 140.0,
+        },
         {"slide_id": "multi", "path": "multi.dcm", "label": "b", "site": "y", "frame": 1},
         {"slide_id": "mono1", "path": "mono1.dcm", "label": "a", "site": "y"},
         {"slide_id": "nopix", "path": "nopix.dcm", "label": "b", "site": "x"},
         {"slide_id": "jpegls", "path": "jpegls.dcm", "label": "a", "site": "x"},
         {"slide_id": "mpeg", "path": "mpeg.dcm", "label": "b", "site": "x"},
-    ]  # fmt: skip
+    ]
     pd.DataFrame(rows).to_csv(d / "cohort.csv", index=False)
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(f"cohort: {d / 'cohort.csv'}\nworkdir: {tmp_path / 'work'}\n"
-                        "modality: radiology\ntiling:\n  size: 32\n"
-                        "radiology:\n  images_per_task: 3\n")  # fmt: skip
+    cfg_path.write_text(
+        f"cohort: {d / 'cohort.csv'}\nworkdir: {tmp_path / 'work'}\n"
+        "modality: radiology\ntiling:\n  size: 32\n"
+        "radiology:\n  images_per_task: 3\n"
+    )
     assert main(["tile", str(cfg_path)]) == EXIT_PARTIAL
     err = capsys.readouterr().err
     assert "failed nopix" in err and "failed mpeg" in err
@@ -107,14 +113,16 @@ def test_radiology_cohort_tiles_one_grey_tile_per_image(tmp_path: Path, ray_loca
     assert "0 read now" in capsys.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()}
     assert {p: t for p, t in after.items() if p.name != ".lock"} == {
-        p: t for p, t in before.items() if p.name != ".lock"}  # fmt: skip
+        p: t for p, t in before.items() if p.name != ".lock"
+    }
     good = [r for r in rows if r["slide_id"] in ok]
     pd.DataFrame(good).to_csv(d / "cohort.csv", index=False)
     assert main(["tile", str(cfg_path)]) == EXIT_OK
 
     # Another frame is another tile: the cohort's frame column is part of the fingerprint.
     pd.DataFrame([{**r, "frame": 0} if r["slide_id"] == "multi" else r for r in good]).to_csv(
-        d / "cohort.csv", index=False)  # fmt: skip
+        d / "cohort.csv", index=False
+    )
     assert main(["tile", str(cfg_path)]) == EXIT_OK
     assert "1 read now" in capsys.readouterr().out
     assert store.read_tiles("multi")[0, 16, 16, 0] < 60  # frame 0: 100 in a 0..1000 window

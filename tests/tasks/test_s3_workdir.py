@@ -49,8 +49,9 @@ def s3_endpoint():
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -70,9 +71,13 @@ def s3_endpoint():
 @pytest.fixture()
 def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket; this process reaches it through the standard AWS environment."""
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": REGION,
-           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     name = f"stylepath-{uuid.uuid4().hex[:10]}"
@@ -82,8 +87,12 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def storage_options(endpoint: str) -> dict:
     """For the Ray workers, which may have started before this module set the environment."""
-    return {"endpoint_url": endpoint, "key": KEY, "secret": SECRET,
-            "client_kwargs": {"region_name": REGION}}  # fmt: skip
+    return {
+        "endpoint_url": endpoint,
+        "key": KEY,
+        "secret": SECRET,
+        "client_kwargs": {"region_name": REGION},
+    }
 
 
 def fs() -> s3fs.S3FileSystem:
@@ -94,8 +103,11 @@ def objects(prefix: str) -> dict[str, tuple[str, str]]:
     """key → (ETag, LastModified) of every data object under ``prefix`` (not the resolved
     ``config.yaml``, rewritten whenever the config's text changes)."""
     found = fs().find(prefix, detail=True)
-    return {k: (v["ETag"], str(v["LastModified"])) for k, v in found.items()
-            if not k.endswith("/config.yaml")}  # fmt: skip
+    return {
+        k: (v["ETag"], str(v["LastModified"]))
+        for k, v in found.items()
+        if not k.endswith("/config.yaml")
+    }
 
 
 def test_tile_into_s3_read_back_rerun_and_resume(
@@ -108,9 +120,12 @@ def test_tile_into_s3_read_back_rerun_and_resume(
     extra = [{"slide_id": "svs", "path": str(SVS)}, {"slide_id": "broken", "path": str(bad)}]
     cohort = pd.concat([cohort, pd.DataFrame(extra)], ignore_index=True)
     cohort.to_csv(table, index=False)
-    base = {"cohort": str(table), "tiling": {"mpp": 1.0, "size": 64, "min_tissue": 0.5},
-            "storage": {"tiles_per_chunk": 1, "tiles_per_shard": 16},
-            "ray": {"tiles_per_task": 16}}  # fmt: skip
+    base = {
+        "cohort": str(table),
+        "tiling": {"mpp": 1.0, "size": 64, "min_tissue": 0.5},
+        "storage": {"tiles_per_chunk": 1, "tiles_per_shard": 16},
+        "ray": {"tiles_per_task": 16},
+    }
     url = f"s3://{bucket}/work"
     opts = storage_options(s3_endpoint)
     cfg = config_from_dict({**base, "workdir": url, "storage_options": opts})
@@ -148,8 +163,12 @@ def test_tile_into_s3_read_back_rerun_and_resume(
     env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "tasks.cli", "run", str(cfg_file), "--until", "tile"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == EXIT_PARTIAL, proc.stdout + proc.stderr
     after = objects(f"{bucket}/work/tiles")
     assert after == before and len(after) > 20
@@ -192,12 +211,23 @@ def test_gan_checkpoints_in_the_bucket_and_resume(
     tmp_path: Path, bucket: str, s3_endpoint: str, ray_local
 ) -> None:
     table = make_cohort(tmp_path / "cohort", n_slides=2, seed=3, size_um=384)
-    gan = {"preset": "tiny32", "batch_size": 8, "tick_kimg": 0.016, "total_kimg": 0.016,
-           "metric_images": 32, "metric_ticks": 1, "num_workers": 1,
-           "cpus_per_worker": 1}  # fmt: skip
-    raw = {"cohort": str(table), "workdir": f"s3://{bucket}/work",
-           "storage_options": storage_options(s3_endpoint),
-           "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5}, "gan": gan}  # fmt: skip
+    gan = {
+        "preset": "tiny32",
+        "batch_size": 8,
+        "tick_kimg": 0.016,
+        "total_kimg": 0.016,
+        "metric_images": 32,
+        "metric_ticks": 1,
+        "num_workers": 1,
+        "cpus_per_worker": 1,
+    }
+    raw = {
+        "cohort": str(table),
+        "workdir": f"s3://{bucket}/work",
+        "storage_options": storage_options(s3_endpoint),
+        "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5},
+        "gan": gan,
+    }
     cfg = config_from_dict(raw)
     first = json.loads(run_all(cfg, until="train-gan").read_text())
     status = {s["name"]: s["status"] for s in first["stages"]}

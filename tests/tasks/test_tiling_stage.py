@@ -55,17 +55,34 @@ def test_tile_cohort_then_rerun_does_nothing(tmp_path: Path, make_slide, ray_loc
     cohort = write_cohort(
         tmp_path / "cohort" / "cohort.csv",
         [
-            {"slide_id": "fine", "path": str(make_slide("fine", mpp=0.25, size=2048)),
-             "label": "tumor", "center": "A"},
-            {"slide_id": "generic", "path": str(make_slide("generic", vendor="generic")),
-             "label": "normal", "center": "B"},
-            {"slide_id": "blank", "path": str(make_slide("blank", blank)), "label": "normal",
-             "center": "B"},
+            {
+                "slide_id": "fine",
+                "path": str(make_slide("fine", mpp=0.25, size=2048)),
+                "label": "tumor",
+                "center": "A",
+            },
+            {
+                "slide_id": "generic",
+                "path": str(make_slide("generic", vendor="generic")),
+                "label": "normal",
+                "center": "B",
+            },
+            {
+                "slide_id": "blank",
+                "path": str(make_slide("blank", blank)),
+                "label": "normal",
+                "center": "B",
+            },
             {"slide_id": "svs", "path": str(SVS), "label": "tumor", "center": "A"},
-            {"slide_id": "png", "path": str(TILES_DIR / "tiatoolbox_target_image.png"),
-             "label": "tumor", "center": "C", "mpp": 0.5},
+            {
+                "slide_id": "png",
+                "path": str(TILES_DIR / "tiatoolbox_target_image.png"),
+                "label": "tumor",
+                "center": "C",
+                "mpp": 0.5,
+            },
         ],
-    )  # fmt: skip
+    )
     cfg = make_config(tmp_path, cohort)
     summary = run_tiling(cfg)
     assert (summary.n_ok, summary.n_failed, summary.n_skipped) == (5, 0, 0)
@@ -149,8 +166,14 @@ def test_bad_slides_are_recorded_and_the_rest_completes(
     cohort = write_cohort(slides_dir / "cohort.csv", rows)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text("tiling:\n  mpp: 1.0\n  size: 64\n")
-    argv = ["tile", str(cfg_path), "--set", f"cohort={cohort}", "--set",
-            f"workdir={tmp_path / 'work'}"]  # fmt: skip
+    argv = [
+        "tile",
+        str(cfg_path),
+        "--set",
+        f"cohort={cohort}",
+        "--set",
+        f"workdir={tmp_path / 'work'}",
+    ]
     assert main(argv) == EXIT_PARTIAL
     err = capsys.readouterr().err
     assert "failed truncated" in err and "failed missing" in err
@@ -172,8 +195,19 @@ def test_bad_slides_are_recorded_and_the_rest_completes(
     assert "0 read now" in capsys.readouterr().out
 
     # Fatal errors stop before any work.
-    assert main(["tile", str(cfg_path), "--set", f"cohort={tmp_path}/none.csv",
-                 "--set", f"workdir={tmp_path / 'w2'}"]) == EXIT_FATAL  # fmt: skip
+    assert (
+        main(
+            [
+                "tile",
+                str(cfg_path),
+                "--set",
+                f"cohort={tmp_path}/none.csv",
+                "--set",
+                f"workdir={tmp_path / 'w2'}",
+            ]
+        )
+        == EXIT_FATAL
+    )
     assert main(argv + ["--set", "tiling.size=huge"]) == EXIT_FATAL
     assert "tiling.size" in capsys.readouterr().err
     assert not (tmp_path / "w2").exists()
@@ -207,8 +241,10 @@ def test_killed_run_resumes_without_duplicates(tmp_path: Path, make_slide, ray_l
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tasks.cli", "tile", str(cfg_path)],
-            start_new_session=True, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            start_new_session=True,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if len(list(store.parts_dir.glob("*.json"))) >= 2:
@@ -235,8 +271,13 @@ def test_killed_run_resumes_without_duplicates(tmp_path: Path, make_slide, ray_l
 def test_shared_images_and_generic_pyramid_tiff(tmp_path: Path, ray_local) -> None:
     rows = [{"slide_id": p.stem, "path": str(p), "mpp": 0.5} for p in sorted(TILES_DIR.iterdir())]
     rows.append({"slide_id": "pyramid", "path": str(PYRAMID_TIF), "mpp": None})
-    rows.append({"slide_id": "xray", "path": str(SHARED_DATA / "radiology" /
-                 "cxr_nih_00000001_000.png"), "mpp": 0.5})  # fmt: skip
+    rows.append(
+        {
+            "slide_id": "xray",
+            "path": str(SHARED_DATA / "radiology" / "cxr_nih_00000001_000.png"),
+            "mpp": 0.5,
+        }
+    )
     cohort = write_cohort(tmp_path / "cohort.csv", rows)
     cfg = make_config(tmp_path, cohort, mpp=0.5)
     summary = run_tiling(cfg)

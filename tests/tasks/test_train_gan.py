@@ -53,8 +53,13 @@ def tiles_32(tmp_path_factory, ray_local) -> Path:
     """A workdir with 32 px tiles of two small synthetic slides."""
     root = tmp_path_factory.mktemp("gan")
     table = make_cohort(root / "cohort", n_slides=2, seed=3, size_um=384)
-    cfg = config_from_dict({"cohort": str(table), "workdir": str(root / "tiles_only"),
-                            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5}})  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "cohort": str(table),
+            "workdir": str(root / "tiles_only"),
+            "tiling": {"mpp": 1.0, "size": 32, "min_tissue": 0.5},
+        }
+    )
     assert run_tiling(cfg).n_tiles >= 64
     return cfg.workdir / "tiles"
 
@@ -63,9 +68,15 @@ def gan_config(tiles: Path, workdir: Path, **gan) -> Config:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tiles").symlink_to(tiles)
     base = {
-        "preset": "tiny32", "batch_size": 8, "tick_kimg": 0.016, "total_kimg": 0.032,
-        "metric_images": 32, "metric_ticks": 1, "num_workers": 2, "cpus_per_worker": 1,
-    }  # fmt: skip
+        "preset": "tiny32",
+        "batch_size": 8,
+        "tick_kimg": 0.016,
+        "total_kimg": 0.032,
+        "metric_images": 32,
+        "metric_ticks": 1,
+        "num_workers": 2,
+        "cpus_per_worker": 1,
+    }
     return config_from_dict(
         {"cohort": "unused.csv", "workdir": str(workdir), "gan": {**base, **gan}}
     )
@@ -109,8 +120,9 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
     # Stopped after the first checkpoint, then re-run with the full target: resumes.
     part_cfg = gan_config(tiles_32, tmp_path / "part", total_kimg=0.016)
     assert run_train_gan(part_cfg)["kimg"] == pytest.approx(0.016)
-    resumed_cfg = config_from_dict({**part_cfg.dump(), "gan": {**part_cfg.dump()["gan"],
-                                                               "total_kimg": 0.032}})  # fmt: skip
+    resumed_cfg = config_from_dict(
+        {**part_cfg.dump(), "gan": {**part_cfg.dump()["gan"], "total_kimg": 0.032}}
+    )
     assert run_train_gan(resumed_cfg)["kimg"] == pytest.approx(0.032)
     resumed_metrics = pd.read_parquet(resumed_cfg.workdir / "gan" / "metrics.parquet")
     assert resumed_metrics["kimg"].tolist() == pytest.approx([0.016, 0.032])  # not from 0
@@ -140,8 +152,14 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
     assert (models / "discriminator.safetensors").stat().st_size < (
         out / "generator.safetensors"
     ).stat().st_size
-    warm_cfg = gan_config(tiles_32, tmp_path / "warm", total_kimg=0.016, init_from=str(models),
-                          input_shift=1.0, shift_source="noise")  # fmt: skip
+    warm_cfg = gan_config(
+        tiles_32,
+        tmp_path / "warm",
+        total_kimg=0.016,
+        init_from=str(models),
+        input_shift=1.0,
+        shift_source="noise",
+    )
     assert run_train_gan(warm_cfg)["kimg"] == pytest.approx(0.016)
     warm_spec = load_generator(warm_cfg.workdir / "gan").G.spec
     assert (warm_spec.input_shift, warm_spec.shift_source) == (1.0, "noise")
@@ -155,8 +173,9 @@ def test_train_resume_and_load(tiles_32: Path, full_run: Config, tmp_path: Path)
     assert (recorded["input_shift"], recorded["init_from"]) == (1.0, str(models))
 
 
-def test_killed_worker_resumes_from_checkpoint(tiles_32: Path, full_run: Config,
-                                              tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+def test_killed_worker_resumes_from_checkpoint(
+    tiles_32: Path, full_run: Config, tmp_path: Path, monkeypatch
+) -> None:
     """Ray Train loses a worker process mid-training (os._exit in rank 1 after the checkpoint
     at 16 images); FailureConfig restarts the group from that checkpoint."""
     marker = tmp_path / "died"
@@ -186,8 +205,9 @@ def test_tile_batches_read_the_planned_tiles_and_resume(tiles_32: Path) -> None:
     plan = stream._epoch(0)
     for i, batch in enumerate(got):
         rows = manifest.iloc[plan.rows[i * 8 : (i + 1) * 8]]
-        direct = np.stack([store.read_tiles(str(r.slide_id), np.array([r.index]))[0]
-                           for r in rows.itertuples()])  # fmt: skip
+        direct = np.stack(
+            [store.read_tiles(str(r.slide_id), np.array([r.index]))[0] for r in rows.itertuples()]
+        )
         np.testing.assert_array_equal(batch.numpy(), direct)
     resumed = TileBatches(store, manifest, 8, cursor=DataCursor(0, 3), **kw)
     np.testing.assert_array_equal(next(resumed).numpy(), got[3].numpy())
@@ -241,9 +261,20 @@ def test_local_mode_without_ray(tiles_32: Path, tmp_path: Path) -> None:
     part = gan_config(tiles_32, tmp_path / "lpart", num_workers=1, cpus_per_worker=1)
     cfg_file = tmp_path / "part.yaml"
     cfg_file.write_text(f"cohort: x\nworkdir: {part.workdir}\n")
-    sets = ["--set", "gan.preset=tiny32", "--set", "gan.batch_size=8", "--set",
-            "gan.tick_kimg=0.016", "--set", "gan.metric_images=32", "--set",
-            "gan.cpus_per_worker=1", "--set", "gan.keep_checkpoints=1"]  # fmt: skip
+    sets = [
+        "--set",
+        "gan.preset=tiny32",
+        "--set",
+        "gan.batch_size=8",
+        "--set",
+        "gan.tick_kimg=0.016",
+        "--set",
+        "gan.metric_images=32",
+        "--set",
+        "gan.cpus_per_worker=1",
+        "--set",
+        "gan.keep_checkpoints=1",
+    ]
     args = ["train-gan", str(cfg_file), "--local", *sets]
     assert main([*args, "--set", "gan.total_kimg=0.016"]) == 0
     assert main([*args, "--set", "gan.total_kimg=0.032"]) == 0
@@ -265,17 +296,28 @@ def _mapping_moved(cfg: Config) -> float:
     torch.manual_seed(cfg.gan.seed)  # as TrainState.create
     start = Generator(spec).mapping.state_dict()
     trained = load_state(latest_checkpoint(cfg))["train"]["G"]
-    return max(float((trained[f"mapping.{k}"] - v).norm() / v.norm())
-               for k, v in start.items() if k.endswith("weight"))  # fmt: skip
+    return max(
+        float((trained[f"mapping.{k}"] - v).norm() / v.norm())
+        for k, v in start.items()
+        if k.endswith("weight")
+    )
 
 
-def test_mapping_lr_mult_lets_the_mapping_learn(tiles_32: Path, full_run: Config,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_mapping_lr_mult_lets_the_mapping_learn(
+    tiles_32: Path, full_run: Config, tmp_path: Path
+) -> None:
     """``gan.mapping_lr_mult`` overrides the preset's 0.01, is saved with the architecture, and
     the mapping network then moves ~100x more (here in half the steps). ``gan.w_input`` is
     saved likewise, and its map of w trains with G."""
-    fast = gan_config(tiles_32, tmp_path / "fast", num_workers=1, cpus_per_worker=1,
-                      total_kimg=0.016, mapping_lr_mult=1.0, w_input=0.5)  # fmt: skip
+    fast = gan_config(
+        tiles_32,
+        tmp_path / "fast",
+        num_workers=1,
+        cpus_per_worker=1,
+        total_kimg=0.016,
+        mapping_lr_mult=1.0,
+        w_input=0.5,
+    )
     run_train_gan(fast, local=True)
     fast_spec = load_generator(fast.workdir / "gan").G.spec
     assert (fast_spec.mapping_lr_mult, fast_spec.w_input) == (1.0, 0.5)
@@ -300,20 +342,32 @@ def test_keep_checkpoints_none_keeps_every_tick(tmp_path: Path) -> None:
     assert len(list(root.glob("checkpoint_*"))) == 3
     _keep_local_checkpoint(tick, root, 64, keep=2)
     assert sorted(p.name for p in root.glob("checkpoint_*")) == [
-        "checkpoint_000000000048", "checkpoint_000000000064"]  # fmt: skip
+        "checkpoint_000000000048",
+        "checkpoint_000000000064",
+    ]
     assert (root / "checkpoint_000000000064" / "state.pt").read_bytes() == b"x"
 
 
 def test_step_config_carries_the_regularisers() -> None:
     """The gan section's regulariser settings reach the training step (a dropped one would
     silently train without it), and the batch is split over the workers."""
-    g = GanTrainConfig(batch_size=64, pl_weight=2.0, curvature_weight=1000.0,
-                       curvature_eps=0.25, curvature_size=16, curvature_nuclei=2.0,
-                       curvature_nuclei_size=4, curvature_relative=True,
-                       g_train_from=16, mode_seeking_weight=0.1,
-                       mode_seeking_size=16, mode_seeking_max=8.0,
-                       mode_seeking_noise="const", spread_weight=0.5,
-                       spread_band=(0.5, 1.5))  # fmt: skip
+    g = GanTrainConfig(
+        batch_size=64,
+        pl_weight=2.0,
+        curvature_weight=1000.0,
+        curvature_eps=0.25,
+        curvature_size=16,
+        curvature_nuclei=2.0,
+        curvature_nuclei_size=4,
+        curvature_relative=True,
+        g_train_from=16,
+        mode_seeking_weight=0.1,
+        mode_seeking_size=16,
+        mode_seeking_max=8.0,
+        mode_seeking_noise="const",
+        spread_weight=0.5,
+        spread_band=(0.5, 1.5),
+    )
     s = step_config(g, world_size=2)
     assert (s.spread_weight, s.spread_low, s.spread_high) == (0.5, 0.5, 1.5)
     assert (s.mode_seeking_weight, s.mode_seeking_size, s.mode_seeking_max) == (0.1, 16, 8.0)
@@ -325,8 +379,10 @@ def test_step_config_carries_the_regularisers() -> None:
 
 def test_cli_imports_without_ray() -> None:
     """``--local`` training (e.g. on a GPU box without Ray) must not need Ray importable."""
-    code = ("import sys; sys.modules['ray'] = None; import tasks.cli, tasks.train_gan; "
-            "tasks.cli.build_parser()")  # fmt: skip
+    code = (
+        "import sys; sys.modules['ray'] = None; import tasks.cli, tasks.train_gan; "
+        "tasks.cli.build_parser()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 

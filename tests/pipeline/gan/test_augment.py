@@ -58,8 +58,9 @@ def test_probability_is_per_sample() -> None:
 def test_flips_and_rot90_only_permute_pixels() -> None:
     torch.manual_seed(4)
     x = images(n=16, size=8)
-    pipe = AugmentPipe(1.0, xint=0, scale=0, rotate=0, brightness=0, contrast=0, hue=0,
-                       saturation=0)  # fmt: skip
+    pipe = AugmentPipe(
+        1.0, xint=0, scale=0, rotate=0, brightness=0, contrast=0, hue=0, saturation=0
+    )
     y = pipe(x)
     for i in range(16):  # each output is one of the 8 dihedral transforms of its input
         cands = [torch.rot90(v, k, dims=(1, 2)) for v in (x[i], x[i].flip(2)) for k in range(4)]

@@ -40,8 +40,7 @@ def test_real_tiles_pass_and_blobs_fail() -> None:
     good = quality_report(reals, others, mpp=1.0)
     assert good["passed"], good["checks"]
     # The bar holds samples to every feature the analysis measures, and to nuclear shape.
-    assert set(good["checks"]) == {*HISTOLOGY_FEATURES, *SHAPE_STATS, *COLOUR_STATS,
-                                   "layout_corr"}  # fmt: skip
+    assert set(good["checks"]) == {*HISTOLOGY_FEATURES, *SHAPE_STATS, *COLOUR_STATS, "layout_corr"}
     blurred = others.reshape(len(others), 16, 4, 16, 4, 3).mean(axis=(2, 4))
     blocks = np.repeat(np.repeat(blurred, 4, axis=1), 4, axis=2).astype(np.uint8)
     soft = np.stack([ndimage.gaussian_filter(t.astype(np.float32), (1, 1, 0)) for t in others])
@@ -56,12 +55,13 @@ def test_the_bar_compares_hue_as_an_angle() -> None:
     """Reals at hue ~0.99 and samples a few of which lie just past 0: the same colours, so
     the hue check passes (as plain numbers the samples' SD would be ~100 times the reals')."""
     rng = np.random.default_rng(0)
-    tint = lambda hues: np.stack([np.broadcast_to(  # noqa: E731
-        np.array(colorsys.hsv_to_rgb(h % 1.0, 0.4, 0.9)) * 255, (16, 16, 3)) for h in hues]
-    ).round().astype(np.uint8)  # fmt: skip
+
+    def tint(hues: np.ndarray) -> np.ndarray:
+        colours = [np.array(colorsys.hsv_to_rgb(h % 1.0, 0.4, 0.9)) * 255 for h in hues]
+        return np.stack([np.broadcast_to(c, (16, 16, 3)) for c in colours]).round().astype(np.uint8)
+
     reals = tint(0.992 + rng.normal(0, 0.0025, 64))  # none past 0
-    fakes = tint(np.r_[0.992 + rng.normal(0, 0.0025, 58), 0.9995, 0.0, 0.001, 0.002, 0.003,
-                       0.004])  # fmt: skip
+    fakes = tint(np.r_[0.992 + rng.normal(0, 0.0025, 58), 0.9995, 0.0, 0.001, 0.002, 0.003, 0.004])
     hue = quality_report(reals, fakes, mpp=1.0)["checks"]["hue_mean"]
     assert hue["passed"] and 0.5 < hue["sd_ratio"] < 2, hue
     tracked = StatsTracker(reals, mpp=1.0, features=["hue_mean"])(fakes)
@@ -190,21 +190,24 @@ def test_the_bar_follows_the_analysis_features() -> None:
     checks = quality_report(reals, others, mpp=1.0, features=["sharpness", "hue_mean"])["checks"]
     assert set(checks) == {"sharpness", "hue_mean", *SHAPE_STATS, *COLOUR_STATS, "layout_corr"}
     assert set(StatsTracker(reals, 1.0, ["sharpness"])(others)) == {
-        f"{c}{end}" for c in ("sharpness", *SHAPE_STATS, *COLOUR_STATS)
+        f"{c}{end}"
+        for c in ("sharpness", *SHAPE_STATS, *COLOUR_STATS)
         for end in ("", "_z", "_sd_ratio")
-    } | {"layout_excess"}  # fmt: skip
+    } | {"layout_excess"}
 
 
 def test_latent_linearity_tells_linear_from_folded_features() -> None:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((400, 32))
     v = rng.standard_normal(32) / np.sqrt(32)
-    stats = pd.DataFrame({
-        "linear": w @ v + 0.05 * rng.standard_normal(400),
-        "folded": np.sin(8 * (w @ v)),  # changes sign many times along any direction
-        "with_nan": np.where(np.arange(400) % 3 == 0, np.nan, w @ v),
-        "constant": np.ones(400),
-    })  # fmt: skip
+    stats = pd.DataFrame(
+        {
+            "linear": w @ v + 0.05 * rng.standard_normal(400),
+            "folded": np.sin(8 * (w @ v)),  # changes sign many times along any direction
+            "with_nan": np.where(np.arange(400) % 3 == 0, np.nan, w @ v),
+            "constant": np.ones(400),
+        }
+    )
     r2 = latent_linearity(w, stats)
     assert r2["linear"] > 0.95 and r2["with_nan"] > 0.95
     assert r2["folded"] < 0.2
@@ -224,8 +227,9 @@ def test_features_unrelated_to_w_fail_the_linearity_check() -> None:
         (len(tiles), 64)
     )
     good = quality_report(tiles, tiles, mpp=1.0, latents=(w_linear, tiles))
-    bad = quality_report(tiles, tiles, mpp=1.0,
-                         latents=(rng.standard_normal((len(tiles), 64)), tiles))  # fmt: skip
+    bad = quality_report(
+        tiles, tiles, mpp=1.0, latents=(rng.standard_normal((len(tiles), 64)), tiles)
+    )
     assert good["checks"]["w_linearity"]["passed"] and good["passed"]
     assert good["checks"]["w_linearity"]["median_r2"] > 0.9
     assert not bad["checks"]["w_linearity"]["passed"] and not bad["passed"]
@@ -234,8 +238,8 @@ def test_features_unrelated_to_w_fail_the_linearity_check() -> None:
 
 def test_one_tile_at_constant_noise_fails_the_spread_check() -> None:
     """A generator whose constant-noise samples (the analysis's) are all alike fails
-    ``w_spread`` even when its random-noise samples pass every per-tile check (session 14's
-    M1N drew one tile at constant noise); samples as varied as the reals pass. The tracker
+    ``w_spread`` even when its random-noise samples pass every per-tile check (the M1N
+    fine-tune drew one tile at constant noise); samples as varied as the reals pass. The tracker
     scores it too (``spread_excess``)."""
     tiles = demo_tiles(0)
     w = np.random.default_rng(0).standard_normal((len(tiles), 16))

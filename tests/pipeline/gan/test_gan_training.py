@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.features.soft import tile_statistics
 from pipeline.gan import PRESETS
-from pipeline.gan.data import TileBatches, dihedral, epoch_order, epoch_plan, make_blocks
+from pipeline.gan.data import TileBatches, dihedral, epoch_plan, make_blocks
 from pipeline.gan.loop import (
     RAW_PREFIX,
     LoopConfig,
@@ -17,7 +18,7 @@ from pipeline.gan.loop import (
     sample_w,
     train,
 )
-from pipeline.gan.losses import g_mode_seeking_penalty, g_spread_penalty, tile_statistics
+from pipeline.gan.losses import g_mode_seeking_penalty, g_spread_penalty
 from pipeline.gan.metrics import swd
 from pipeline.gan.networks import Generator
 from pipeline.gan.step import StepConfig, TrainState, set_g_trainable, train_step
@@ -27,6 +28,12 @@ def batches(n: int = 8, res: int = 32):
     g = torch.Generator().manual_seed(0)
     while True:
         yield torch.rand(n, 3, res, res, generator=g) * 2 - 1
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, **kw: int) -> np.ndarray:
+    """One worker's tile order for an epoch over ``n`` tiles of one slide."""
+    blocks = make_blocks(np.zeros(n, dtype=int), np.arange(n), kw["block_tiles"])
+    return epoch_plan(blocks, seed, epoch, rank, world, kw["window_blocks"]).rows
 
 
 def test_epoch_order_is_disjoint_across_workers_and_reshuffled() -> None:
@@ -64,8 +71,15 @@ def test_g_train_from_moves_only_the_fine_layers() -> None:
     curvature penalties; the 32 px convs and toRGB move; D trains as usual; an unknown
     resolution is refused. The input's map of w (``w_input``) is frozen with the constant,
     and trains with it at 4."""
-    cfg = StepConfig(batch_size=8, pl_weight=2.0, curvature_weight=10.0, pl_interval=1,
-                     curvature_nuclei=1.0, curvature_relative=True, g_train_from=32)  # fmt: skip
+    cfg = StepConfig(
+        batch_size=8,
+        pl_weight=2.0,
+        curvature_weight=10.0,
+        pl_interval=1,
+        curvature_nuclei=1.0,
+        curvature_relative=True,
+        g_train_from=32,
+    )
     s = TrainState.create(dataclasses.replace(PRESETS["tiny32"], w_input=1.0), cfg)
     g0 = {k: v.clone() for k, v in s.G.named_parameters()}
     d0 = [p.clone() for p in s.D.parameters()]
@@ -76,8 +90,11 @@ def test_g_train_from_moves_only_the_fine_layers() -> None:
     moved = {k for k, v in s.G.named_parameters() if not torch.equal(v, g0[k])}
     fine = {"synthesis.convs.5", "synthesis.convs.6", "synthesis.torgbs.3"}
     assert moved and all(any(k.startswith(f + ".") for f in fine) for k in moved)
-    assert {"synthesis.convs.5.weight", "synthesis.convs.6.weight",
-            "synthesis.torgbs.3.weight"} <= moved  # fmt: skip
+    assert {
+        "synthesis.convs.5.weight",
+        "synthesis.convs.6.weight",
+        "synthesis.torgbs.3.weight",
+    } <= moved
     assert any(not torch.equal(a, b) for a, b in zip(d0, s.D.parameters(), strict=True))
     with pytest.raises(ValueError, match="g_train_from 12"):
         set_g_trainable(s.G, 12)
@@ -185,8 +202,9 @@ def test_collapse_guard_uses_sample_spread() -> None:
     cfg = StepConfig(batch_size=8)
     s = TrainState.create(PRESETS["tiny32"], cfg)
     wild = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
-    loop = LoopConfig(total_nimg=16, tick_nimg=16, metric_images=32, guard_diversity=50.0,
-                      max_rollbacks=0)  # fmt: skip
+    loop = LoopConfig(
+        total_nimg=16, tick_nimg=16, metric_images=32, guard_diversity=50.0, max_rollbacks=0
+    )
     with pytest.raises(TrainingDiverged, match="mode collapse"):
         train(s, batches(), cfg, loop, lambda st, m: None, reals_for_metrics=wild)
 
@@ -196,8 +214,14 @@ def test_raw_g_is_measured_beside_g_ema() -> None:
     cfg = StepConfig(batch_size=8)
     s = TrainState.create(PRESETS["tiny32"], cfg)
     reals = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
-    loop = LoopConfig(total_nimg=16, tick_nimg=16, metric_ticks=1, metric_images=32,
-                      guard_diversity=0.0, score_raw_g=True)  # fmt: skip
+    loop = LoopConfig(
+        total_nimg=16,
+        tick_nimg=16,
+        metric_ticks=1,
+        metric_images=32,
+        guard_diversity=0.0,
+        score_raw_g=True,
+    )
     ticks = []
 
     def stats(x: np.ndarray, latents: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
@@ -205,8 +229,15 @@ def test_raw_g_is_measured_beside_g_ema() -> None:
         assert len(w) == len(flat) == len(x) and flat.shape == x.shape
         return {"mean_R": float(x[..., 0].mean()), "w_mean": float(w.mean())}
 
-    train(s, batches(), cfg, loop, lambda st, m: ticks.append(m), reals_for_metrics=reals,
-          sample_stats=stats)  # fmt: skip
+    train(
+        s,
+        batches(),
+        cfg,
+        loop,
+        lambda st, m: ticks.append(m),
+        reals_for_metrics=reals,
+        sample_stats=stats,
+    )
     (m,) = ticks
     for net, prefix in ((s.G_ema, ""), (s.G, RAW_PREFIX)):
         fakes = generate(net, 32, seed=loop.seed + 1)

@@ -30,8 +30,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_d(mbstd_group: int) -> Discriminator:
-    spec = NetworkSpec(resolution=8, z_dim=4, w_dim=4, mapping_layers=1,
-                       channels={4: 6, 8: 4}, mbstd_group=mbstd_group)  # fmt: skip
+    spec = NetworkSpec(
+        resolution=8,
+        z_dim=4,
+        w_dim=4,
+        mapping_layers=1,
+        channels={4: 6, 8: 4},
+        mbstd_group=mbstd_group,
+    )
     return Discriminator(spec).double()
 
 
@@ -150,8 +156,9 @@ def test_relative_curvature_ignores_how_strongly_g_follows_w() -> None:
     for k in (1.0, 0.1):
         for rel in (False, True):
             torch.manual_seed(8)
-            pens[k, rel] = g_curvature_penalty(lambda ws, k=k: bent(ws, k), w, num_ws, size=4,
-                                               relative=rel).item()  # fmt: skip
+            pens[k, rel] = g_curvature_penalty(
+                lambda ws, k=k: bent(ws, k), w, num_ws, size=4, relative=rel
+            ).item()
     assert pens[1.0, False] / pens[0.1, False] == pytest.approx(100, rel=1e-4)
     assert pens[1.0, True] == pytest.approx(pens[0.1, True], rel=1e-4)
     assert pens[1.0, True] > 0.01

@@ -186,7 +186,9 @@ def test_spec_json_roundtrip_and_validation() -> None:
     Generator(shifted).load_state_dict(G.state_dict())  # the shift adds no weights
     with pytest.raises(ValueError, match="input_shift"):
         dataclasses.replace(TINY8, input_shift=-1.0)
-    assert "shift_source" not in shifted.to_dict()  # "w": exports of session 8 unchanged
+    assert (
+        "shift_source" not in shifted.to_dict()
+    )  # "w": exports from before shift_source unchanged
     by_noise = dataclasses.replace(shifted, shift_source="noise")
     assert NetworkSpec.from_dict(json.loads(json.dumps(by_noise.to_dict()))) == by_noise
     with pytest.raises(ValueError, match="shift_source"):
