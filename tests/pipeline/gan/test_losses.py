@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.features.nuclei import nuclei_mask
+from pipeline.features.soft import soft_nuclei_mask, tile_statistics
 from pipeline.gan import (
     Discriminator,
     NetworkSpec,
@@ -20,8 +21,6 @@ from pipeline.gan import (
     g_path_length_penalty,
     g_spread_penalty,
     mixing_ws,
-    soft_nuclei_mask,
-    tile_statistics,
 )
 from pipeline.gan.networks import MappingNetwork
 from pipeline.synthetic import plan_cohort, render_slide
