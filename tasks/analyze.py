@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from pipeline.io.tile_store import TileStore
 from pipeline.probes.perturb import Probe, probe_list, probe_scores, stain_stats
 from pipeline.provenance import content_key, provenance
 from pipeline.reports.findings import Samples, findings
+from pipeline.selection import per_slide, reference_pick
 from tasks.invert import SCORED_BY, generator_folder, replicate_root
 from tasks.pool import exit_once, fault_marker
 from tasks.runtime import ensure_ray
@@ -140,24 +140,6 @@ def load_inputs(cfg: Config) -> Inputs:
     spec = resolve_spec(cfg.classifier, cfg.workdir, tile_size, channels)
     load_classifier(spec)  # checked before any work
     return Inputs(gen_dir, spec, features, inverted)
-
-
-def select_tiles(inv: pd.DataFrame, per_slide: int, seed: int) -> pd.DataFrame:
-    """Up to ``per_slide`` inverted tiles per slide, drawn reproducibly and per slide (a new
-    slide leaves the other slides' picks, and so their cached shifts, alone)."""
-    parts = []
-    for sid, g in inv.groupby("slide_id", sort=True):
-        rng = np.random.default_rng([seed, zlib.crc32(str(sid).encode())])
-        pick = np.sort(rng.choice(len(g), min(per_slide, len(g)), replace=False))
-        parts.append(g.iloc[pick])
-    return pd.concat(parts)
-
-
-def reference_pick(sel: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """The fidelity gate's reference tiles: the ``n`` selected tiles with the smallest hash
-    of (seed, tile id), so a new slide changes the set only where its tiles hash lower."""
-    h = sel["tile_id"].astype(str).map(lambda t: zlib.crc32(f"{seed}:{t}".encode()))
-    return sel.assign(_h=h.to_numpy()).nsmallest(n, "_h").drop(columns="_h")
 
 
 # -- Ray side ----------------------------------------------------------------------------------
@@ -682,7 +664,7 @@ def measure(cfg: Config, inputs: Inputs, runner: PartRunner, samples: Samples) -
     """Phase 1 (the selected tiles: features, fidelity, probes), the directions, phase 2 (the
     faithful tiles' shifts) and every table of ``analysis/`` (``findings``)."""
     inv0, lat0 = inputs.inverted[0]
-    sel = select_tiles(inv0, cfg.analysis.tiles_per_slide, cfg.analysis.seed)
+    sel = per_slide(inv0, cfg.analysis.tiles_per_slide, cfg.analysis.seed)
     jobs, real_keys = real_jobs(cfg, runner, sel, lat0[sel.index.to_numpy()])
     pjobs, probe_keys = probe_jobs(cfg, runner, sel)
     runner.run([*jobs, *pjobs], "analyze (tiles)")

@@ -56,6 +56,7 @@ from pipeline.io.parquet import read_parquet
 from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
 from pipeline.provenance import content_key
+from pipeline.selection import per_slide_mask, top_confident
 from tasks.pool import PoolStuckError, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 from tasks.stage import (
@@ -157,30 +158,16 @@ def generator_folder(cfg: Config) -> WorkPath:
 
 
 def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path) -> pd.DataFrame:
-    """The tiles to invert, in manifest order."""
+    """The tiles to invert, in manifest order (``pipeline.selection``)."""
     if sel.mode == "all":
         return manifest
-    if sel.mode == "per_slide":  # drawn per slide: a new slide leaves the others' picks alone
-        keep = np.zeros(len(manifest), bool)
-        for sid, rows in manifest.groupby("slide_id", sort=False).indices.items():
-            rng = np.random.default_rng([sel.seed, zlib.crc32(str(sid).encode())])
-            keep[rows[rng.permutation(len(rows))[: sel.n]]] = True
-        return manifest[keep]
+    if sel.mode == "per_slide":
+        return manifest[per_slide_mask(manifest, sel.n, sel.seed)]
     if not predictions.is_file():
         raise InversionInputError(
             f"selection top_confident needs {predictions}; run `stylepath predict` first"
         )
-    preds = read_parquet(predictions)[["tile_id", "prob"]]
-    m = manifest[["tile_id", "slide_id"]].assign(_row=np.arange(len(manifest)))
-    m = m.merge(preds, on="tile_id", how="inner")
-    m["cls"] = m["prob"] >= 0.5
-    m["conf"] = (m["prob"] - 0.5).abs()
-    top = (
-        m.sort_values("conf", ascending=False, kind="stable")
-        .groupby(["slide_id", "cls"], sort=False)
-        .head(sel.k)
-    )
-    return manifest.iloc[np.sort(top["_row"].to_numpy())]
+    return top_confident(manifest, read_parquet(predictions), sel.k)
 
 
 def prepare(cfg: Config) -> Prepared:
