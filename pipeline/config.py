@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,6 +30,22 @@ from pipeline.provenance import content_key
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+# ADA's operations (``pipeline.gan.augment.AugmentPipe.OPS``, in its order).
+AdaOp = Literal[
+    "xflip",
+    "yflip",
+    "rotate90",
+    "xint",
+    "scale",
+    "rotate",
+    "brightness",
+    "contrast",
+    "hue",
+    "saturation",
+]
+ADA_OPS: tuple[str, ...] = get_args(AdaOp)
 
 
 class _Section(BaseModel):
@@ -237,32 +253,8 @@ class GanTrainConfig(RayTrainSettings):
     ada: bool = Field(True, description="adaptive augmentation (for cohorts of few tiles)")
     ada_target: float = Field(0.6, gt=0, lt=1)
     ada_kimg: float = Field(100.0, gt=0)
-    ada_ops: list[
-        Literal[
-            "xflip",
-            "yflip",
-            "rotate90",
-            "xint",
-            "scale",
-            "rotate",
-            "brightness",
-            "contrast",
-            "hue",
-            "saturation",
-        ]
-    ] = Field(
-        [
-            "xflip",
-            "yflip",
-            "rotate90",
-            "xint",
-            "scale",
-            "rotate",
-            "brightness",
-            "contrast",
-            "hue",
-            "saturation",
-        ],
+    ada_ops: list[AdaOp] = Field(
+        list(ADA_OPS),
         description="ADA operations used (the others are never applied)",
     )
     noise_init: float = Field(

@@ -84,3 +84,11 @@ def test_files_sha256_sees_bytes_order_and_missing_files(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         files_sha256([tmp_path / "gone"])
     assert files_sha256([tmp_path / "gone"], missing_ok=True)
+
+
+def test_the_ada_ops_of_the_config_are_the_augment_pipes() -> None:
+    """``gan.ada_ops`` accepts exactly the operations AugmentPipe implements, in its order."""
+    from pipeline.config import ADA_OPS
+    from pipeline.gan.augment import AugmentPipe
+
+    assert ADA_OPS == AugmentPipe.OPS
