@@ -55,10 +55,17 @@ from pipeline.probes.perturb import Probe, probe_list, probe_scores, stain_stats
 from pipeline.provenance import content_key, provenance
 from pipeline.reports.findings import Samples, findings
 from pipeline.selection import per_slide, reference_pick
-from tasks.invert import SCORED_BY, generator_folder, replicate_root
 from tasks.pool import exit_once, fault_marker
 from tasks.runtime import ensure_ray
-from tasks.stage import StageActor, actor_class, progress_bar, run_stage_pool
+from tasks.stage import (
+    SCORED_BY,
+    StageActor,
+    actor_class,
+    generator_folder,
+    progress_bar,
+    replicate_root,
+    run_stage_pool,
+)
 
 OUT = "analysis"
 PARTS_VERSION = 4  # bump when a part's content changes for the same key
@@ -712,7 +719,7 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         return summary
     progress = sys.stderr.isatty() if progress is None else progress
     prov = provenance(cfg.section_hash("analysis", "classifier"), fingerprint=fp)
-    with workdir_lock(out):
+    with workdir_lock(cfg.workdir):  # as predict and invert: one writing run per workdir
         stamp.unlink(missing_ok=True)
         keep = fresh_parts(cfg, inputs, out / "parts")
         ensure_ray(cfg.ray)

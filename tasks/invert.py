@@ -53,16 +53,19 @@ from pipeline.io.files import files_sha256, workdir_lock
 from pipeline.io.images import image_grid, save_png
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.parquet import read_parquet
-from pipeline.io.paths import WorkPath, as_path, is_url
+from pipeline.io.paths import WorkPath, as_path
 from pipeline.io.tile_store import TileStore
 from pipeline.provenance import content_key
 from pipeline.selection import per_slide_mask, top_confident
 from tasks.pool import PoolStuckError, exit_once, fault_marker
 from tasks.runtime import ensure_ray
 from tasks.stage import (
+    SCORED_BY,
     StageActor,
     actor_class,
+    generator_folder,
     progress_bar,
+    replicate_root,
     stage_device,
     stage_pool,
     tiled,
@@ -91,7 +94,6 @@ class RescoreJob:
         return actor.rescore.remote(self.name)
 
 
-SCORED_BY = "scored_by"  # part column: fingerprint of the classifier behind prob_*
 COLUMNS = [
     "tile_id",
     "slide_id",
@@ -148,15 +150,6 @@ class Prepared:
 
 
 # -- checks ----------------------------------------------------------------------------------
-def generator_folder(cfg: Config) -> WorkPath:
-    """``inversion.generator`` (a URL, or relative: to the current directory), else
-    ``workdir/gan``."""
-    g = cfg.inversion.generator
-    if not g:
-        return cfg.workdir / "gan"
-    return as_path(g, cfg.storage_options) if is_url(g) else Path(g).expanduser().absolute()
-
-
 def select_tiles(manifest: pd.DataFrame, sel: SelectionConfig, predictions: Path) -> pd.DataFrame:
     """The tiles to invert, in manifest order (``pipeline.selection``)."""
     if sel.mode == "all":
@@ -510,13 +503,6 @@ def _examples_png(
         ).astype(np.uint8)
     cells = np.stack([c for pair in zip(real, rec, strict=True) for c in pair])
     save_png(path, image_grid(cells, 8))
-
-
-def replicate_root(cfg: Config, replicate: int = 0) -> WorkPath:
-    """Where replicate ``replicate`` of the inversion lives: ``workdir/inversion`` for the
-    first, ``workdir/inversion/replicate-<r>`` for the others."""
-    root = cfg.workdir / "inversion"
-    return root if replicate == 0 else root / f"replicate-{replicate}"
 
 
 def replicate_config(cfg: Config, replicate: int) -> Config:

@@ -29,7 +29,7 @@ from pipeline.reports.html import DirectionSection, Report, render, strip
 from pipeline.reports.plots import dose_response, effects_chart, prediction_vs_alpha, slide_overview
 from pipeline.slides.open import SlideError, open_slide
 from tasks.analyze import OUT, AnalysisInputError, load_inverted
-from tasks.invert import generator_folder
+from tasks.stage import generator_folder
 
 REPORT = "report"
 

@@ -1,12 +1,14 @@
-"""What the per-part stages (predict, invert, analyze) share: the actor base, the resilient
-pool built from a stage's ``ActorPoolSettings`` with its progress bar, and the content keys
-of their inputs (``pipeline.provenance.content_key``)."""
+"""What the per-part stages (predict, invert, analyze) share: where the generator and the
+inversion's replicates live, the actor base, the resilient pool built from a stage's
+``ActorPoolSettings`` with its progress bar, and the tile manifest check. Their content keys
+are ``pipeline.provenance.content_key``; each holds the workdir's lock while it writes."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -14,12 +16,29 @@ import ray
 import torch
 from tqdm import tqdm
 
-from pipeline.config import ActorPoolSettings
-from pipeline.io.paths import WorkPath
+from pipeline.config import ActorPoolSettings, Config
+from pipeline.io.paths import WorkPath, as_path, is_url
 from pipeline.io.tile_store import TileStore
 from tasks.pool import ResilientPool
 
 J = TypeVar("J")
+SCORED_BY = "scored_by"  # part column: fingerprint of the classifier behind its scores
+
+
+def generator_folder(cfg: Config) -> WorkPath:
+    """``inversion.generator`` (a URL, or relative: to the current directory), else
+    ``workdir/gan``."""
+    g = cfg.inversion.generator
+    if not g:
+        return cfg.workdir / "gan"
+    return as_path(g, cfg.storage_options) if is_url(g) else Path(g).expanduser().absolute()
+
+
+def replicate_root(cfg: Config, replicate: int = 0) -> WorkPath:
+    """Where replicate ``replicate`` of the inversion lives: ``workdir/inversion`` for the
+    first, ``workdir/inversion/replicate-<r>`` for the others."""
+    root = cfg.workdir / "inversion"
+    return root if replicate == 0 else root / f"replicate-{replicate}"
 
 
 def tiled(workdir: WorkPath, error: type[Exception], what: str) -> tuple[pd.DataFrame, int, int]:
