@@ -55,17 +55,10 @@ from pipeline.probes.perturb import Probe, probe_list, probe_scores, stain_stats
 from pipeline.provenance import content_key, provenance
 from pipeline.reports.findings import Samples, findings
 from pipeline.selection import per_slide, reference_pick
+from tasks import stage
 from tasks.pool import exit_once, fault_marker
 from tasks.runtime import ensure_ray
-from tasks.stage import (
-    SCORED_BY,
-    StageActor,
-    actor_class,
-    generator_folder,
-    progress_bar,
-    replicate_root,
-    run_stage_pool,
-)
+from tasks.stage import StageActor, actor_class, progress_bar, run_stage_pool
 
 OUT = "analysis"
 PARTS_VERSION = 4  # bump when a part's content changes for the same key
@@ -106,7 +99,7 @@ class Inputs:
 def load_inverted(cfg: Config, replicate: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     """Successfully inverted tiles of one replicate (with their manifest metadata) and their
     latents [n, L, D] (L = 1 for W)."""
-    store = InversionStore(replicate_root(cfg, replicate))
+    store = InversionStore(stage.replicate_root(cfg, replicate))
     if not store.table.is_file() or not store.latents_path.exists():
         hint = "" if replicate == 0 else f" (replicate {replicate} of inversion.replicates)"
         raise AnalysisInputError(
@@ -128,7 +121,7 @@ def load_inverted(cfg: Config, replicate: int = 0) -> tuple[pd.DataFrame, np.nda
 def load_inputs(cfg: Config) -> Inputs:
     """Every input, checked before any work (raises ``AnalysisInputError``)."""
     a = cfg.analysis
-    gen_dir = generator_folder(cfg)
+    gen_dir = stage.generator_folder(cfg)
     if not (gen_dir / "generator.safetensors").is_file():
         raise AnalysisInputError(f"{gen_dir}: no generator (train-gan, or inversion.generator)")
     inverted = [load_inverted(cfg, r) for r in range(cfg.inversion.replicates)]
@@ -251,7 +244,7 @@ class Shifter(StageActor):
             }
         )
         feats = self._measured(u8, mpp, ids, job.kept)
-        rows = ids.assign(**self._score(img), **{SCORED_BY: self.scored_by})
+        rows = ids.assign(**self._score(img), **{stage.SCORED_BY: self.scored_by})
         return job.key, pd.concat([rows, feats], axis=1)
 
     def real(self, job: RealJob) -> tuple[str, pd.DataFrame]:
@@ -265,7 +258,7 @@ class Shifter(StageActor):
         mpp = np.asarray(job.mpp, np.float64)[order]
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div(255).to(self.device)
         ids = pd.DataFrame({"slide_id": job.slide_id, "index": job.indices[order]})
-        rows = ids.assign(**self._score(x), **{SCORED_BY: self.scored_by})
+        rows = ids.assign(**self._score(x), **{stage.SCORED_BY: self.scored_by})
         if job.kept is not None:
             fid = job.kept[["ssim", "psnr", "ssim_reference"]].reset_index(drop=True)
         else:
@@ -300,7 +293,7 @@ class Shifter(StageActor):
         targets = ray.get(tg) if isinstance(tg, ray.ObjectRef) else tg
         ids = job.ids.iloc[order].reset_index(drop=True)
         rows = probe_scores(tiles, job.mpp[order], ids, job.probes, score, job.seed, targets)
-        return job.key, rows.assign(**{SCORED_BY: self.scored_by})
+        return job.key, rows.assign(**{stage.SCORED_BY: self.scored_by})
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,7 +351,9 @@ class RealJob:
 
 # -- driver ------------------------------------------------------------------------------------
 def fingerprint(cfg: Config, inputs: Inputs) -> str:
-    tables = [InversionStore(replicate_root(cfg, r)).table for r in range(len(inputs.inverted))]
+    tables = [
+        InversionStore(stage.replicate_root(cfg, r)).table for r in range(len(inputs.inverted))
+    ]
     files = files_sha256([inputs.gen_dir / "generator.safetensors", *tables])
     parts = [files, inputs.spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
     if cfg.modality != "histology":
@@ -430,7 +425,7 @@ class PartRunner:
         path = self.parts / f"{key}.parquet"
         if not path.is_file():
             return True, None
-        if (read_parquet(path, columns=[SCORED_BY])[SCORED_BY] == self.scored_by).all():
+        if (read_parquet(path, columns=[stage.SCORED_BY])[stage.SCORED_BY] == self.scored_by).all():
             self.summary.n_parts_reused += 1
             return False, None
         self.summary.n_parts_rescored += 1
@@ -466,7 +461,9 @@ class PartRunner:
 
     def read(self, keys: list[str]) -> pd.DataFrame:
         frames = [read_parquet(self.parts / f"{k}.parquet") for k in keys]
-        return pd.concat(frames, ignore_index=True).drop(columns=SCORED_BY) if frames else None
+        return (
+            pd.concat(frames, ignore_index=True).drop(columns=stage.SCORED_BY) if frames else None
+        )
 
     def clean(self, stamp: str) -> None:
         """Remove parts of earlier directions or tile picks."""
