@@ -19,16 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
 from pipeline.config import config_from_dict
 from pipeline.io.tile_store import TileStore
 from pipeline.probes.perturb import probe_list, probe_scores, stain_stats
 from pipeline.probes.stats import probe_effects
 from pipeline.synthetic import stain_counterfactual_logits
 from pipeline.synthetic.controls import STAIN_FAMILIES, judge_probes, sensitivity
-from tasks.controls import planted_effect
+from tasks.controls import explained_logits, planted_effect
 from tasks.make_cohort import make_cohort
 from tasks.run import run_all
 
@@ -59,11 +57,7 @@ def main(seed: int, sigma: float, slides: int, size_um: float, epochs: int, root
         }
     )
     run_all(cfg, until="train-classifier")
-    clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, 64, 3))
-
-    def logits(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return clf.score(clf(tiles_to_tensor(x))).numpy()
+    logits = explained_logits(cfg)
 
     def score(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = logits(x)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +125,11 @@ def prime_encoders(src: Path, dst: Path) -> None:
             shutil.copy2(f, target)
 
 
-def planted_effect(cfg: Config) -> float:
-    """The smallest mean logit change the planted nuclear density or size alone makes in the
-    renderer's counterfactuals of the cohort's slides (the demo's built-in classifier)."""
+def explained_logits(cfg: Config) -> Callable[[np.ndarray], np.ndarray]:
+    """The run's classifier as a function of uint8 RGB tiles [N, H, W, 3] → explained logits."""
     import torch
 
     from pipeline.classifier.contract import load_classifier, resolve_spec, tiles_to_tensor
-    from pipeline.synthetic import counterfactual_logits
 
     clf = load_classifier(resolve_spec(cfg.classifier, cfg.workdir, cfg.tiling.size, 3))
 
@@ -138,8 +137,23 @@ def planted_effect(cfg: Config) -> float:
         with torch.no_grad():
             return clf.score(clf(tiles_to_tensor(tiles))).numpy()
 
-    table = counterfactual_logits(pd.read_csv(cfg.cohort).to_dict("records"), score, cfg.tiling)
-    mean = table.groupby(["density", "size"])["logit"].mean()
+    return score
+
+
+def counterfactual_means(cfg: Config) -> pd.Series:
+    """The classifier's mean logit over the cohort's slides rendered again with each
+    (density, size) of normal / tumor values (``pipeline.synthetic.counterfactual_logits``)."""
+    from pipeline.synthetic import counterfactual_logits
+
+    specs = pd.read_csv(cfg.cohort).to_dict("records")
+    table = counterfactual_logits(specs, explained_logits(cfg), cfg.tiling)
+    return table.groupby(["density", "size"])["logit"].mean()
+
+
+def planted_effect(cfg: Config) -> float:
+    """The smallest mean logit change the planted nuclear density or size alone makes in the
+    renderer's counterfactuals of the cohort's slides (the demo's built-in classifier)."""
+    mean = counterfactual_means(cfg)
     base = mean["normal", "normal"]
     return float(min(mean["normal", "tumor"], mean["tumor", "normal"]) - base)
 

@@ -52,7 +52,7 @@ def open_slide(path: str | Path) -> Slide:
         raise SlideError(
             path, f"unsupported or corrupt file ({type(exc).__name__}: {exc})"
         ) from None
-    if isinstance(slide, openslide.ImageSlide) and _says_aperio(slide):
+    if isinstance(slide, openslide.ImageSlide) and _says_aperio(path):
         slide.close()
         raise SlideError(
             path,
@@ -62,13 +62,15 @@ def open_slide(path: str | Path) -> Slide:
     return slide
 
 
-def _says_aperio(slide: openslide.ImageSlide) -> bool:
-    """Whether an image openslide itself refused is a TIFF whose ImageDescription is
-    Aperio's: openslide reads every intact Aperio file, so this one is damaged (PIL opens
-    the first directory of a truncated SVS and it would pass for a plain image)."""
-    image = getattr(slide, "_image", None)
-    tags = getattr(image, "tag_v2", None)
-    return tags is not None and str(tags.get(270, "")).startswith("Aperio")
+def _says_aperio(path: Path) -> bool:
+    """Whether a file openslide itself refused is a TIFF whose ImageDescription is Aperio's:
+    openslide reads every intact Aperio file, so this one is damaged (PIL opens the first
+    directory of a truncated SVS and it would pass for a plain image)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        tags = getattr(image, "tag_v2", None)
+        return tags is not None and str(tags.get(270, "")).startswith("Aperio")
 
 
 def _float_prop(props: dict, key: str) -> float | None:

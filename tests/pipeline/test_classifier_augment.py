@@ -57,3 +57,41 @@ def test_each_tile_gets_its_own_hematoxylin_and_eosin() -> None:
     # glass stays near white: the shift is bounded by σ · SHIFT_OD per stain
     white = stain_jitter(torch.ones(50, 3, 2, 2), 0.2, torch.Generator().manual_seed(0))
     assert white.min() > float(np.exp(-3 * 1.5 * 0.2 * SHIFT_OD))
+
+
+def test_an_epoch_trains_on_jittered_tiles_when_asked() -> None:
+    """``train_epoch(stain=σ)`` feeds the model jittered tiles: from the same start, σ 0
+    twice gives the same weights, σ 0.3 other ones."""
+    from pipeline.classifier.model import TileCNN
+    from pipeline.classifier.train import epoch_batches, train_epoch
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(60, 200, size=(32, 16, 16, 3)).astype(np.uint8)
+    y = np.arange(32) % 2
+
+    def weights(stain: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = TileCNN((4,), 1)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        mean, std = torch.tensor([0.5] * 3), torch.tensor([0.2] * 3)
+        batches = epoch_batches(32, 16, 0, 0)
+        gen = torch.Generator().manual_seed(0)
+        train_epoch(
+            model,
+            opt,
+            tiles,
+            y,
+            batches,
+            mean,
+            std,
+            gen=gen,
+            augment=False,
+            step0=0,
+            total_steps=2,
+            base_lr=0.01,
+            stain=stain,
+        )
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(0.0), weights(0.0))
+    assert not torch.equal(weights(0.0), weights(0.3))
