@@ -1,13 +1,17 @@
-"""Benchmark inversion on the demo generator; prints JSON.
+"""Inversion methods side by side on the same real tiles; prints JSON (the last line).
 
-Tiles/s and median SSIM of (a) the encoder alone, (b) encoder + K batched refinement steps,
-(c) optimisation from the mean w (the classic projector, batched) for a few step budgets, the
-smallest one reaching (b)'s median SSIM being the comparison; batch-size scaling of (b); and
-the whole ``invert`` stage with 1 vs 2 CPU actors. Uses the encoder cached by
-``stylepath train-encoder`` in the workdir (trained first if missing), real demo tiles and the
-workdir's classifier. In-process parts use ``--threads`` torch threads.
+For each method: median SSIM, PSNR and |p_real − p_recon| of the reconstructions, tiles/s
+(encoder + refinement, ``--threads`` torch threads), the median SSIM between reconstructions
+of different tiles beside the same figure for the tiles themselves (a generator that draws
+one generic tile for every input scores high here), and *editability*: the median logit slope
+along the classifier's direction (fitted on samples as the analysis fits it) on the
+reconstructions ÷ the same on random samples (the analysis' ``editability`` gate). The
+methods: the encoder alone (W), the encoder + refinement in W with the demo config's settings,
+longer refinements in W and in W+ (the W encoder's w on every layer, then one w per layer).
+Uses the encoder cached by ``stylepath train-encoder`` in the workdir (trained first if
+missing), the workdir's tiles and classifier.
 
-    PYTHONPATH=. python bench/inversion.py [--config configs/demo.yaml] [--tiles 32] [--k 2]
+    PYTHONPATH=. python bench/inversion.py [--config configs/demo.yaml] [--tiles 64]
 
 (``PYTHONPATH=.``: this checkout's code, also when the venv's editable install is another one.)
 """
@@ -15,88 +19,66 @@ workdir's classifier. In-process parts use ``--threads`` torch threads.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
-from pipeline.classifier.contract import tiles_to_tensor
-from pipeline.config import config_from_dict, load_config
+from pipeline.classifier.contract import load_classifier, tiles_to_tensor
+from pipeline.config import load_config
+from pipeline.directions import classifier_directions, latent_sigma, shift_latents
 from pipeline.gan.networks import Discriminator
 from pipeline.inversion.encoder import Encoder, EncoderSpec
-from pipeline.inversion.losses import DFeatures, ssim
+from pipeline.inversion.losses import DFeatures, mse, ssim
 from pipeline.inversion.refine import RefineSettings, refine
 from pipeline.io.checkpoints import load_weights
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.tile_store import TileStore
-from tasks.invert import ensure_encoder, prepare, refine_settings, run_invert
+from pipeline.reports.verdicts import editability
+from tasks.invert import ensure_encoder, prepare, refine_settings
 
 
-def settings(cfg, steps: int) -> RefineSettings:
-    return refine_settings(cfg.inversion.refine, steps)
-
-
-def measure(
-    gen, E, feats, x, s: RefineSettings | None, batch: int, from_mean: bool = False
-) -> dict:
-    """Invert ``x`` in batches: tiles/s (encoder/mean + refinement + synthesis) and SSIM."""
-    t0 = time.perf_counter()
-    scores = []
-    for a in range(0, len(x), batch):
-        xb = x[a : a + batch]
-        with torch.no_grad():
-            w = gen.w_mean.expand(len(xb), -1).clone() if from_mean else E(xb)
-        if s is not None and s.steps:
-            w = refine(gen, w, xb, s, feats).w
-        with torch.no_grad():
-            scores.append(ssim(gen.synthesis(w), xb))
-    dt = time.perf_counter() - t0
-    sc = torch.cat(scores)
+def logits_table(gen, clf, w: np.ndarray, d: np.ndarray, sigma: float, alphas) -> dict:
+    """Shift latents ``w`` along ``d`` and score: the columns of the analysis' shifts."""
+    shifted = shift_latents(w, d, alphas, sigma)
+    flat = torch.from_numpy(np.ascontiguousarray(shifted.reshape(-1, *shifted.shape[2:])))
+    with torch.no_grad():
+        logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in flat.split(256)])
+    n, a = len(w), len(alphas)
     return {
-        "tiles_per_s": round(len(x) / dt, 2),
-        "median_ssim": round(float(sc.median()), 4),
-        "seconds": round(dt, 2),
+        "direction": "classifier",
+        "replicate": 0,
+        "tile_id": np.repeat(np.arange(n).astype(str), a),
+        "slide_id": "bench",
+        "alpha": np.tile(np.asarray(alphas, np.float32), n),
+        "logit": logit.numpy(),
     }
 
 
-def actors_run(cfg, n_per_slide: int, concurrency: int, tmp: Path) -> dict:
-    """The whole stage on a fresh workdir sharing tiles, classifier and the cached encoder."""
-    wd = tmp / f"actors{concurrency}"
-    (wd / "inversion").mkdir(parents=True)
-    for name in ("tiles", "classifier"):
-        (wd / name).symlink_to((cfg.workdir / name).resolve())
-    for f in ("encoder.safetensors", "encoder.json"):
-        shutil.copy(cfg.workdir / "inversion" / f, wd / "inversion" / f)
-    d = cfg.dump()
-    d["workdir"] = str(wd)
-    d["inversion"].update(concurrency=concurrency, num_cpus=1)
-    d["inversion"]["selection"] = {"mode": "per_slide", "n": n_per_slide}
-    s = run_invert(config_from_dict(d), progress=False)
-    assert not s.encoder_trained
-    return {
-        "actors": concurrency,
-        "tiles": s.n_inverted,
-        "tiles_per_s": round(s.tiles_per_s, 2),
-        "median_ssim": round(s.median_ssim, 4),
-        "work_seconds": round(s.work_seconds, 1),
-    }
+def pairwise_ssim(img: torch.Tensor, k: int = 7) -> float:
+    """Median SSIM of each image to ``k`` others of the batch."""
+    n = len(img)
+    scores = [
+        ssim(img[(i + 1 + torch.arange(k)) % n], img[i : i + 1].expand(k, -1, -1, -1))
+        for i in range(n)
+    ]
+    return float(torch.cat(scores).median())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--tiles", type=int, default=32, help="tiles for (a)-(c)")
-    ap.add_argument("--k", type=int, default=2, help="refinement steps of (b)")
-    ap.add_argument("--budgets", default="5,10,20,50,100,200", help="steps tried for (c)")
+    ap.add_argument("--tiles", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--per-slide", type=int, default=16, help="tiles per slide for 1 vs 2 actors")
+    ap.add_argument("--samples", type=int, default=2000, help="samples for the direction fit")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
     cfg = load_config(args.config)
     prep = prepare(cfg)
     weights, meta, _ = ensure_encoder(prep, InversionStore(cfg.workdir / "inversion"))
@@ -107,46 +89,77 @@ def main() -> None:
     D = Discriminator(gen.spec)
     D.load_state_dict(load_weights(prep.gen_folder / "discriminator.safetensors"))
     feats = DFeatures(D)
+    clf = load_classifier(prep.clf_spec).eval().requires_grad_(False)
 
     store = TileStore(cfg.workdir / "tiles")
     sel = prep.selection.sample(n=args.tiles, random_state=0)
     x = torch.cat(
         [tiles_to_tensor(store.read_tiles(r.slide_id, [r.index])) for r in sel.itertuples()]
     )
-    batch = cfg.inversion.batch_size
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ws = gen.mapping(torch.randn(args.samples, gen.z_dim, generator=g))
+        logits = torch.cat([clf.score(clf(gen.synthesis(b))) for b in ws.split(256)]).numpy()
+    wn = ws.numpy()
+    (direction,), _ = classifier_directions(wn, logits, list(clf.class_names), clf.explained_class)
+    d = direction.vector.astype(np.float32)
+    sigma = latent_sigma(wn, d)
+    alphas = [float(a) for a in cfg.analysis.alphas]
+    sample_shifts = logits_table(gen, clf, wn[:64], d, sigma, alphas)
+
+    demo = refine_settings(cfg.inversion.refine)
+    plain = dataclasses.replace(demo, stats_weight=0.0, noise=0.0)
+    methods = {
+        "w_encoder": ("W", None),
+        f"w_refine_{demo.steps}_config": ("W", demo),
+        "w_refine_50": ("W", dataclasses.replace(plain, steps=50)),
+        "w_plus_100": ("W+", dataclasses.replace(plain, steps=100, lr=0.1)),
+        "w_plus_200": ("W+", dataclasses.replace(plain, steps=200)),
+    }
+    samples_df = pd.DataFrame(sample_shifts)
+    with torch.no_grad():
+        p_real = clf.prob(clf(x))
     out: dict = {
         "machine": f"{os.cpu_count()} CPUs (shared, noisy)",
         "threads": args.threads,
         "tiles": len(x),
         "generator": str(prep.gen_folder),
-        "space": cfg.inversion.space,
-        "encoder_steps": meta["steps"],
+        "direction_auc": round(direction.metrics["auc"], 4),
+        "pairwise_ssim_tiles": round(pairwise_ssim(x), 4),
+        "methods": {},
     }
-    out["a_encoder_only"] = measure(gen, E, feats, x, None, batch)
-    out["b_encoder_refine"] = {
-        "k": args.k,
-        **measure(gen, E, feats, x, settings(cfg, args.k), batch),
+    for name, (space, s) in methods.items():
+        out["methods"][name] = run_method(gen, E, feats, clf, x, p_real, space, s)
+        w = out["methods"][name].pop("_w")
+        table = pd.DataFrame(logits_table(gen, clf, w, d, sigma, alphas))
+        out["methods"][name]["editability"] = round(editability(table, samples_df, "classifier"), 3)
+        print(name, out["methods"][name], flush=True)
+    print(json.dumps(out))
+
+
+def run_method(gen, E, feats, clf, x, p_real, space: str, s: RefineSettings | None) -> dict:
+    """Invert ``x`` in one batch with the encoder and (``s``) a refinement in ``space``."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        w = E(x)
+    if space == "W+":
+        w = w[:, None].expand(-1, gen.num_ws, -1).clone()
+    if s is not None:
+        w = refine(gen, w, x, s, feats).w
+    dt = time.perf_counter() - t0
+    with torch.no_grad():
+        recon = gen.synthesis(w)
+        p_recon = clf.prob(clf(recon))
+    return {
+        "space": space,
+        "steps": 0 if s is None else s.steps,
+        "median_ssim": round(float(ssim(recon, x).median()), 4),
+        "median_psnr": round(float((-10 * torch.log10(mse(recon, x))).median()), 2),
+        "median_abs_dp": round(float((p_real - p_recon).abs().median()), 4),
+        "tiles_per_s": round(len(x) / dt, 2),
+        "pairwise_ssim_recon": round(pairwise_ssim(recon), 4),
+        "_w": w.numpy(),
     }
-    target = out["b_encoder_refine"]["median_ssim"]
-    out["c_from_mean"] = {"budget": None, "tried": []}
-    out["c_from_mean"]["tried"].append(
-        {"steps": 0, **measure(gen, E, feats, x, None, batch, from_mean=True)}
-    )
-    for steps in [int(b) for b in args.budgets.split(",")]:
-        m = measure(gen, E, feats, x, settings(cfg, steps), batch, from_mean=True)
-        out["c_from_mean"]["tried"].append({"steps": steps, **m})
-        if m["median_ssim"] >= target:
-            out["c_from_mean"]["budget"] = steps
-            out["speedup_b_over_c"] = round(
-                out["b_encoder_refine"]["tiles_per_s"] / m["tiles_per_s"], 1
-            )
-            break
-    out["batch_scaling_b"] = [
-        {"batch": b, **measure(gen, E, feats, x, settings(cfg, args.k), b)} for b in (8, 16, 32)
-    ]
-    with tempfile.TemporaryDirectory(dir=cfg.workdir) as tmp:
-        out["stage_actors"] = [actors_run(cfg, args.per_slide, c, Path(tmp)) for c in (1, 2)]
-    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ from tasks.stage import StageActor, actor_class, progress_bar, run_stage_pool
 
 OUT = "analysis"
 PARTS_VERSION = 4  # bump when a part's content changes for the same key
+TABLES_VERSION = 2  # bump when the tables made from the same parts change (2: editability)
 N_FEATURE_SAMPLES = 512  # samples measured for the generator gate
+N_EDIT_SAMPLES = 128  # samples shifted like the tiles, for the editability gate
 
 
 class AnalysisInputError(ValueError):
@@ -174,6 +176,60 @@ def _sample_and_score(
                     compute_features(u8, mpp, measure["names"], modality=measure["modality"])
                 )
     return np.concatenate(ws), np.concatenate(logits), pd.concat(feats, ignore_index=True)
+
+
+def _shift_samples(
+    gen_dir: WorkPath,
+    spec: ClassifierSpec,
+    w: np.ndarray,
+    moves: list[tuple[int, str, np.ndarray, float]],
+    alphas: list[float],
+    threads: int,
+) -> pd.DataFrame:
+    """Samples ``w`` [N, w_dim] shifted along each (replicate, direction, vector, σ) of
+    ``moves`` by ``alphas`` and scored: rows ``direction, replicate, tile_id, slide_id,
+    alpha, logit`` as the tiles' shifts (the editability gate's reference)."""
+    torch.set_num_threads(max(1, threads))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = load_generator(gen_dir)
+    gen.G.to(device)
+    clf = load_classifier(spec, device)
+    a = np.asarray(alphas, np.float32)
+    ids = {
+        "tile_id": np.repeat([f"sample-{i}" for i in range(len(w))], len(a)),
+        "slide_id": "samples",
+        "alpha": np.tile(a, len(w)),
+    }
+    rows = []
+    for replicate, name, vec, sigma in moves:
+        shifted = shift_latents(w, vec, a, sigma).reshape(len(w) * len(a), -1)
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(shifted, np.float32)).to(device)
+            logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in x.split(256)])
+        rows.append(
+            pd.DataFrame(
+                {**ids, "direction": name, "replicate": replicate, "logit": logit.cpu().numpy()}
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def sample_shifts(cfg: Config, inputs: Inputs, sets: list, samples: Samples) -> pd.DataFrame:
+    """The first ``N_EDIT_SAMPLES`` samples shifted along every replicate's classifier and
+    conditional directions (a Ray task)."""
+    a = cfg.analysis
+    moves = [
+        (ds.replicate, d.name, np.asarray(d.vector, np.float32), float(ds.sigmas[d.name]))
+        for ds in sets
+        for d in ds.directions
+        if d.kind in ("classifier", "conditional")
+    ]
+    if not moves:
+        return pd.DataFrame(columns=["direction", "replicate", "tile_id", "alpha", "logit"])
+    task = ray.remote(_shift_samples).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+    w = np.asarray(samples.w[:N_EDIT_SAMPLES], np.float32)
+    alphas = [float(x) for x in a.alphas]
+    return ray.get(task.remote(inputs.gen_dir, inputs.spec, w, moves, alphas, int(a.num_cpus)))
 
 
 class Shifter(StageActor):
@@ -356,6 +412,7 @@ def fingerprint(cfg: Config, inputs: Inputs) -> str:
     ]
     files = files_sha256([inputs.gen_dir / "generator.safetensors", *tables])
     parts = [files, inputs.spec.fingerprint(), cfg.dump()["analysis"], cfg.tiling.mpp]
+    parts.append(TABLES_VERSION)
     if cfg.modality != "histology":
         parts.append(cfg.modality)
     return content_key(*parts, size=16)
@@ -692,6 +749,7 @@ def measure(cfg: Config, inputs: Inputs, runner: PartRunner, samples: Samples) -
         inputs.features,
         slide_meta,
         probed,
+        sample_shifts(cfg, inputs, sets, samples),
     )
     s = runner.summary
     s.directions = [d.name for d in sets[0].directions if d.kind != "random"]

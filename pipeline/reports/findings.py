@@ -25,7 +25,7 @@ from pipeline.reports.effects import (
     standardised,
 )
 from pipeline.reports.specificity import specificity
-from pipeline.reports.verdicts import reach, verdict_rows
+from pipeline.reports.verdicts import editability, reach, verdict_rows
 
 SHIFT_KEYS = ["tile_id", "slide_id", "direction", "replicate", "alpha", "logit", "prediction"]
 
@@ -177,9 +177,11 @@ def verdicts_table(
     fid: pd.DataFrame,
     generator: dict[str, Any],
     agreed: pd.DataFrame | None = None,
+    sample_shifts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One verdict per direction of the run (random ones excluded) and per direction that
-    could not be fitted; ``agreed``: the probes' agreement table (None: no probes ran)."""
+    could not be fitted; ``agreed``: the probes' agreement table (None: no probes ran);
+    ``sample_shifts``: generator samples shifted like the tiles (None: no editability)."""
     common = fidelity_figures(fid) | {
         k: generator.get(k)
         for k in ("w_participation_ratio", "feature_pr_ratio", "worst_pair_corr_gap")
@@ -206,6 +208,8 @@ def verdicts_table(
         }
         if d.kind in ("classifier", "conditional"):
             figures["reach"] = reach(shifts, d.name)
+            if sample_shifts is not None:
+                figures["editability"] = editability(shifts, sample_shifts, d.name)
             if agreed is not None:
                 mine = agreed[agreed["direction"] == d.name]
                 figures["probe_disagreements"] = int((mine["agreement"] == "disagree").sum())
@@ -238,8 +242,11 @@ def findings(
     features: list[str],
     slide_meta: pd.DataFrame,
     probed: pd.DataFrame | None = None,
+    sample_shifts: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Every table of ``analysis/`` (name → DataFrame) and ``generator`` (the gate's dict)."""
+    """Every table of ``analysis/`` (name → DataFrame) and ``generator`` (the gate's dict);
+    ``sample_shifts``: samples shifted along the classifier and conditional directions
+    (``direction, replicate, tile_id, alpha, logit``), for the editability gate."""
     shifts = empty_shifts(features) if shifts is None else shifts
     real = unwrap_circular(real, modality)  # circular features (hue) as angles about the mean
     unwrapped = unwrap_circular(shifts, modality, ref=real)
@@ -275,6 +282,8 @@ def findings(
         "feature_effects": effects,
         "null_effects": null,
         "cohort_bias": bias,
-        "verdicts": verdicts_table(sets, skipped, effects, shifts, fid, generator, agreed),
+        "verdicts": verdicts_table(
+            sets, skipped, effects, shifts, fid, generator, agreed, sample_shifts
+        ),
         "generator": generator,
     }

@@ -2,7 +2,8 @@
 
 A direction's findings rest on four things: the generator can move the features
 independently (generator gate), the inverted tiles are faithful (fidelity gate), the
-direction is what the data say (fit, stability, reach) and its features move more along it
+direction is what the data say (fit, stability, reach), acts on the inverted tiles as on the
+samples it was fitted on (editability) and its features move more along it
 than along random directions (specificity). Each gate has a figure and thresholds; a figure
 past ``fail`` makes the direction ``not_supported``, past ``weak`` (and no failure) ``weak``,
 else ``supported``. ``reasons`` lists every gate that was not passed, readably. The
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.gan.quality import FEATURE_PR_RATIO_MIN, PAIR_GAP_MAX, W_PR_MIN
+from pipeline.reports.effects import per_tile_slopes
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,14 @@ GATES: tuple[Gate, ...] = (
     Gate("auc", "fit AUC", 0.8, 0.7, "a linear model in W does not reproduce the decisions"),
     Gate("stability", "stability", 0.9, 0.7, "fits on two halves of the data disagree"),
     Gate("reach", "reach", 0.5, 0.2, "few shifted tiles cross the decision threshold"),
+    Gate(
+        "editability",
+        "editability",
+        0.8,
+        0.5,
+        "the shift moves the reconstructions' logit less than the samples': the inverted "
+        "tiles lie where the direction does not act",
+    ),
     Gate(
         "n_specific",
         "specific features",
@@ -131,6 +141,23 @@ def verdict_rows(directions: list[dict[str, Any]]) -> pd.DataFrame:
             row[f"gate_{gate.name}"] = np.nan if v is None else float(v)
         rows.append(row)
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def editability(shifts: pd.DataFrame, sample_shifts: pd.DataFrame, direction: str) -> float:
+    """Median per-tile slope of the logit against α along ``direction`` on the shifted
+    reconstructions ÷ the same on shifted generator samples (``sample_shifts``, the same
+    columns): 1 when a shift changes a tile's logit as it changes a sample's. NaN without
+    shifts, or when the samples' median slope is not positive (the direction does not raise
+    the logit even on samples: ``reach`` and ``auc`` say so)."""
+    slopes = []
+    for table in (shifts, sample_shifts):
+        mine = table[table["direction"] == direction]
+        s = per_tile_slopes(mine, ["logit"])["slope"].dropna() if len(mine) else pd.Series([])
+        slopes.append(float(s.median()) if len(s) else float("nan"))
+    tiles, samples = slopes
+    if not (math.isfinite(tiles) and math.isfinite(samples)) or samples <= 0:
+        return float("nan")
+    return tiles / samples
 
 
 def reach(shifts: pd.DataFrame, direction: str, threshold: float = 0.5) -> float:
