@@ -315,6 +315,14 @@ class GanTrainConfig(RayTrainSettings):
         "mapping network and coarser layers stay as gan.init_from left them (fine-tune the "
         "detail without moving W)",
     )
+    checkpoint_res: int = Field(
+        0,
+        ge=0,
+        description="activation checkpointing: G and D blocks at this resolution and finer "
+        "recompute their activations in the backward pass instead of keeping them (less "
+        "memory per image, one more forward of those blocks; 0: off). Measured: "
+        "docs/cluster.md",
+    )
     export: Literal["last", "best"] = Field(
         "last",
         description="generator written to workdir/gan at the end: the last tick, or the best "

@@ -135,6 +135,11 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
             f"gan.g_train_from {g.g_train_from} freezes G's mapping and coarse layers: it "
             "needs gan.init_from (a generator to fine-tune)"
         )
+    if g.checkpoint_res and g.checkpoint_res not in resolutions:
+        raise GanInputError(
+            f"gan.checkpoint_res {g.checkpoint_res} is not one of preset "
+            f"{g.preset}'s resolutions {list(resolutions)} (0: off)"
+        )
     if g.batch_size % g.num_workers:
         raise GanInputError(f"gan.batch_size {g.batch_size} is not divisible by num_workers")
     return manifest

@@ -8,6 +8,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pipeline.gan.layers import (
     EqualConv2d,
@@ -25,6 +26,16 @@ SHIFT_SEED = 2020  # the fixed projection w → input shift (not a weight: rebui
 # typical draw of N(0, I₂), at its median radius √(2 ln 2) ≈ 1.18. Zero, the earlier
 # choice, is a point training hardly visits: its images came out overexposed (docs/results.md).
 CONST_SHIFT = (math.sqrt(math.log(2.0)), math.sqrt(math.log(2.0)))
+
+
+def run_block(fn, *args: torch.Tensor, recompute: bool) -> object:
+    """``fn(*args)``; with ``recompute`` (and gradients on) its activations are not kept but
+    recomputed in the backward pass (activation checkpointing; the RNG state is replayed, so
+    random noise inputs are drawn the same twice, and double backward — R1, path length —
+    works)."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 class MappingNetwork(nn.Module):
@@ -93,6 +104,7 @@ class SynthesisNetwork(nn.Module):
                 self.convs.append(StyledConv(in_ch, ch[res], w_dim, res, up, fused=fused_modconv))
             self.torgbs.append(ToRGB(ch[res], spec.img_channels, w_dim))
         self.num_ws = spec.num_ws
+        self.checkpoint_res = 0  # blocks at this resolution and finer recompute (0: none)
         proj = torch.randn(2, w_dim, generator=torch.Generator().manual_seed(SHIFT_SEED))
         self.register_buffer("shift_proj", proj / proj.norm(dim=1, keepdim=True), persistent=False)
 
@@ -126,12 +138,20 @@ class SynthesisNetwork(nn.Module):
         x = self.input(ws, noise_mode)
         x = self.convs[0](x, ws[:, 0], noise_mode)
         img = self.torgbs[0](x, ws[:, 1])  # [N, img_channels, 4, 4]
-        for i, torgb in enumerate(self.torgbs[1:]):
-            k = 1 + 2 * i  # conv0 uses ws[k], conv1 ws[k+1], toRGB ws[k+2]
-            x = self.convs[k](x, ws[:, k], noise_mode)
-            x = self.convs[k + 1](x, ws[:, k + 1], noise_mode)
-            img = upsample2d(img) + torgb(x, ws[:, k + 2])  # [N, img_channels, R, R]
+        for i, res in enumerate(self.spec.resolutions[1:]):
+            recompute = 0 < self.checkpoint_res <= res
+            x, img = run_block(self._block, i, x, img, ws, noise_mode, recompute=recompute)
         return img
+
+    def _block(
+        self, i: int, x: torch.Tensor, img: torch.Tensor, ws: torch.Tensor, noise_mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resolution block ``i`` (0: 8 px): two convs and the toRGB added to the upsampled
+        image so far."""
+        k = 1 + 2 * i  # conv0 uses ws[k], conv1 ws[k+1], toRGB ws[k+2]
+        x = self.convs[k](x, ws[:, k], noise_mode)
+        x = self.convs[k + 1](x, ws[:, k + 1], noise_mode)
+        return x, upsample2d(img) + self.torgbs[i + 1](x, ws[:, k + 2])  # [N, C, R, R]
 
 
 class Generator(nn.Module):
@@ -224,11 +244,16 @@ class Discriminator(nn.Module):
             *[DiscriminatorBlock(ch[r], ch[r // 2]) for r in reversed(spec.resolutions[1:])]
         )
         self.mbstd_group = spec.mbstd_group
+        self.checkpoint_res = 0  # blocks at this input resolution and finer recompute (0: none)
         self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
         self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
         self.out = EqualLinear(ch[4], 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.from_rgb(img))  # [N, C4, 4, 4]
+        res, cut = self.spec.resolution, self.checkpoint_res
+        x = run_block(self.from_rgb, img, recompute=0 < cut <= res)
+        for block in self.blocks:
+            x = run_block(block, x, recompute=0 < cut <= res)
+            res //= 2  # [N, C4, 4, 4] after the last
         x = self.conv(minibatch_stddev(x, self.mbstd_group))
         return self.out(self.fc(x.flatten(1))).squeeze(1)  # [N]

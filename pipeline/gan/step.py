@@ -65,6 +65,7 @@ class StepConfig:
     ada_ops: tuple[str, ...] = AugmentPipe.OPS  # the others get weight 0
     noise_init: float = 0.0  # initial strength of G's per-pixel noise inputs (paper: 0)
     g_train_from: int = 4  # train G's layers at this resolution and finer (4: all of G)
+    checkpoint_res: int = 0  # G and D blocks at this resolution and finer recompute (0: off)
 
 
 Sync = Callable[[torch.Tensor], torch.Tensor]  # all-reduce (mean) across workers
@@ -169,6 +170,7 @@ class TrainState:
         torch.manual_seed(seed)
         G, D = Generator(spec).to(device), Discriminator(spec).to(device)
         init_noise_strength(G, cfg.noise_init)
+        G.synthesis.checkpoint_res = D.checkpoint_res = cfg.checkpoint_res
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         return cls(
             G=G,
