@@ -218,6 +218,8 @@ def test_bad_inputs(tiles_32: Path, tmp_path: Path) -> None:
         run_train_gan(config_from_dict({"cohort": "x", "workdir": str(tmp_path / "empty")}))
     with pytest.raises(GanInputError, match="tiles are 32 px but preset tiny64 is 64 px"):
         run_train_gan(gan_config(tiles_32, tmp_path / "res", preset="tiny64"))
+    with pytest.raises(GanInputError, match="checkpoint_res 24 is not one of preset tiny32"):
+        run_train_gan(gan_config(tiles_32, tmp_path / "ck", preset="tiny32", checkpoint_res=24))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "generator.json").write_text("{}")
