@@ -30,7 +30,7 @@ import torch
 
 from pipeline.classifier.contract import load_classifier, tiles_to_tensor
 from pipeline.config import load_config
-from pipeline.directions import classifier_directions, latent_sigma, shift_latents
+from pipeline.directions import classifier_directions, latent_sigma
 from pipeline.gan.networks import Discriminator
 from pipeline.inversion.encoder import Encoder, EncoderSpec
 from pipeline.inversion.losses import DFeatures, mse, ssim
@@ -39,24 +39,8 @@ from pipeline.io.checkpoints import load_weights
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.tile_store import TileStore
 from pipeline.reports.verdicts import editability
+from tasks.analyze import score_shifted_latents
 from tasks.invert import ensure_encoder, prepare, refine_settings
-
-
-def logits_table(gen, clf, w: np.ndarray, d: np.ndarray, sigma: float, alphas) -> dict:
-    """Shift latents ``w`` along ``d`` and score: the columns of the analysis' shifts."""
-    shifted = shift_latents(w, d, alphas, sigma)
-    flat = torch.from_numpy(np.ascontiguousarray(shifted.reshape(-1, *shifted.shape[2:])))
-    with torch.no_grad():
-        logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in flat.split(256)])
-    n, a = len(w), len(alphas)
-    return {
-        "direction": "classifier",
-        "replicate": 0,
-        "tile_id": np.repeat(np.arange(n).astype(str), a),
-        "slide_id": "bench",
-        "alpha": np.tile(np.asarray(alphas, np.float32), n),
-        "logit": logit.numpy(),
-    }
 
 
 def pairwise_ssim(img: torch.Tensor, k: int = 7) -> float:
@@ -105,7 +89,11 @@ def main() -> None:
     d = direction.vector.astype(np.float32)
     sigma = latent_sigma(wn, d)
     alphas = [float(a) for a in cfg.analysis.alphas]
-    sample_shifts = logits_table(gen, clf, wn[:64], d, sigma, alphas)
+
+    def shifted(w: np.ndarray) -> pd.DataFrame:
+        """``w`` shifted along the direction and scored, as the analysis does it."""
+        move = [(0, "classifier", d, sigma)]
+        return score_shifted_latents(prep.gen_folder, prep.clf_spec, w, move, alphas, args.threads)
 
     demo = refine_settings(cfg.inversion.refine)
     plain = dataclasses.replace(demo, stats_weight=0.0, noise=0.0)
@@ -116,7 +104,7 @@ def main() -> None:
         "w_plus_100": ("W+", dataclasses.replace(plain, steps=100, lr=0.1)),
         "w_plus_200": ("W+", dataclasses.replace(plain, steps=200)),
     }
-    samples_df = pd.DataFrame(sample_shifts)
+    samples_df = shifted(wn[:64])
     with torch.no_grad():
         p_real = clf.prob(clf(x))
     out: dict = {
@@ -131,8 +119,8 @@ def main() -> None:
     for name, (space, s) in methods.items():
         out["methods"][name] = run_method(gen, E, feats, clf, x, p_real, space, s)
         w = out["methods"][name].pop("_w")
-        table = pd.DataFrame(logits_table(gen, clf, w, d, sigma, alphas))
-        out["methods"][name]["editability"] = round(editability(table, samples_df, "classifier"), 3)
+        ed = editability(shifted(w), samples_df, "classifier")
+        out["methods"][name]["editability"] = round(ed, 3)
         print(name, out["methods"][name], flush=True)
     print(json.dumps(out))
 

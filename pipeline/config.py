@@ -32,7 +32,7 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
-# ADA's operations (``pipeline.gan.augment.AugmentPipe.OPS``, in its order).
+# ADA's operations, in the order ``pipeline.gan.augment.AugmentPipe`` applies them.
 AdaOp = Literal[
     "xflip",
     "yflip",

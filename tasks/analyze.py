@@ -178,7 +178,7 @@ def _sample_and_score(
     return np.concatenate(ws), np.concatenate(logits), pd.concat(feats, ignore_index=True)
 
 
-def _shift_samples(
+def score_shifted_latents(
     gen_dir: WorkPath,
     spec: ClassifierSpec,
     w: np.ndarray,
@@ -186,9 +186,10 @@ def _shift_samples(
     alphas: list[float],
     threads: int,
 ) -> pd.DataFrame:
-    """Samples ``w`` [N, w_dim] shifted along each (replicate, direction, vector, σ) of
-    ``moves`` by ``alphas`` and scored: rows ``direction, replicate, tile_id, slide_id,
-    alpha, logit`` as the tiles' shifts (the editability gate's reference)."""
+    """Latents ``w`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) shifted along each
+    (replicate, direction, vector, σ) of ``moves`` by ``alphas`` and scored: rows
+    ``direction, replicate, tile_id, slide_id, alpha, logit`` as the tiles' shifts (the
+    editability gate's reference, and ``bench/inversion.py``'s)."""
     torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = load_generator(gen_dir)
@@ -202,7 +203,7 @@ def _shift_samples(
     }
     rows = []
     for replicate, name, vec, sigma in moves:
-        shifted = shift_latents(w, vec, a, sigma).reshape(len(w) * len(a), -1)
+        shifted = shift_latents(w, vec, a, sigma).reshape(len(w) * len(a), *w.shape[1:])
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(shifted, np.float32)).to(device)
             logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in x.split(256)])
@@ -226,7 +227,7 @@ def sample_shifts(cfg: Config, inputs: Inputs, sets: list, samples: Samples) -> 
     ]
     if not moves:
         return pd.DataFrame(columns=["direction", "replicate", "tile_id", "alpha", "logit"])
-    task = ray.remote(_shift_samples).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
+    task = ray.remote(score_shifted_latents).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
     w = np.asarray(samples.w[:N_EDIT_SAMPLES], np.float32)
     alphas = [float(x) for x in a.alphas]
     return ray.get(task.remote(inputs.gen_dir, inputs.spec, w, moves, alphas, int(a.num_cpus)))

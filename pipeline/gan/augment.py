@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import ADA_OPS
+
 # --- small pure matrix builders: batched [N, 3, 3] (2-D homogeneous), [N, 4, 4] (colour) ---
 
 
@@ -72,18 +74,7 @@ class AugmentPipe(nn.Module):
     2^N(0, saturation_std).
     """
 
-    OPS = (
-        "xflip",
-        "yflip",
-        "rotate90",
-        "xint",
-        "scale",
-        "rotate",
-        "brightness",
-        "contrast",
-        "hue",
-        "saturation",
-    )
+    OPS = ADA_OPS  # named once, in the config's type of ``gan.ada_ops``
 
     def __init__(
         self,

@@ -87,8 +87,13 @@ def test_files_sha256_sees_bytes_order_and_missing_files(tmp_path) -> None:
 
 
 def test_the_ada_ops_of_the_config_are_the_augment_pipes() -> None:
-    """``gan.ada_ops`` accepts exactly the operations AugmentPipe implements, in its order."""
+    """``gan.ada_ops`` accepts exactly the operations AugmentPipe takes a weight for, in the
+    order of its signature (the order it applies them)."""
+    import inspect
+
     from pipeline.config import ADA_OPS
     from pipeline.gan.augment import AugmentPipe
 
-    assert ADA_OPS == AugmentPipe.OPS
+    params = inspect.signature(AugmentPipe.__init__).parameters
+    weights = [n for n in params if n not in ("self", "p") and "_" not in n]
+    assert ADA_OPS == AugmentPipe.OPS == tuple(weights)

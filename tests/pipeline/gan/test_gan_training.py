@@ -74,11 +74,14 @@ def test_activation_checkpointing_trains_exactly_as_without() -> None:
             batch_size=8, r1_interval=1, pl_weight=2.0, pl_interval=1, checkpoint_res=res
         )
         s = TrainState.create(PRESETS["tiny32"], cfg, seed=3)
+        calls, block = [], s.G.synthesis._block
+        s.G.synthesis._block = lambda i, *a, _b=block, _c=calls: (_c.append(i), _b(i, *a))[1]
         torch.manual_seed(5)
         data = batches()
         metrics = [train_step(s, next(data), cfg) for _ in range(2)]
-        out.append((metrics, s))
-    (m0, s0), (m1, s1) = out
+        out.append((metrics, s, calls))
+    (m0, s0, c0), (m1, s1, c1) = out
+    assert len(c1) > len(c0)  # the fine blocks ran again in the backward passes
     for a, b in zip(m0, m1, strict=True):
         for k in ("d_loss", "g_loss", "r1", "pl"):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
