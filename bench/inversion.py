@@ -39,7 +39,7 @@ from pipeline.io.checkpoints import load_weights
 from pipeline.io.inversion_store import InversionStore
 from pipeline.io.tile_store import TileStore
 from pipeline.reports.verdicts import editability
-from tasks.analyze import score_shifted_latents
+from tasks.analyze import shifted_sample_logits
 from tasks.invert import ensure_encoder, prepare, refine_settings
 
 
@@ -92,8 +92,7 @@ def main() -> None:
 
     def shifted(w: np.ndarray) -> pd.DataFrame:
         """``w`` shifted along the direction and scored, as the analysis does it."""
-        move = [(0, "classifier", d, sigma)]
-        return score_shifted_latents(prep.gen_folder, prep.clf_spec, w, move, alphas, args.threads)
+        return shifted_sample_logits(gen, clf, w, (0, "classifier", d, sigma), alphas, "cpu")
 
     demo = refine_settings(cfg.inversion.refine)
     plain = dataclasses.replace(demo, stats_weight=0.0, noise=0.0)

@@ -1,8 +1,9 @@
 """``stylepath analyze``: directions, latent shifts, feature effects, trust gates and verdicts
 → cohort parquet reports.
 
-1. Directions: the classifier's, fitted on synthesised samples (a Ray task, which also
-   measures the features of some samples for the generator gate); metadata ones, fitted on
+1. Directions: the classifier's, fitted on synthesised samples (drawn by the pool's first
+   job, which also measures the features of some samples for the generator gate, and cached
+   in ``samples.npz``); metadata ones, fitted on
    the inverted real tiles' latents (slide-grouped, within label strata); optional principal
    ones; the classifier's with the metadata directions projected out (conditional); and
    ``analysis.random_directions`` random ones drawn from W's covariance (the specificity
@@ -14,10 +15,12 @@
    tiles — and their scores under pixel-space perturbations (``analysis.probes``).
 3. Shifts (the same pool): every faithful tile moved along every direction over the α grid,
    per replicate (random directions: the first replicate only), synthesised, scored,
-   measured. Results are written as part files as they complete, keyed by their inputs: a
-   re-run — also one with new slides — computes only the missing parts. Images and features
-   do not depend on the classifier, so a new classifier re-scores the parts whose direction
-   it leaves unchanged instead of measuring them again (``scored_by``).
+   measured; and the first samples along every classifier and conditional direction (the
+   editability gate's reference). Results are written as part files as they complete, keyed
+   by their inputs: a re-run — also one with new slides — computes only the missing parts.
+   Images and features do not depend on the classifier, so a new classifier re-scores the
+   parts whose direction it leaves unchanged instead of measuring them again
+   (``scored_by``).
 4. Reports under ``workdir/analysis/`` (each with provenance metadata): ``directions``,
    ``fidelity``, ``shifts``, ``feature_effects`` (with specificity), ``null_effects``,
    ``cohort_bias``, ``perturbations``, ``agreement`` and ``verdicts`` (.parquet), and
@@ -64,7 +67,8 @@ OUT = "analysis"
 PARTS_VERSION = 4  # bump when a part's content changes for the same key
 TABLES_VERSION = 2  # bump when the tables made from the same parts change (2: editability)
 N_FEATURE_SAMPLES = 512  # samples measured for the generator gate
-N_EDIT_SAMPLES = 64  # samples shifted like the tiles, for the editability gate (~20 s on 2 cores)
+N_EDIT_SAMPLES = 64  # samples shifted like the tiles, for the editability gate
+EDIT_COLUMNS = ["direction", "replicate", "tile_id", "slide_id", "alpha", "logit"]
 
 
 class AnalysisInputError(ValueError):
@@ -145,21 +149,11 @@ def load_inputs(cfg: Config) -> Inputs:
 
 
 # -- Ray side ----------------------------------------------------------------------------------
-def _sample_and_score(
-    gen_dir: WorkPath,
-    spec: ClassifierSpec,
-    n: int,
-    seed: int,
-    threads: int,
-    measure: dict[str, Any],
+def draw_samples(
+    gen: Any, clf: Any, n: int, seed: int, measure: dict[str, Any], device: str | torch.device
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Latents w of ``n`` samples, the classifier's logits on their images and the features
     (``measure``: names, modality, µm/px) of the first ``N_FEATURE_SAMPLES``."""
-    torch.set_num_threads(max(1, threads))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = load_generator(gen_dir)
-    gen.G.to(device)
-    clf = load_classifier(spec, device)
     g = torch.Generator().manual_seed(seed)
     ws, logits, feats = [], [], []
     with torch.no_grad():
@@ -178,59 +172,34 @@ def _sample_and_score(
     return np.concatenate(ws), np.concatenate(logits), pd.concat(feats, ignore_index=True)
 
 
-def score_shifted_latents(
-    gen_dir: WorkPath,
-    spec: ClassifierSpec,
+def shifted_sample_logits(
+    gen: Any,
+    clf: Any,
     w: np.ndarray,
-    moves: list[tuple[int, str, np.ndarray, float]],
+    move: tuple[int, str, np.ndarray, float],
     alphas: list[float],
-    threads: int,
+    device: str | torch.device,
 ) -> pd.DataFrame:
-    """Latents ``w`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) shifted along each
-    (replicate, direction, vector, σ) of ``moves`` by ``alphas`` and scored: rows
-    ``direction, replicate, tile_id, slide_id, alpha, logit`` as the tiles' shifts (the
-    editability gate's reference, and ``bench/inversion.py``'s)."""
-    torch.set_num_threads(max(1, threads))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = load_generator(gen_dir)
-    gen.G.to(device)
-    clf = load_classifier(spec, device)
+    """Latents ``w`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) shifted along ``move``
+    (replicate, direction, vector, σ) by ``alphas`` and scored: rows ``direction, replicate,
+    tile_id, slide_id, alpha, logit`` as the tiles' shifts (the editability gate's
+    reference, and ``bench/inversion.py``'s)."""
+    replicate, name, vec, sigma = move
     a = np.asarray(alphas, np.float32)
-    ids = {
-        "tile_id": np.repeat([f"sample-{i}" for i in range(len(w))], len(a)),
-        "slide_id": "samples",
-        "alpha": np.tile(a, len(w)),
-    }
-    rows = []
-    for replicate, name, vec, sigma in moves:
-        shifted = shift_latents(w, vec, a, sigma).reshape(len(w) * len(a), *w.shape[1:])
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(shifted, np.float32)).to(device)
-            logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in x.split(256)])
-        rows.append(
-            pd.DataFrame(
-                {**ids, "direction": name, "replicate": replicate, "logit": logit.cpu().numpy()}
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
-
-
-def sample_shifts(cfg: Config, inputs: Inputs, sets: list, samples: Samples) -> pd.DataFrame:
-    """The first ``N_EDIT_SAMPLES`` samples shifted along every replicate's classifier and
-    conditional directions (a Ray task)."""
-    a = cfg.analysis
-    moves = [
-        (ds.replicate, d.name, np.asarray(d.vector, np.float32), float(ds.sigmas[d.name]))
-        for ds in sets
-        for d in ds.directions
-        if d.kind in ("classifier", "conditional")
-    ]
-    if not moves:
-        return pd.DataFrame(columns=["direction", "replicate", "tile_id", "alpha", "logit"])
-    task = ray.remote(score_shifted_latents).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w = np.asarray(samples.w[:N_EDIT_SAMPLES], np.float32)
-    alphas = [float(x) for x in a.alphas]
-    return ray.get(task.remote(inputs.gen_dir, inputs.spec, w, moves, alphas, int(a.num_cpus)))
+    shifted = shift_latents(w, vec, a, sigma).reshape(len(w) * len(a), *w.shape[1:])
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(shifted, np.float32)).to(device)
+        logit = torch.cat([clf.score(clf(gen.synthesis(b))) for b in x.split(256)])
+    return pd.DataFrame(
+        {
+            "tile_id": np.repeat([f"sample-{i}" for i in range(len(w))], len(a)),
+            "slide_id": "samples",
+            "alpha": np.tile(a, len(w)),
+            "direction": name,
+            "replicate": replicate,
+            "logit": logit.float().cpu().numpy(),
+        }
+    )
 
 
 class Shifter(StageActor):
@@ -352,6 +321,46 @@ class Shifter(StageActor):
         rows = probe_scores(tiles, job.mpp[order], ids, job.probes, score, job.seed, targets)
         return job.key, rows.assign(**{stage.SCORED_BY: self.scored_by})
 
+    def samples(self, job: SampleJob) -> tuple[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+        """The analysis' generator samples (``draw_samples``)."""
+        exit_once(self.fault)
+        return job.key, draw_samples(self.gen, self.clf, job.n, job.seed, job.measure, self.device)
+
+    def edit(self, job: EditJob) -> tuple[str, pd.DataFrame]:
+        """Generator samples shifted along one direction and scored (``shifted_sample_logits``)."""
+        exit_once(self.fault)
+        rows = shifted_sample_logits(
+            self.gen, self.clf, job.latents, job.move, job.alphas, self.device
+        )
+        return job.key, rows.assign(**{stage.SCORED_BY: self.scored_by})
+
+
+@dataclass(frozen=True, eq=False)
+class SampleJob:
+    """The ``n`` samples the directions are fitted on, saved to ``path`` (not a part)."""
+
+    key: str
+    path: WorkPath
+    n: int
+    seed: int
+    measure: dict[str, Any]
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.samples.remote(self)
+
+
+@dataclass(frozen=True, eq=False)
+class EditJob:
+    """One part of the editability gate: samples shifted along one direction."""
+
+    key: str
+    move: tuple[int, str, np.ndarray, float]  # replicate, direction, vector, σ
+    alphas: list[float]
+    latents: np.ndarray
+
+    def call(self, actor: Any) -> ray.ObjectRef:
+        return actor.edit.remote(self)
+
 
 @dataclass(frozen=True, eq=False)
 class ShiftJob:
@@ -406,6 +415,9 @@ class RealJob:
         return actor.real.remote(self)
 
 
+Job = SampleJob | EditJob | ShiftJob | RealJob | ProbeJob
+
+
 # -- driver ------------------------------------------------------------------------------------
 def fingerprint(cfg: Config, inputs: Inputs) -> str:
     tables = [
@@ -431,38 +443,43 @@ def parts_fingerprint(cfg: Config, inputs: Inputs) -> str:
     return content_key(*parts, size=16)
 
 
-def sampled(cfg: Config, inputs: Inputs, cache: WorkPath) -> Samples:
-    """``n_samples`` latents, their logits and some samples' features (a Ray task), cached in
-    ``cache`` by generator, classifier, count, seed and features."""
+def sample_job(cfg: Config, inputs: Inputs, cache: WorkPath) -> SampleJob:
+    """The job of the ``n_samples`` latents, their logits and some samples' features, kept
+    in ``cache`` under a key of generator, classifier, count, seed and features."""
     a = cfg.analysis
     weights = files_sha256([inputs.gen_dir / "generator.safetensors"])
     measure = {"names": inputs.features, "modality": cfg.modality, "mpp": cfg.tiling.mpp}
     key = content_key(weights, inputs.spec.fingerprint(), a.n_samples, a.seed, measure)
+    return SampleJob(key, cache, a.n_samples, a.seed, measure)
+
+
+def load_samples(job: SampleJob) -> Samples | None:
+    """The cached samples of ``job``, or None when there are none under its key."""
     try:
-        with cache.open("rb") as fh, np.load(fh) as z:
-            if str(z["key"]) == key:
+        with job.path.open("rb") as fh, np.load(fh) as z:
+            if str(z["key"]) == job.key:
                 feats = pd.DataFrame(z["features"], columns=[str(c) for c in z["names"]])
                 return Samples(z["w"], z["logits"], feats)
     except (FileNotFoundError, KeyError, ValueError, OSError):
         pass
-    task = ray.remote(_sample_and_score).options(num_cpus=a.num_cpus, num_gpus=a.num_gpus)
-    w, logits, feats = ray.get(
-        task.remote(inputs.gen_dir, inputs.spec, a.n_samples, a.seed, int(a.num_cpus), measure)
-    )
+    return None
+
+
+def save_samples(job: SampleJob, result: tuple[np.ndarray, np.ndarray, pd.DataFrame]) -> None:
+    w, logits, feats = result
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # np.savez(path) would append ".npz" to the temp name
             np.savez(
                 fh,
-                key=np.array(key),
+                key=np.array(job.key),
                 w=w,
                 logits=logits,
                 features=feats.to_numpy(float),
                 names=np.array(list(feats.columns)),
             )
 
-    atomic_write(cache, save)
-    return Samples(w, logits, feats)
+    atomic_write(job.path, save)
 
 
 class PartRunner:
@@ -490,7 +507,7 @@ class PartRunner:
         self.summary.n_parts_reused += 1
         return True, read_parquet(path)
 
-    def run(self, jobs: list[ShiftJob | RealJob | ProbeJob], desc: str) -> None:
+    def run(self, jobs: list[Job], desc: str) -> None:
         """Do ``jobs`` on a resilient pool of ``Shifter`` actors, committing each part."""
         if not jobs:
             return
@@ -500,9 +517,12 @@ class PartRunner:
         args = (inp.gen_dir, inp.spec, cfg.modality, inp.features, cfg.workdir / "tiles", a, fault)
         with progress_bar(len(jobs), "part", desc, self.progress) as bar:
 
-            def on_result(job: ShiftJob | RealJob | ProbeJob, result: tuple) -> None:
-                key, df = result
-                write_parquet(df, self.parts / f"{key}.parquet")  # committed: a re-run skips it
+            def on_result(job: Job, result: tuple) -> None:
+                key, out = result
+                if isinstance(job, SampleJob):
+                    save_samples(job, out)
+                else:  # committed: a re-run skips it
+                    write_parquet(out, self.parts / f"{key}.parquet")
                 bar.update(1)
 
             run_stage_pool(
@@ -669,6 +689,31 @@ def shift_jobs(
     return jobs, keys
 
 
+def edit_jobs(
+    cfg: Config, runner: PartRunner, sets: list, samples: Samples
+) -> tuple[list[EditJob], list[str]]:
+    """One job per replicate's classifier and conditional direction: the first
+    ``N_EDIT_SAMPLES`` samples shifted along it (the editability gate's reference)."""
+    alphas = [float(x) for x in cfg.analysis.alphas]
+    w = np.ascontiguousarray(samples.w[:N_EDIT_SAMPLES], np.float32)
+    jobs, keys = [], []
+    for ds in sets:
+        for d in ds.directions:
+            if d.kind not in ("classifier", "conditional"):
+                continue
+            move = (
+                ds.replicate,
+                d.name,
+                np.asarray(d.vector, np.float32),
+                float(ds.sigmas[d.name]),
+            )
+            key = "edit-" + content_key(*move, alphas, w)
+            keys.append(key)
+            if runner.kept(key)[0]:  # another classifier's: scored again, nothing to keep
+                jobs.append(EditJob(key, move, alphas, w))
+    return jobs, keys
+
+
 def direction_sets(
     cfg: Config, inputs: Inputs, samples: Samples
 ) -> tuple[list[DirectionSet], list[dict]]:
@@ -722,21 +767,27 @@ def fresh_parts(cfg: Config, inputs: Inputs, parts: WorkPath) -> str:
     return stamp.name
 
 
-def measure(cfg: Config, inputs: Inputs, runner: PartRunner, samples: Samples) -> dict[str, Any]:
-    """Phase 1 (the selected tiles: features, fidelity, probes), the directions, phase 2 (the
-    faithful tiles' shifts) and every table of ``analysis/`` (``findings``)."""
+def measure(cfg: Config, inputs: Inputs, runner: PartRunner, sample: SampleJob) -> dict[str, Any]:
+    """Phase 1 (the samples unless cached; the selected tiles: features, fidelity, probes),
+    the directions, phase 2 (the faithful tiles' shifts, the samples' for the editability
+    gate) and every table of ``analysis/`` (``findings``)."""
     inv0, lat0 = inputs.inverted[0]
     sel = per_slide(inv0, cfg.analysis.tiles_per_slide, cfg.analysis.seed)
+    samples = load_samples(sample)
     jobs, real_keys = real_jobs(cfg, runner, sel, lat0[sel.index.to_numpy()])
     pjobs, probe_keys = probe_jobs(cfg, runner, sel)
-    runner.run([*jobs, *pjobs], "analyze (tiles)")
+    runner.run([*([sample] if samples is None else []), *jobs, *pjobs], "analyze (tiles)")
+    samples = load_samples(sample) if samples is None else samples
+    if samples is None:
+        raise RuntimeError(f"analyze: the samples were not saved to {sample.path}")
     real, probed = runner.read(real_keys), runner.read(probe_keys)
     fid = fidelity_table(cfg, sel, real)
     sets, skipped = direction_sets(cfg, inputs, samples)
     faithful = sel[fid["faithful"].to_numpy()]
+    ejobs, edit_keys = edit_jobs(cfg, runner, sets, samples)
     jobs, shift_keys = shift_jobs(cfg, runner, sets, faithful, inputs)
-    runner.run(jobs, "analyze (shifts)")
-    shifts = runner.read(shift_keys)
+    runner.run([*ejobs, *jobs], "analyze (shifts)")
+    shifts, edits = runner.read(shift_keys), runner.read(edit_keys)
     slide_meta = inv0.drop_duplicates("slide_id").set_index("slide_id")
     tables = findings(
         cfg.analysis,
@@ -750,7 +801,7 @@ def measure(cfg: Config, inputs: Inputs, runner: PartRunner, samples: Samples) -
         inputs.features,
         slide_meta,
         probed,
-        sample_shifts(cfg, inputs, sets, samples),
+        edits if edits is not None else pd.DataFrame(columns=EDIT_COLUMNS),
     )
     s = runner.summary
     s.directions = [d.name for d in sets[0].directions if d.kind != "random"]
@@ -779,9 +830,8 @@ def run_analyze(cfg: Config, progress: bool | None = None) -> AnalysisSummary:
         stamp.unlink(missing_ok=True)
         keep = fresh_parts(cfg, inputs, out / "parts")
         ensure_ray(cfg.ray)
-        samples = sampled(cfg, inputs, out / "samples.npz")
         runner = PartRunner(cfg, inputs, out / "parts", summary, progress)
-        tables = measure(cfg, inputs, runner, samples)
+        tables = measure(cfg, inputs, runner, sample_job(cfg, inputs, out / "samples.npz"))
         runner.clean(keep)
         for name, table in tables.items():
             if isinstance(table, pd.DataFrame):
