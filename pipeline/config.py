@@ -323,6 +323,14 @@ class GanTrainConfig(RayTrainSettings):
         "memory per image, one more forward of those blocks; 0: off). Measured: "
         "docs/cluster.md",
     )
+    fp16_res: int | None = Field(
+        None,
+        ge=0,
+        description="mixed precision on GPUs: G and D blocks at this resolution and finer "
+        "compute in float16, every layer's output clamped to ±256 (stylegan2-ada's); None: "
+        "the preset's (paper256: 32, its four finest resolutions; the CPU presets: off); 0: "
+        "off. Training on CPUs is float32 whatever this says. Measured: docs/cluster.md",
+    )
     export: Literal["last", "best"] = Field(
         "last",
         description="generator written to workdir/gan at the end: the last tick, or the best "

@@ -36,7 +36,7 @@ import yaml
 from pipeline.config import Config, ConfigError, GanTrainConfig, config_from_dict
 from pipeline.gan.data import DataCursor, TileBatches, to_tensor
 from pipeline.gan.loop import LoopConfig, generate, train
-from pipeline.gan.presets import PRESETS, NetworkSpec, preset_spec
+from pipeline.gan.presets import FP16_RES, PRESETS, NetworkSpec, preset_spec
 from pipeline.gan.quality import StatsTracker, best_net
 from pipeline.gan.step import StepConfig, Sync, TrainState, no_sync
 from pipeline.gan.widen import widen_state_dict, widening_problem
@@ -91,12 +91,22 @@ def _from_gan(kind: type, g: GanTrainConfig, **computed: Any) -> Any:
     return kind(**({n: getattr(g, n) for n in named} | computed))
 
 
-def step_config(g: GanTrainConfig, world_size: int) -> StepConfig:
-    """The training step's settings from ``gan`` (the batch per worker)."""
+def fp16_res(g: GanTrainConfig, device: torch.device | str) -> int:
+    """Where mixed precision starts: ``gan.fp16_res``, else the preset's default, on CUDA;
+    0 (float32 throughout) on a CPU."""
+    if torch.device(device).type != "cuda":
+        return 0
+    return FP16_RES.get(g.preset, 0) if g.fp16_res is None else g.fp16_res
+
+
+def step_config(g: GanTrainConfig, world_size: int, device: torch.device | str) -> StepConfig:
+    """The training step's settings from ``gan`` for a worker on ``device`` (the batch per
+    worker)."""
     return _from_gan(
         StepConfig,
         g,
         batch_size=g.batch_size // world_size,
+        fp16_res=fp16_res(g, device),
         spread_low=g.spread_band[0],
         spread_high=g.spread_band[1],
         ada_ops=tuple(g.ada_ops),
@@ -135,11 +145,13 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
             f"gan.g_train_from {g.g_train_from} freezes G's mapping and coarse layers: it "
             "needs gan.init_from (a generator to fine-tune)"
         )
-    if g.checkpoint_res and g.checkpoint_res not in resolutions:
-        raise GanInputError(
-            f"gan.checkpoint_res {g.checkpoint_res} is not one of preset "
-            f"{g.preset}'s resolutions {list(resolutions)} (0: off)"
-        )
+    for key, allowed in (("checkpoint_res", resolutions), ("fp16_res", resolutions[1:])):
+        res = getattr(g, key)
+        if res and res not in allowed:
+            raise GanInputError(
+                f"gan.{key} {res} is not one of preset {g.preset}'s resolutions "
+                f"{list(allowed)} (0: off)"
+            )
     if g.batch_size % g.num_workers:
         raise GanInputError(f"gan.batch_size {g.batch_size} is not divisible by num_workers")
     return manifest
@@ -399,7 +411,7 @@ def train_worker(cfg: Config, out_dir: WorkPath, wk: Worker) -> None:
     rank, world = wk.rank, wk.world_size
     _set_torch_flags(wk.device, g.cpus_per_worker)
     spec = gan_spec(cfg)
-    scfg = step_config(g, world)
+    scfg = step_config(g, world, wk.device)
     state = TrainState.create(spec, scfg, seed=g.seed, device=wk.device)  # same on every rank
     rows, cursor = _start_state(state, cfg, out_dir, wk)
     store = TileStore(cfg.workdir / "tiles")

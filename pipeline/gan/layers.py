@@ -18,6 +18,12 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * LRELU_GAIN
 
 
+def clamp_act(x: torch.Tensor, limit: float | None) -> torch.Tensor:
+    """``x`` clamped to ±``limit`` (None: unchanged). Mixed precision clamps every layer's
+    output, as stylegan2-ada's ``conv_clamp``, so no activation overflows float16."""
+    return x if limit is None else x.clamp(-limit, limit)
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale each vector to unit mean square along ``dim`` (pixel norm of z)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
@@ -148,13 +154,14 @@ class EqualConv2d(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.activation = activation
         self.down = down
+        self.clamp: float | None = None  # clamp the output to ±clamp (mixed precision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.down:
             x = downsample2d(x)
         pad = self.weight.shape[-1] // 2
         y = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=pad)  # [N, O, H, W]
-        return lrelu(y) if self.activation else y
+        return clamp_act(lrelu(y) if self.activation else y, self.clamp)
 
 
 class StyledConv(nn.Module):
@@ -185,6 +192,7 @@ class StyledConv(nn.Module):
         self.up = up
         self.resolution = resolution
         self.fused = fused
+        self.clamp: float | None = None  # clamp the output to ±clamp (mixed precision)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         if self.up:
@@ -204,7 +212,8 @@ class StyledConv(nn.Module):
             raise ValueError(
                 f"noise_mode must be random, shared, const or none, got {noise_mode!r}"
             )
-        return lrelu(y + self.bias[None, :, None, None])  # [N, O, R, R]
+        y = y + self.bias.to(y.dtype)[None, :, None, None]  # keeps autocast's low precision
+        return clamp_act(lrelu(y), self.clamp)  # [N, O, R, R]
 
 
 class ToRGB(nn.Module):
@@ -216,8 +225,9 @@ class ToRGB(nn.Module):
         self.weight = nn.Parameter(torch.randn(img_channels, in_ch, 1, 1))
         self.weight_gain = 1.0 / math.sqrt(in_ch)
         self.bias = nn.Parameter(torch.zeros(img_channels))
+        self.clamp: float | None = None  # clamp the output to ±clamp (mixed precision)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # [N, I]
         y = modulated_conv2d(x, self.weight, styles, demodulate=False)  # [N, C, R, R]
-        return y + self.bias[None, :, None, None]
+        return clamp_act(y + self.bias.to(y.dtype)[None, :, None, None], self.clamp)

@@ -4,6 +4,7 @@ training step live elsewhere. Module and parameter names are the checkpoint form
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,14 +29,51 @@ SHIFT_SEED = 2020  # the fixed projection w → input shift (not a weight: rebui
 CONST_SHIFT = (math.sqrt(math.log(2.0)), math.sqrt(math.log(2.0)))
 
 
-def run_block(fn, *args: torch.Tensor, recompute: bool) -> object:
-    """``fn(*args)``; with ``recompute`` (and gradients on) its activations are not kept but
-    recomputed in the backward pass (activation checkpointing; the RNG state is replayed, so
-    random noise inputs are drawn the same twice, and double backward — R1, path length —
-    works)."""
+CONV_CLAMP = 256.0  # mixed precision: every layer's output is clamped to ±this (stylegan2-ada)
+
+
+def low_precision(device: torch.device) -> torch.dtype:
+    """The type mixed precision computes in: float16 on CUDA (stylegan2-ada's), bfloat16 on
+    other devices (what CPU autocast supports; CPU training itself stays float32)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _autocast_call(fn, *args: object) -> object:
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    with torch.autocast(device.type, dtype=low_precision(device)):
+        return fn(*args)
+
+
+def run_block(fn, *args: object, recompute: bool, mixed: bool = False) -> object:
+    """``fn(*args)``; with ``mixed`` under autocast in ``low_precision`` (convolutions and
+    linear layers in that type, its activations kept in it); with ``recompute`` (and
+    gradients on) its activations are not kept but recomputed in the backward pass
+    (activation checkpointing; the RNG state is replayed, so random noise inputs are drawn the
+    same twice, and double backward — R1, path length — works)."""
+    if mixed:
+        fn = functools.partial(_autocast_call, fn)
     if recompute and torch.is_grad_enabled():
         return checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
+
+
+def set_mixed_precision(G: Generator, D: Discriminator, fp16_res: int) -> None:
+    """G's and D's blocks at ``fp16_res`` px and finer compute in ``low_precision``, each of
+    their layers' outputs clamped to ±``CONV_CLAMP`` (stylegan2-ada's mixed precision); 0: all
+    in float32, unclamped. Attributes only: the weights and checkpoints are unchanged."""
+    G.synthesis.fp16_res = D.fp16_res = fp16_res
+
+    def clamp(res: int) -> float | None:
+        return CONV_CLAMP if 0 < fp16_res <= res else None
+
+    for conv in G.synthesis.convs:
+        conv.clamp = clamp(conv.resolution)
+    for res, torgb in zip(G.spec.resolutions, G.synthesis.torgbs, strict=True):
+        torgb.clamp = clamp(res)
+    D.from_rgb.clamp = clamp(D.spec.resolution)
+    for res, block in zip(reversed(D.spec.resolutions[1:]), D.blocks, strict=True):
+        for layer in (block.conv0, block.conv1, block.skip):
+            layer.clamp = clamp(res)
 
 
 class MappingNetwork(nn.Module):
@@ -105,6 +143,7 @@ class SynthesisNetwork(nn.Module):
             self.torgbs.append(ToRGB(ch[res], spec.img_channels, w_dim))
         self.num_ws = spec.num_ws
         self.checkpoint_res = 0  # blocks at this resolution and finer recompute (0: none)
+        self.fp16_res = 0  # blocks at this resolution and finer in low precision (0: none)
         proj = torch.randn(2, w_dim, generator=torch.Generator().manual_seed(SHIFT_SEED))
         self.register_buffer("shift_proj", proj / proj.norm(dim=1, keepdim=True), persistent=False)
 
@@ -140,8 +179,11 @@ class SynthesisNetwork(nn.Module):
         img = self.torgbs[0](x, ws[:, 1])  # [N, img_channels, 4, 4]
         for i, res in enumerate(self.spec.resolutions[1:]):
             recompute = 0 < self.checkpoint_res <= res
-            x, img = run_block(self._block, i, x, img, ws, noise_mode, recompute=recompute)
-        return img
+            mixed = 0 < self.fp16_res <= res
+            x, img = run_block(
+                self._block, i, x, img, ws, noise_mode, recompute=recompute, mixed=mixed
+            )
+        return img  # float32: each block adds its toRGB to the float32 image so far
 
     def _block(
         self, i: int, x: torch.Tensor, img: torch.Tensor, ws: torch.Tensor, noise_mode: str
@@ -245,15 +287,18 @@ class Discriminator(nn.Module):
         )
         self.mbstd_group = spec.mbstd_group
         self.checkpoint_res = 0  # blocks at this input resolution and finer recompute (0: none)
+        self.fp16_res = 0  # blocks at this input resolution and finer in low precision
         self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
         self.fc = EqualLinear(ch[4] * 16, ch[4], activation=True)
         self.out = EqualLinear(ch[4], 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        res, cut = self.spec.resolution, self.checkpoint_res
-        x = run_block(self.from_rgb, img, recompute=0 < cut <= res)
+        res, cut, low = self.spec.resolution, self.checkpoint_res, self.fp16_res
+        x = run_block(self.from_rgb, img, recompute=0 < cut <= res, mixed=0 < low <= res)
         for block in self.blocks:
-            x = run_block(block, x, recompute=0 < cut <= res)
+            if not 0 < low <= res:
+                x = x.to(img.dtype)  # leaving the low-precision blocks
+            x = run_block(block, x, recompute=0 < cut <= res, mixed=0 < low <= res)
             res //= 2  # [N, C4, 4, 4] after the last
-        x = self.conv(minibatch_stddev(x, self.mbstd_group))
+        x = self.conv(minibatch_stddev(x.to(img.dtype), self.mbstd_group))
         return self.out(self.fc(x.flatten(1))).squeeze(1)  # [N]

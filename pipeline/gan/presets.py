@@ -144,15 +144,19 @@ PRESETS: dict[str, NetworkSpec] = {
         mapping_layers=8,
         channels={4: 128, 8: 128, 16: 128, 32: 64, 64: 32},
     ),
-    # GPU: StyleGAN2 config F at 256 px (channel base 32 k, max 512): G 30.0 M, D 28.9 M.
+    # GPU: stylegan2-ada's paper256 (channel base 16 k, max 512; config F's is 32 k).
     "paper256": NetworkSpec(
         resolution=256,
         z_dim=512,
         w_dim=512,
         mapping_layers=8,
-        channels={4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128},
+        channels={4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64},
     ),
 }
+
+# Mixed precision on GPUs (``gan.fp16_res``'s default): the preset's blocks at this resolution
+# and finer compute in float16, as stylegan2-ada's four finest resolutions; CPU presets: off.
+FP16_RES: dict[str, int] = {"paper256": 32}
 
 
 def preset_spec(name: str, img_channels: int = 3) -> NetworkSpec:

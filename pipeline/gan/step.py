@@ -26,7 +26,7 @@ from pipeline.gan.losses import (
     g_path_length_penalty,
     g_spread_penalty,
 )
-from pipeline.gan.networks import Discriminator, Generator
+from pipeline.gan.networks import Discriminator, Generator, set_mixed_precision
 from pipeline.gan.presets import NetworkSpec
 
 
@@ -66,6 +66,7 @@ class StepConfig:
     noise_init: float = 0.0  # initial strength of G's per-pixel noise inputs (paper: 0)
     g_train_from: int = 4  # train G's layers at this resolution and finer (4: all of G)
     checkpoint_res: int = 0  # G and D blocks at this resolution and finer recompute (0: off)
+    fp16_res: int = 0  # G and D blocks at this resolution and finer in low precision (0: off)
 
 
 Sync = Callable[[torch.Tensor], torch.Tensor]  # all-reduce (mean) across workers
@@ -75,12 +76,15 @@ def no_sync(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def average_grads(module: nn.Module, sync: Sync) -> None:
-    """Average gradients across workers (explicit DDP; works with R1's double backward)."""
-    if sync is no_sync:
-        return
+def average_grads(module: nn.Module, sync: Sync, finite: bool = False) -> None:
+    """Average gradients across workers (explicit DDP; works with R1's double backward).
+    ``finite``: first replace NaN by 0 and ±inf by ±1e5, as stylegan2-ada does for its
+    mixed precision (no loss scaling), so one overflowing step cannot poison Adam's state."""
     params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
+    if finite:
+        for p in params:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+    if sync is no_sync or not params:
         return
     flat = torch.cat([p.grad.flatten() for p in params])
     flat = sync(flat)
@@ -171,6 +175,7 @@ class TrainState:
         G, D = Generator(spec).to(device), Discriminator(spec).to(device)
         init_noise_strength(G, cfg.noise_init)
         G.synthesis.checkpoint_res = D.checkpoint_res = cfg.checkpoint_res
+        set_mixed_precision(G, D, cfg.fp16_res)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         return cls(
             G=G,
@@ -254,7 +259,7 @@ def train_step(
         r1 = d_r1_penalty(real_r1, D(real_r1))
         (r1 * (cfg.r1_gamma / 2) * cfg.r1_interval).backward()
         metrics["r1"] = r1.item()
-    average_grads(D, sync)
+    average_grads(D, sync, finite=cfg.fp16_res > 0)
     state.opt_D.step()
 
     # --- G: non-saturating loss, optional lazy path-length and curvature penalties -----
@@ -308,7 +313,7 @@ def train_step(
         )
         (spread * cfg.spread_weight * cfg.pl_interval).backward()
         metrics["spread"] = spread.item()
-    average_grads(G, sync)
+    average_grads(G, sync, finite=cfg.fp16_res > 0)
     state.opt_G.step()
     D.requires_grad_(True)
 

@@ -220,6 +220,8 @@ def test_bad_inputs(tiles_32: Path, tmp_path: Path) -> None:
         run_train_gan(gan_config(tiles_32, tmp_path / "res", preset="tiny64"))
     with pytest.raises(GanInputError, match="checkpoint_res 24 is not one of preset tiny32"):
         run_train_gan(gan_config(tiles_32, tmp_path / "ck", preset="tiny32", checkpoint_res=24))
+    with pytest.raises(GanInputError, match="fp16_res 4 is not one of preset tiny32"):
+        run_train_gan(gan_config(tiles_32, tmp_path / "fp", preset="tiny32", fp16_res=4))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "generator.json").write_text("{}")
@@ -350,6 +352,17 @@ def test_keep_checkpoints_none_keeps_every_tick(tmp_path: Path) -> None:
     assert (root / "checkpoint_000000000064" / "state.pt").read_bytes() == b"x"
 
 
+def test_mixed_precision_is_for_gpus_and_the_presets_default() -> None:
+    """gan.fp16_res: paper256 on CUDA defaults to its four finest resolutions, the CPU
+    presets to float32; an explicit value wins on CUDA; a CPU worker trains in float32."""
+    paper, tiny = GanTrainConfig(preset="paper256"), GanTrainConfig(preset="tiny64")
+    assert step_config(paper, 1, "cuda").fp16_res == 32
+    assert step_config(tiny, 1, "cuda").fp16_res == 0
+    assert step_config(paper.model_copy(update={"fp16_res": 0}), 1, "cuda").fp16_res == 0
+    assert step_config(tiny.model_copy(update={"fp16_res": 16}), 1, "cuda").fp16_res == 16
+    assert step_config(paper.model_copy(update={"fp16_res": 64}), 1, "cpu").fp16_res == 0
+
+
 def test_step_config_carries_the_regularisers() -> None:
     """The gan section's regulariser settings reach the training step (a dropped one would
     silently train without it), and the batch is split over the workers."""
@@ -370,7 +383,7 @@ def test_step_config_carries_the_regularisers() -> None:
         spread_weight=0.5,
         spread_band=(0.5, 1.5),
     )
-    s = step_config(g, world_size=2)
+    s = step_config(g, world_size=2, device="cpu")
     assert (s.spread_weight, s.spread_low, s.spread_high) == (0.5, 0.5, 1.5)
     assert (s.mode_seeking_weight, s.mode_seeking_size, s.mode_seeking_max) == (0.1, 16, 8.0)
     assert s.mode_seeking_noise == "const" and GanTrainConfig().mode_seeking_noise == "shared"
