@@ -188,36 +188,6 @@ class GanTrainConfig(RayTrainSettings):
     r1_gamma: float = Field(0.2, ge=0)
     r1_interval: int = Field(16, ge=1)
     pl_weight: float = Field(0.0, ge=0, description="path-length regularisation (0: off)")
-    curvature_weight: float = Field(
-        0.0,
-        ge=0,
-        description="penalty on G's curvature along W at the samples' scale, on pooled images "
-        "(keeps stain, brightness and composition linear in w for straight shifts; 0: off)",
-    )
-    mode_seeking_weight: float = Field(
-        0.0,
-        ge=0,
-        description="mode-seeking penalty (MSGAN) on pairs of samples sharing one noise draw "
-        "(gan.mode_seeking_noise), compared as shown (clamped), "
-        "lazy like path length: keeps w in control when the noise or a collapsed mapping "
-        "would vary the samples instead (0: off)",
-    )
-    mode_seeking_size: int | None = Field(
-        None, ge=1, description="its images are pooled to this size (None: full resolution)"
-    )
-    mode_seeking_noise: Literal["shared", "const"] = Field(
-        "shared",
-        description="the noise (and input shift) its pairs share: a fresh random draw per "
-        "step ('shared', an input D also sees, so G cannot game one fixed input) or the "
-        "fixed constant-noise buffers the analysis samples at ('const')",
-    )
-    mode_seeking_max: float | None = Field(
-        None,
-        gt=0,
-        description="hinge: only the penalty above this counts, so it stops a collapse without "
-        "pushing healthy samples apart (None: MSGAN's plain inverse; tiny64 generators "
-        "that follow w read ~4-5, M1N's collapse 30-90)",
-    )
     spread_weight: float = Field(
         0.0,
         ge=0,
@@ -228,20 +198,6 @@ class GanTrainConfig(RayTrainSettings):
     )
     spread_band: tuple[float, float] = Field(
         (0.7, 1.3), description="the SD ratio (samples / reals) the spread penalty allows"
-    )
-    curvature_eps: float = Field(0.5, gt=0, description="its step along W, in SDs of w")
-    curvature_size: int = Field(8, ge=1, description="its images are pooled to this size")
-    curvature_nuclei: float = Field(
-        0.0,
-        ge=0,
-        description="weight, within the curvature penalty, of the same term on a soft nuclear "
-        "mask (the segmentation's view; 0: off)",
-    )
-    curvature_nuclei_size: int = Field(8, ge=1, description="that mask is pooled to this size")
-    curvature_relative: bool = Field(
-        False,
-        description="divide each curvature term by its squared first difference, so G cannot "
-        "lower it by making what it measures insensitive to w",
     )
     style_mixing: float = Field(0.9, ge=0, le=1)
     ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema")
@@ -256,9 +212,6 @@ class GanTrainConfig(RayTrainSettings):
     ada_ops: list[AdaOp] = Field(
         list(ADA_OPS),
         description="ADA operations used (the others are never applied)",
-    )
-    noise_init: float = Field(
-        0.0, ge=0, description="initial strength of G's noise inputs (paper: 0; see docs/gan.md)"
     )
     dihedral: bool = Field(True, description="random flips and 90° rotations of the tiles")
     seed: int = 0
@@ -295,25 +248,11 @@ class GanTrainConfig(RayTrainSettings):
         "sample like the noise inputs; the layout is stochastic detail and w keeps the "
         "tissue's state)",
     )
-    w_input: float | None = Field(
-        None,
-        ge=0,
-        description="add this times a learned linear map of w to G's constant input (see "
-        "NetworkSpec), so the layout varies smoothly with w; None keeps the preset's (0: the "
-        "paper's fixed constant)",
-    )
     init_from: str | None = Field(
         None,
         description="warm start G (and D) from an exported generator folder, e.g. models/; "
         "an export with fewer channels at some resolutions (not the coarsest) is widened into "
         "the preset, computing the same images, and the added channels learn from there",
-    )
-    g_train_from: int = Field(
-        4,
-        ge=4,
-        description="train G's synthesis layers at this resolution and finer only; above 4 the "
-        "mapping network and coarser layers stay as gan.init_from left them (fine-tune the "
-        "detail without moving W)",
     )
     checkpoint_res: int = Field(
         0,

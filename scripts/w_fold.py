@@ -11,11 +11,12 @@ them (prints one block per generator):
    variance a straight line and a quadratic in the path position explain (rough, or smooth
    and bent?);
 3. ``truncation``: the median R² at ψ 0.7 and 0.5 (is W linear closer to its mean?);
-4. ``steps``: steps of ε = 0.5 SD of w along random directions (as ``g_curvature_penalty``
-   draws them): the RMS first difference (how strongly a view follows w) and the mean
-   squared second over first difference (relative curvature) of the image pooled to 16 px
-   and of the soft nuclear mask pooled to 8 px and to the whole tile (session 13: a
-   generator can look straight because its nuclei no longer follow w).
+4. ``steps``: steps of ε = 0.5 SD of w along random directions (as the curvature penalty
+   measured in docs/results.md drew them): the RMS first difference (how strongly a view
+   follows w) and the mean squared second over first difference (relative curvature) of the
+   image pooled to 16 px and of the soft nuclear mask pooled to 8 px and to the whole tile (a
+   generator can look straight because its nuclei no longer follow w: docs/results.md,
+   2026-11-29).
 
     PYTHONPATH=. .venv/bin/python scripts/w_fold.py models/demo_tiny64 [work/other_export ...]
     (``--parts steps`` for the quick part alone)

@@ -135,16 +135,6 @@ def check_inputs(cfg: Config) -> pd.DataFrame:
             "or set gan.resize_tiles=true"
         )
     resolutions = PRESETS[g.preset].resolutions
-    if g.g_train_from not in resolutions:
-        raise GanInputError(
-            f"gan.g_train_from {g.g_train_from} is not one of preset "
-            f"{g.preset}'s resolutions {list(resolutions)}"
-        )
-    if g.g_train_from > resolutions[0] and not g.init_from:
-        raise GanInputError(
-            f"gan.g_train_from {g.g_train_from} freezes G's mapping and coarse layers: it "
-            "needs gan.init_from (a generator to fine-tune)"
-        )
     for key, allowed in (("checkpoint_res", resolutions), ("fp16_res", resolutions[1:])):
         res = getattr(g, key)
         if res and res not in allowed:
@@ -176,8 +166,8 @@ def _allreduce_mean(world_size: int, device: torch.device) -> Sync:
 
 def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
     """The preset's architecture with ``channels`` image channels (default: ``gan.channels``,
-    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` / ``gan.mapping_lr_mult`` /
-    ``gan.w_input`` when set."""
+    else the tiles'), and ``gan.input_shift`` / ``gan.shift_source`` / ``gan.mapping_lr_mult``
+    when set."""
     g = cfg.gan
     channels = channels or g.channels or TileStore(cfg.workdir / "tiles").tile_shape()[1]
     spec = preset_spec(g.preset, channels)
@@ -185,8 +175,6 @@ def gan_spec(cfg: Config, channels: int | None = None) -> NetworkSpec:
         spec = dataclasses.replace(spec, input_shift=g.input_shift)
     if g.mapping_lr_mult is not None:
         spec = dataclasses.replace(spec, mapping_lr_mult=g.mapping_lr_mult)
-    if g.w_input is not None:
-        spec = dataclasses.replace(spec, w_input=g.w_input)
     return dataclasses.replace(spec, shift_source=g.shift_source)
 
 

@@ -7,8 +7,6 @@ from pipeline.gan.layers import EqualConv2d, EqualLinear, modulated_conv2d
 from pipeline.gan.losses import (
     d_logistic_loss,
     d_r1_penalty,
-    g_curvature_penalty,
-    g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
     g_spread_penalty,
@@ -39,8 +37,6 @@ __all__ = [
     "ema_beta",
     "ema_update",
     "g_nonsaturating_loss",
-    "g_curvature_penalty",
-    "g_mode_seeking_penalty",
     "g_path_length_penalty",
     "g_spread_penalty",
     "laplacian_pyramid",

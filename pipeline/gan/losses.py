@@ -1,8 +1,6 @@
 """GAN losses as small pure functions: non-saturating logistic loss, R1 and path-length
-regularisers (Karras et al. 2020), a curvature penalty that keeps coarse image content
-linear in w, a mode-seeking penalty that keeps z (and so w) in control of the samples
-(Mao et al. 2019), a spread penalty that makes w (not the noise) carry the tiles'
-per-tile statistics, and the style-mixing ws used by the G loss."""
+regularisers (Karras et al. 2020), a spread penalty that makes w (not the noise) carry the
+tiles' per-tile statistics, and the style-mixing ws used by the G loss."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pipeline.features.soft import soft_nuclei_mask
 from pipeline.gan.networks import mix_styles
 
 
@@ -60,40 +57,6 @@ def g_path_length_penalty(
     return penalty, new_mean.detach(), lengths.detach()
 
 
-def g_mode_seeking_penalty(
-    images: torch.Tensor,
-    z: torch.Tensor,
-    size: int | None = None,
-    hinge: float | None = None,
-    value_range: tuple[float, float] | None = None,
-    eps: float = 1e-5,
-) -> torch.Tensor:
-    """Mode seeking (MSGAN, Mao et al. 2019): 1 / (mean |G(z₁) − G(z₂)| / mean |z₁ − z₂|).
-
-    ``images`` [2M, C, H, W] are G's samples of the latents ``z`` [2M, z_dim]; the first
-    half is paired with the second. The ratio falls toward 0 as G stops following its
-    latent (the samples collapse onto one, or another input such as the noise takes over),
-    and the penalty then grows as its inverse. With ``size`` the images are average-pooled
-    to size × size first, so only coarser content (layout, density, stain) counts, not
-    pixel-level texture, which G could otherwise vary to lower the penalty. With ``hinge``
-    only the part above it counts (0 below): a collapse is stopped, healthy samples are not
-    pushed further apart. With ``value_range`` the images are clamped to it first, so they
-    are compared as shown: differences past white or black are invisible and earn nothing
-    (G could otherwise meet the penalty by overexposing).
-    """
-    if value_range is not None:
-        images = images.clamp(*value_range)
-    if size is not None:
-        images = F.adaptive_avg_pool2d(images, size)
-    a, b = images.flatten(1).chunk(2)
-    za, zb = z.flatten(1).chunk(2)
-    if len(a) == 0 or len(a) != len(b):
-        raise ValueError(f"need an even number >= 2 of images, got {len(images)}")
-    ratio = (a - b).abs().mean() / (za - zb).abs().mean()
-    penalty = 1.0 / (ratio + eps)
-    return penalty if hinge is None else (penalty - hinge).relu()
-
-
 def g_spread_penalty(
     fake_stats: torch.Tensor,  # [M, K] of samples that differ only in w (one shared noise draw)
     real_stats: torch.Tensor,  # [N, K] of real tiles
@@ -107,7 +70,7 @@ def g_spread_penalty(
     Drawn at one shared noise draw, the samples differ only in w, so this asks w to carry
     the tiles' spread of each statistic, neither less (the noise or input shift carrying it,
     so that moving along W changes nothing: MSH2 in docs/results.md) nor more (the
-    colour inflation by which G met the mode-seeking penalty). Scale-free, so
+    colour inflation by which G met a mode-seeking penalty, docs/results.md). Scale-free, so
     every statistic counts alike whatever its units.
     """
     if len(fake_stats) < 2 or len(real_stats) < 2:
@@ -116,58 +79,6 @@ def g_spread_penalty(
     below = (math.log(low) - log_ratio).relu()
     above = (log_ratio - math.log(high)).relu()
     return (below.square() + above.square()).mean()
-
-
-def g_curvature_penalty(
-    synthesis: Callable[[torch.Tensor], torch.Tensor],  # ws [N, num_ws, w_dim] → images
-    w: torch.Tensor,  # [N, w_dim]
-    num_ws: int,
-    eps: float = 0.5,
-    size: int = 8,
-    nuclei: float = 0.0,
-    nuclei_size: int = 8,
-    relative: bool = False,
-) -> torch.Tensor:
-    """Mean squared second difference of G along random directions in W (a scalar).
-
-    For each w a direction v ~ N(0, diag SD(w)²) (SD over the batch, so the step is
-    ``eps`` of the samples' spread in every dimension) gives
-    ``d = G(w + eps·v) + G(w − eps·v) − 2 G(w)``, the curvature of the map w → image at the
-    scale of the samples. It is taken on images average-pooled to ``size`` × ``size`` (stain
-    colour, brightness, tissue composition: what the analysis measures along a straight
-    shift, not where each nucleus sits) and averaged over pixels and channels. Zero when G
-    is affine in w. ``synthesis`` must draw the three images with the same noise (e.g.
-    ``noise_mode="const"``). A finite-difference directional Hessian, as in the Hessian
-    penalty of Peebles et al. 2020, but on all curvature, not only its off-diagonal part.
-
-    ``nuclei`` > 0 adds that weight times the same term on the images' soft nuclear mask
-    (``soft_nuclei_mask``) pooled to ``nuclei_size``: the nuclei as the segmentation sees
-    them, whose count and size fold in w while the pooled image stays smooth (docs/results.md).
-
-    ``relative`` divides each term by the mean squared first difference
-    ``(G(w + eps·v) − G(w − eps·v)) / 2`` of the same pooled view: scale-free, so G cannot
-    lower it by making a view insensitive to w (with the plain term, the nuclei of a fine-tuned
-    generator came to follow w half as much: docs/results.md).
-    """
-    v = torch.randn_like(w) * w.detach().std(dim=0, keepdim=True) * eps
-    stacked = torch.cat([w - v, w, w + v])[:, None].expand(-1, num_ws, -1)
-    images = synthesis(stacked)
-    penalty = _second_difference(images, size, relative)
-    if nuclei > 0:
-        penalty = penalty + nuclei * _second_difference(
-            soft_nuclei_mask(images), nuclei_size, relative
-        )
-    return penalty
-
-
-def _second_difference(views: torch.Tensor, size: int, relative: bool) -> torch.Tensor:
-    """Mean squared ``lo + hi − 2·mid`` of ``views`` stacked as [lo; mid; hi] and pooled to
-    ``size``; over the mean squared ``(hi − lo) / 2`` when ``relative``."""
-    lo, mid, hi = F.adaptive_avg_pool2d(views, size).chunk(3)
-    curvature = (lo + hi - 2 * mid).square().mean()
-    if not relative:
-        return curvature
-    return curvature / ((hi - lo) / 2).square().mean().clamp_min(1e-12)
 
 
 def mixing_ws(

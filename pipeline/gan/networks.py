@@ -123,8 +123,6 @@ class SynthesisNetwork(nn.Module):
     N(0, input_shift²) cells per sample with ``noise_mode="random"`` (one draw for the whole
     batch with ``"shared"``), one fixed typical draw (``CONST_SHIFT``) with ``"const"``, and
     zero with ``"none"``.
-    With ``spec.w_input`` a learned linear map of ``ws[:, 0]`` (times ``w_input``) is added to
-    the constant, so the input itself varies with w, smoothly.
     """
 
     def __init__(self, spec: NetworkSpec, *, fused_modconv: bool = False) -> None:
@@ -132,7 +130,6 @@ class SynthesisNetwork(nn.Module):
         self.spec = spec
         ch, w_dim = spec.channels, spec.w_dim
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
-        self.input_map = EqualLinear(w_dim, ch[4] * 16) if spec.w_input else None
         self.convs = nn.ModuleList()
         self.torgbs = nn.ModuleList()
         self.convs.append(StyledConv(ch[4], ch[4], w_dim, 4, up=False, fused=fused_modconv))
@@ -162,11 +159,8 @@ class SynthesisNetwork(nn.Module):
         return self.spec.input_shift * ws[:, 0] @ self.shift_proj.T
 
     def input(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        """What the first conv reads: the constant (plus ``w_input`` · map(w), shifted by
-        ``input_shift``), [N, C, 4, 4]."""
+        """What the first conv reads: the constant (shifted by ``input_shift``), [N, C, 4, 4]."""
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)  # [N, C, 4, 4]
-        if self.input_map is not None:
-            x = x + self.spec.w_input * self.input_map(ws[:, 0]).view_as(x)
         if self.spec.input_shift:
             x = shift_periodic(x, self.input_shift(ws, noise_mode))
         return x

@@ -24,10 +24,7 @@ class NetworkSpec:
     paper's fixed constant. It adds no weights. ``shift_source="noise"`` draws that shift at
     random per sample instead (SD ``input_shift`` cells; zero at constant noise), like the
     per-pixel noise: the arrangement is then stochastic detail and w keeps the tissue's
-    state (density, size, stain), which is what the analysis moves along. ``w_input`` > 0
-    adds ``w_input`` times a learned linear map of the first w, shaped like the constant, to
-    it: the input, and so the arrangement, then varies smoothly (linearly) with w, as in
-    DCGAN/ProGAN's latent-to-4×4 input, while the constant keeps what all tiles share.
+    state (density, size, stain), which is what the analysis moves along.
     """
 
     resolution: int
@@ -40,7 +37,6 @@ class NetworkSpec:
     mapping_lr_mult: float = 0.01
     input_shift: float = 0.0
     shift_source: str = "w"
-    w_input: float = 0.0
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution)
@@ -62,8 +58,6 @@ class NetworkSpec:
             raise ValueError(f"sizes must be >= 1: {bad}")
         if not self.input_shift >= 0:
             raise ValueError(f"input_shift must be >= 0, got {self.input_shift}")
-        if not self.w_input >= 0:
-            raise ValueError(f"w_input must be >= 0, got {self.w_input}")
         if self.shift_source not in SHIFT_SOURCES:
             raise ValueError(
                 f"shift_source must be one of {SHIFT_SOURCES}, got {self.shift_source!r}"
@@ -91,8 +85,6 @@ class NetworkSpec:
             del d["input_shift"]
         if not self.input_shift or self.shift_source == "w":  # absent = older exports
             del d["shift_source"]
-        if not self.w_input:  # absent = the paper's fixed constant (older exports)
-            del d["w_input"]
         return d
 
     @classmethod

@@ -16,12 +16,9 @@ from torch import nn
 from pipeline.features.soft import tile_statistics
 from pipeline.gan.augment import AugmentPipe, adjust_p
 from pipeline.gan.ema import ema_beta, ema_update
-from pipeline.gan.layers import StyledConv
 from pipeline.gan.losses import (
     d_logistic_loss,
     d_r1_penalty,
-    g_curvature_penalty,
-    g_mode_seeking_penalty,
     g_nonsaturating_loss,
     g_path_length_penalty,
     g_spread_penalty,
@@ -41,17 +38,7 @@ class StepConfig:
     r1_gamma: float = 0.2
     r1_interval: int = 16
     pl_weight: float = 0.0
-    pl_interval: int = 4  # lazy interval of the G regularisers (path length, curvature)
-    curvature_weight: float = 0.0
-    curvature_eps: float = 0.5  # step along W, in SDs of w
-    curvature_size: int = 8  # images are pooled to this size before the difference
-    curvature_nuclei: float = 0.0  # weight of the same term on the soft nuclear mask
-    curvature_nuclei_size: int = 8  # the mask is pooled to this size
-    curvature_relative: bool = False  # each term over its squared first difference
-    mode_seeking_weight: float = 0.0  # MSGAN penalty at one noise draw per batch (0: off)
-    mode_seeking_size: int | None = None  # its images pooled to this size (None: full)
-    mode_seeking_max: float | None = None  # hinge: only the part above this counts
-    mode_seeking_noise: str = "shared"  # its pairs share a fresh draw ("shared") or "const"
+    pl_interval: int = 4  # lazy interval of the G regularisers (path length, spread)
     spread_weight: float = 0.0  # w carries the reals' spread of tile statistics (0: off)
     spread_low: float = 0.7  # SD ratio (samples at one shared draw / reals) band, no penalty
     spread_high: float = 1.3
@@ -63,8 +50,6 @@ class StepConfig:
     ada_interval: int = 4
     ada_kimg: float = 100.0
     ada_ops: tuple[str, ...] = AugmentPipe.OPS  # the others get weight 0
-    noise_init: float = 0.0  # initial strength of G's per-pixel noise inputs (paper: 0)
-    g_train_from: int = 4  # train G's layers at this resolution and finer (4: all of G)
     checkpoint_res: int = 0  # G and D blocks at this resolution and finer recompute (0: off)
     fp16_res: int = 0  # G and D blocks at this resolution and finer in low precision (0: off)
 
@@ -95,59 +80,15 @@ def average_grads(module: nn.Module, sync: Sync, finite: bool = False) -> None:
         offset += n
 
 
-def set_g_trainable(G: Generator, from_res: int = 4) -> None:
-    """Let gradients reach G's synthesis layers at ``from_res`` px and finer only.
-
-    ``from_res`` 4 trains all of G. Above 4 the mapping network, the input (constant and
-    map of w) and every coarser layer are frozen: fine-tuning a warm-started generator's
-    fine detail (sharper nuclei, texture) then cannot move its W, whose geometry the
-    analysis relies on (the features' near-linearity in w, docs/gan.md). Frozen weights get
-    no gradient, so the optimizer leaves them alone and the backward pass stops at
-    ``from_res``.
-    """
-    resolutions = G.spec.resolutions
-    if from_res not in resolutions:
-        raise ValueError(f"g_train_from {from_res} is not one of G's resolutions {resolutions}")
-    train_all = from_res == resolutions[0]
-    G.mapping.requires_grad_(train_all)
-    G.synthesis.const.requires_grad_(train_all)
-    if G.synthesis.input_map is not None:  # part of the input, like the constant
-        G.synthesis.input_map.requires_grad_(train_all)
-    for conv in G.synthesis.convs:
-        conv.requires_grad_(conv.resolution >= from_res)
-    for res, torgb in zip(resolutions, G.synthesis.torgbs, strict=True):
-        torgb.requires_grad_(res >= from_res)
-
-
 def g_reg_interval(cfg: StepConfig) -> int:
     """Steps between G's lazy regularisation passes (0: none is on)."""
-    on = (
-        cfg.pl_weight > 0
-        or cfg.curvature_weight > 0
-        or cfg.mode_seeking_weight > 0
-        or cfg.spread_weight > 0
-    )
-    return cfg.pl_interval if on else 0
+    return cfg.pl_interval if cfg.pl_weight > 0 or cfg.spread_weight > 0 else 0
 
 
 def _lazy_adam(params, lr: float, beta2: float, interval: int) -> torch.optim.Adam:
     """Adam with lr and betas rescaled for lazy regularisation (Karras et al. 2020, B)."""
     c = interval / (interval + 1) if interval > 0 else 1.0
     return torch.optim.Adam(params, lr=lr * c, betas=(0.0, beta2**c), eps=1e-8)
-
-
-def init_noise_strength(G: Generator, value: float) -> None:
-    """Set every noise input's learned strength to ``value`` (in place).
-
-    The paper starts them at 0, so early samples differ only through w, which modulates
-    whole channels of the learned 4×4 constant: on tissue, where nuclei lie anywhere, a small
-    G then draws one arrangement for every sample (layout correlation ~0.7 on the demo). A
-    positive start gives each sample its own arrangement from the first step.
-    """
-    with torch.no_grad():
-        for m in G.modules():
-            if isinstance(m, StyledConv):
-                m.noise_strength.fill_(value)
 
 
 @dataclass
@@ -173,7 +114,6 @@ class TrainState:
         """Fresh networks (identical for a given seed on any device) and optimizers."""
         torch.manual_seed(seed)
         G, D = Generator(spec).to(device), Discriminator(spec).to(device)
-        init_noise_strength(G, cfg.noise_init)
         G.synthesis.checkpoint_res = D.checkpoint_res = cfg.checkpoint_res
         set_mixed_precision(G, D, cfg.fp16_res)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -262,8 +202,8 @@ def train_step(
     average_grads(D, sync, finite=cfg.fp16_res > 0)
     state.opt_D.step()
 
-    # --- G: non-saturating loss, optional lazy path-length and curvature penalties -----
-    set_g_trainable(G, cfg.g_train_from)
+    # --- G: non-saturating loss, optional lazy path-length and spread penalties --------
+    G.requires_grad_(True)
     D.requires_grad_(False)
     fake = G(torch.randn(n, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
     g_loss = g_nonsaturating_loss(D(aug(fake)))
@@ -273,38 +213,11 @@ def train_step(
     if cfg.pl_weight > 0 and state.step % cfg.pl_interval == 0:
         m = max(1, n // 2)
         ws = G.ws_from_z(torch.randn(m, G.z_dim, device=dev), style_mixing_prob=cfg.style_mixing)
-        if not ws.requires_grad:  # frozen mapping (g_train_from > 4): still w.r.t. ws
-            ws.requires_grad_(True)
         pl, state.mean_path_length, _ = g_path_length_penalty(
             G.synthesis(ws), ws, state.mean_path_length
         )
         (pl * cfg.pl_weight * cfg.pl_interval).backward()
         metrics["pl"] = pl.item()
-    if cfg.curvature_weight > 0 and state.step % cfg.pl_interval == 0:
-        m = max(1, n // 2)
-        w = G.mapping(torch.randn(m, G.z_dim, device=dev))
-        curv = g_curvature_penalty(
-            lambda ws: G.synthesis(ws, noise_mode="const"),
-            w,
-            G.num_ws,
-            cfg.curvature_eps,
-            cfg.curvature_size,
-            cfg.curvature_nuclei,
-            cfg.curvature_nuclei_size,
-            cfg.curvature_relative,
-        )
-        (curv * cfg.curvature_weight * cfg.pl_interval).backward()
-        metrics["curvature"] = curv.item()
-    if cfg.mode_seeking_weight > 0 and state.step % cfg.pl_interval == 0:
-        # all samples share one draw of the noise (and input shift), so only z (w) can vary
-        # them; "shared" draws it afresh each time, so G cannot game one fixed input
-        z = torch.randn(2 * max(1, n // 4), G.z_dim, device=dev)
-        images = G(z, noise_mode=cfg.mode_seeking_noise)
-        ms = g_mode_seeking_penalty(
-            images, z, cfg.mode_seeking_size, cfg.mode_seeking_max, value_range=(-1.0, 1.0)
-        )  # as shown
-        (ms * cfg.mode_seeking_weight * cfg.pl_interval).backward()
-        metrics["mode_seeking"] = ms.item()
     if cfg.spread_weight > 0 and state.step % cfg.pl_interval == 0:
         # one fresh draw of noise and input shift for all: only w varies these samples
         images = G(torch.randn(max(2, n // 2), G.z_dim, device=dev), noise_mode="shared")

@@ -194,30 +194,6 @@ def test_spec_json_roundtrip_and_validation() -> None:
     assert NetworkSpec.from_dict(json.loads(json.dumps(by_noise.to_dict()))) == by_noise
     with pytest.raises(ValueError, match="shift_source"):
         dataclasses.replace(shifted, shift_source="phase")
-    assert "w_input" not in TINY8.to_dict()  # the paper's constant: older specs unchanged
-    mapped = dataclasses.replace(TINY8, w_input=0.5)
-    assert NetworkSpec.from_dict(json.loads(json.dumps(mapped.to_dict()))) == mapped
-    with pytest.raises(ValueError, match="w_input"):
-        dataclasses.replace(TINY8, w_input=-1.0)
-
-
-def test_noise_init_gives_each_sample_its_own_layout() -> None:
-    """With the paper's zero noise strength only w varies a fresh G's layout; with a positive
-    start (``gan.noise_init``) the per-sample noise does too, and one shared noise image
-    makes the samples alike again."""
-    from pipeline.gan.loop import generate
-    from pipeline.gan.metrics import layout_correlation
-    from pipeline.gan.step import StepConfig, TrainState
-
-    spec = PRESETS["tiny64"]
-    flat = TrainState.create(spec, StepConfig(), seed=0).G
-    noisy = TrainState.create(spec, StepConfig(noise_init=1.0), seed=0).G
-    assert all(m.noise_strength.item() == 1.0 for m in noisy.synthesis.convs)
-    flat_corr = layout_correlation(generate(flat, 32, seed=1))
-    assert flat_corr == layout_correlation(generate(flat, 32, seed=1, noise_mode="const"))
-    noisy_corr = layout_correlation(generate(noisy, 32, seed=1))
-    assert noisy_corr < 0.1 < flat_corr
-    assert layout_correlation(generate(noisy, 32, seed=1, noise_mode="const")) > flat_corr
 
 
 def test_input_shift_moves_the_layout_with_w() -> None:
@@ -227,6 +203,7 @@ def test_input_shift_moves_the_layout_with_w() -> None:
     from pipeline.gan.metrics import layout_correlation
 
     spec = PRESETS["tiny32"]
+    torch.manual_seed(0)  # the init was the module's RNG state: order-dependent (seeds 0-7 hold)
     G = Generator(spec).eval()
     H = Generator(dataclasses.replace(spec, input_shift=2.0)).eval()
     H.load_state_dict(G.state_dict())
@@ -276,36 +253,3 @@ def test_input_shift_from_noise_is_stochastic_detail() -> None:
     fixed = layout_correlation(generate(G, 64, seed=1))
     moving = layout_correlation(generate(H, 64, seed=1))
     assert moving < 0.5 * fixed
-
-
-def test_w_input_adds_a_linear_map_of_w_to_the_constant() -> None:
-    """With ``w_input`` G's input is the constant plus ``w_input`` times a learned linear map
-    of the first w: zero map, the paper's G; the input is affine in w (so the layout can follow
-    w without bending the feature-vs-w relation the analysis fits); a large map gives the
-    samples their own arrangements even at constant noise."""
-    from pipeline.gan.loop import generate
-    from pipeline.gan.metrics import layout_correlation
-
-    spec = PRESETS["tiny32"]
-    torch.manual_seed(0)
-    G = Generator(spec).eval()
-    H = Generator(dataclasses.replace(spec, w_input=1.0)).eval()
-    assert set(H.state_dict()) - set(G.state_dict()) == {
-        "synthesis.input_map.weight",
-        "synthesis.input_map.bias",
-    }
-    H.load_state_dict({**H.state_dict(), **G.state_dict()})
-    ws = G.ws_from_z(torch.randn(4, spec.z_dim)).detach()
-    with torch.no_grad():
-        assert not torch.allclose(H.synthesis.input(ws), G.synthesis.input(ws))
-        a, b = H.synthesis.input(ws[:1]), H.synthesis.input(ws[1:2])
-        mid = H.synthesis.input(0.3 * ws[:1] + 0.7 * ws[1:2])
-        torch.testing.assert_close(mid, 0.3 * a + 0.7 * b)  # affine in w
-        H.synthesis.input_map.weight.zero_()
-        H.synthesis.input_map.bias.zero_()
-        torch.testing.assert_close(H.synthesis(ws, "const"), G.synthesis(ws, "const"))
-    fixed = layout_correlation(generate(G, 64, seed=1, noise_mode="const"))
-    L = Generator(dataclasses.replace(spec, w_input=10.0)).eval()
-    L.load_state_dict({**L.state_dict(), **G.state_dict()})
-    moving = layout_correlation(generate(L, 64, seed=1, noise_mode="const"))
-    assert moving < 0.6 * fixed, (moving, fixed)
