@@ -90,6 +90,23 @@ def test_activation_checkpointing_trains_exactly_as_without() -> None:
     assert s1.G.synthesis.checkpoint_res == s1.D.checkpoint_res == 16
 
 
+def test_mixed_precision_replaces_non_finite_gradients() -> None:
+    """Without loss scaling an overflowing float16 step can leave inf or NaN in a gradient:
+    with ``finite`` they become ±1e5 and 0 before Adam sees them; without, they stay."""
+    from pipeline.gan.step import average_grads
+
+    for finite in (False, True):
+        layer = torch.nn.Linear(3, 1)
+        layer.weight.grad = torch.tensor([[float("nan"), float("inf"), -float("inf")]])
+        layer.bias.grad = torch.tensor([0.5])
+        average_grads(layer, lambda t: t, finite=finite)  # a sync: the all-reduce path too
+        if finite:
+            assert layer.weight.grad.tolist() == [[0.0, 1e5, -1e5]]
+        else:
+            assert not torch.isfinite(layer.weight.grad).any()
+        assert layer.bias.grad.tolist() == [0.5]
+
+
 def test_mixed_precision_stays_finite_and_close_to_float32() -> None:
     """The float16 code path on a CPU (bfloat16 autocast): the blocks from 16 px compute in
     low precision with every layer clamped, with and without activation checkpointing; over
